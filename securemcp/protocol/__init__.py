@@ -1,0 +1,45 @@
+"""The sans-I/O core: WebSocket and JSON-RPC as pure state machines.
+
+Nothing in this package performs I/O, reads a clock or needs an event loop;
+importing it loads no asyncio, trio, anyio or socket module. Drive a
+:class:`ServerConnection` or :class:`ClientConnection` from any loop.
+"""
+
+from .client import ClientConnection
+from .connection import CloseCode, ConnectionState
+from .events import (
+    Connected,
+    ConnectionClosed,
+    ConnectionRejected,
+    ErrorReceived,
+    Event,
+    HandshakeRequest,
+    NotificationReceived,
+    PongReceived,
+    ResponseReceived,
+    ToolCall,
+    Welcome,
+)
+from .jsonrpc import RequestId
+from .limits import Limits
+from .server import ServerConnection
+
+__all__ = [
+    "ClientConnection",
+    "CloseCode",
+    "Connected",
+    "ConnectionClosed",
+    "ConnectionRejected",
+    "ConnectionState",
+    "ErrorReceived",
+    "Event",
+    "HandshakeRequest",
+    "Limits",
+    "NotificationReceived",
+    "PongReceived",
+    "RequestId",
+    "ResponseReceived",
+    "ServerConnection",
+    "ToolCall",
+    "Welcome",
+]

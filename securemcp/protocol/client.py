@@ -1,0 +1,198 @@
+"""The client side of one connection: handshake, requests, answer correlation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from wsproto import ConnectionType
+from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.events import Event as WSEvent
+from wsproto.utilities import RemoteProtocolError
+
+from ..errors import LocalProtocolError, ParseError
+from .connection import ConnectionState, _Endpoint
+from .events import (
+    Connected,
+    ConnectionRejected,
+    ErrorReceived,
+    NotificationReceived,
+    ResponseReceived,
+    Welcome,
+)
+from .jsonrpc import RequestId, is_request_id, loads
+from .limits import Limits
+
+__all__ = ["ClientConnection"]
+
+
+def _pairs(headers: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in headers
+    )
+
+
+class ClientConnection(_Endpoint):
+    """The sans-I/O client side of one WebSocket connection, speaking the seed dialect.
+
+    Call :meth:`connect`, write ``data_to_send()``, feed what the socket gives
+    to ``receive_data``; a :class:`Connected` event means requests can flow.
+    Answers come back as :class:`ResponseReceived` / :class:`ErrorReceived`
+    carrying the id :meth:`send_request` returned.
+    """
+
+    def __init__(self, *, limits: Limits | None = None) -> None:
+        super().__init__(ConnectionType.CLIENT, limits)
+        self.subprotocol: str | None = None
+        self._pending: set[RequestId] = set()
+        self._next_id = 0
+        self._reject_status = 0
+        self._reject_headers: tuple[tuple[str, str], ...] = ()
+        self._reject_body = bytearray()
+        self._connect_sent = False
+
+    def connect(
+        self,
+        host: str,
+        path: str = "/",
+        *,
+        subprotocols: Iterable[str] = (),
+        extra_headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Start the opening handshake for ``ws://host/path``."""
+        if self._connect_sent:
+            raise LocalProtocolError("connect() was already called")
+        self._connect_sent = True
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in extra_headers
+        ]
+        self._write(
+            self._ws.send(
+                Request(
+                    host=host, target=path, subprotocols=list(subprotocols), extra_headers=headers
+                )
+            )
+        )
+
+    @property
+    def pending(self) -> frozenset[RequestId]:
+        """Ids of the requests still waiting for an answer."""
+        return frozenset(self._pending)
+
+    def send_request(self, method: str, params: Any = None) -> int:
+        """Send a request and return its id, unique on this connection."""
+        self._require_open()
+        self._next_id += 1
+        request_id = self._next_id
+        message: dict[str, Any] = {"id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        self._send_json(message)
+        self._pending.add(request_id)
+        return request_id
+
+    def invoke_tool(self, name: str, arguments: dict[str, Any] | None = None) -> int:
+        """Send an ``invoke_tool`` request and return its id."""
+        return self.send_request("invoke_tool", {"tool_name": name, "params": arguments or {}})
+
+    def notify(self, method: str, params: Any = None) -> None:
+        """Send a notification (no id, never answered)."""
+        self._require_open()
+        message: dict[str, Any] = {"method": method}
+        if params is not None:
+            message["params"] = params
+        self._send_json(message)
+
+    def forget(self, request_id: RequestId) -> None:
+        """Stop waiting for ``request_id`` (a timed-out call); a late answer is then dropped."""
+        self._pending.discard(request_id)
+
+    def _require_open(self) -> None:
+        if self._state is not ConnectionState.OPEN:
+            raise LocalProtocolError(f"cannot send on a connection that is {self._state.value}")
+
+    # Hooks
+
+    def _on_handshake_event(self, event: WSEvent) -> None:
+        if isinstance(event, AcceptConnection):
+            self._state = ConnectionState.OPEN
+            self.subprotocol = event.subprotocol
+            self._events.append(Connected(event.subprotocol, _pairs(event.extra_headers)))
+        elif isinstance(event, RejectConnection):
+            self._reject_status = event.status_code
+            self._reject_headers = _pairs(event.headers)
+            if not event.has_body:
+                self._rejected()
+        elif isinstance(event, RejectData):
+            room = self.limits.max_message_size - len(self._reject_body)
+            self._reject_body += event.data[: max(room, 0)]
+            if event.body_finished:
+                self._rejected()
+
+    def _rejected(self) -> None:
+        self._state = ConnectionState.CLOSED
+        self._events.append(
+            ConnectionRejected(self._reject_status, self._reject_headers, bytes(self._reject_body))
+        )
+
+    def _handshake_failed(self, exc: RemoteProtocolError) -> None:
+        # The server's answer was not HTTP we understand, or not a valid upgrade.
+        self._state = ConnectionState.CLOSED
+        self._events.append(ConnectionRejected(0, (), str(exc).encode()))
+
+    def _unanswered(self) -> tuple[RequestId, ...]:
+        ids = tuple(sorted(self._pending, key=str))
+        self._pending.clear()
+        return ids
+
+    def _on_message(self, text: str) -> None:
+        try:
+            message = loads(text, self.limits.max_json_depth)
+        except ParseError:
+            return  # A server that sends garbage gets no say in our state.
+        if not isinstance(message, dict):
+            return
+        method = message.get("method")
+        request_id = message.get("id")
+        if isinstance(method, str):
+            if "id" in message:
+                # The server asks us something; we serve nothing, so say so.
+                if is_request_id(request_id):
+                    self._send_json(
+                        {
+                            "id": request_id,
+                            "error": {"code": -32601, "message": f"Unknown method: {method}"},
+                        }
+                    )
+                return
+            self._events.append(NotificationReceived(method, message.get("params")))
+            return
+        if not is_request_id(request_id) or request_id not in self._pending:
+            result = message.get("result")
+            if request_id == "welcome" and isinstance(result, dict):
+                tools = result.get("tools")
+                self._events.append(
+                    Welcome(
+                        str(result.get("message", "")),
+                        tuple(str(t) for t in tools) if isinstance(tools, list) else (),
+                    )
+                )
+            return  # Unknown ids (late answers to forgotten calls) are dropped.
+        self._pending.discard(request_id)
+        error = message.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            self._events.append(
+                ErrorReceived(
+                    request_id,
+                    code if type(code) is int else -32603,
+                    str(error.get("message", "")),
+                    error.get("data"),
+                )
+            )
+        elif "result" in message:
+            self._events.append(ResponseReceived(request_id, message["result"]))
+        else:
+            self._events.append(
+                ErrorReceived(request_id, -32603, "malformed answer: neither result nor error")
+            )

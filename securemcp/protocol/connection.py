@@ -1,0 +1,242 @@
+"""What server and client connections share: WebSocket framing, limits and closing.
+
+Bytes go in through ``receive_data``/``receive_eof``; events come out of
+``events_received()`` and bytes to write out of ``data_to_send()``. Nothing
+here blocks, reads a clock or touches a socket.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState as WSState
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    Pong,
+    TextMessage,
+)
+from wsproto.events import Event as WSEvent
+from wsproto.utilities import RemoteProtocolError
+
+from ..errors import LocalProtocolError
+from . import jsonrpc
+from .events import ConnectionClosed, Event, PongReceived
+from .limits import Limits
+
+__all__ = ["CloseCode", "ConnectionState"]
+
+
+class ConnectionState(Enum):
+    """Where a connection is in its life."""
+
+    CONNECTING = "connecting"
+    """Opening handshake in progress."""
+    OPEN = "open"
+    """Messages flow both ways."""
+    CLOSING = "closing"
+    """A close frame was sent; waiting for the peer's (``close_expected()`` is true)."""
+    CLOSED = "closed"
+    """Over: the backend should flush ``data_to_send()`` and close the socket."""
+
+
+class CloseCode:
+    """WebSocket close codes SecureMCP uses (RFC 6455 §7.4)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS = 1005
+    ABNORMAL = 1006
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+
+
+class _Endpoint:
+    """Common machinery of :class:`ServerConnection` and :class:`ClientConnection`."""
+
+    def __init__(self, role: ConnectionType, limits: Limits | None) -> None:
+        self.limits = limits if limits is not None else Limits()
+        self._ws = WSConnection(role)
+        self._state = ConnectionState.CONNECTING
+        self._events: list[Event] = []
+        self._outgoing: list[bytes] = []
+        self._outgoing_size = 0
+        self._fragments: list[str] = []
+        self._message_size = 0
+        self._close_code: int | None = None
+        self._close_reason = ""
+
+    # The driver's interface
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection's :class:`ConnectionState`."""
+        return self._state
+
+    @property
+    def wants_read(self) -> bool:
+        """Whether the backend should read more from the socket now.
+
+        False while the connection is at a limit (calls in flight, unsent
+        output): not reading is what lets TCP push back on the peer.
+        """
+        return self._state is not ConnectionState.CLOSED and self._may_process()
+
+    def close_expected(self) -> bool:
+        """True once the backend should expect the socket to close: start the close timer."""
+        return self._state in (ConnectionState.CLOSING, ConnectionState.CLOSED)
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the socket. A peer's violation never raises here."""
+        if self._state is ConnectionState.CLOSED or not data:
+            return
+        try:
+            self._ws.receive_data(data)
+        except RemoteProtocolError as exc:
+            self._handshake_failed(exc)
+            return
+        self._process()
+
+    def receive_eof(self) -> None:
+        """The peer closed its side of the socket (or the backend gave up on it)."""
+        if self._state is not ConnectionState.CLOSED:
+            self._finish(CloseCode.ABNORMAL, "connection lost")
+
+    def events_received(self) -> list[Event]:
+        """The events produced since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> bytes:
+        """The bytes to write to the socket, in order; empty when there is nothing."""
+        if not self._outgoing:
+            return b""
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        self._outgoing_size = 0
+        # Draining the output may lift the output limit that paused input.
+        self._process()
+        return data
+
+    def ping(self, payload: bytes = b"") -> None:
+        """Send a WebSocket ping (keepalive); the pong arrives as :class:`PongReceived`."""
+        if self._state is ConnectionState.OPEN:
+            self._write(self._ws.send(Ping(payload=payload)))
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake. Harmless on a connection already closing or closed."""
+        if self._state is ConnectionState.CONNECTING:
+            raise LocalProtocolError("cannot close a connection before its handshake is done")
+        if self._state is ConnectionState.OPEN:
+            self._close_code, self._close_reason = code, reason
+            self._write(self._ws.send(CloseConnection(code=code, reason=reason or None)))
+            self._state = ConnectionState.CLOSING
+
+    # Hooks for the server and the client
+
+    def _may_process(self) -> bool:
+        return self._outgoing_size < self.limits.max_pending_output
+
+    def _on_handshake_event(self, event: WSEvent) -> None:
+        raise NotImplementedError
+
+    def _handshake_failed(self, exc: RemoteProtocolError) -> None:
+        raise NotImplementedError
+
+    def _on_message(self, text: str) -> None:
+        raise NotImplementedError
+
+    def _unanswered(self) -> tuple[jsonrpc.RequestId, ...]:
+        return ()
+
+    # Internals
+
+    def _write(self, data: bytes) -> None:
+        self._outgoing.append(data)
+        self._outgoing_size += len(data)
+
+    def _send_json(self, value: Any) -> None:
+        self._write(self._ws.send(Message(data=jsonrpc.dumps(value))))
+
+    def _finish(self, code: int, reason: str) -> None:
+        self._state = ConnectionState.CLOSED
+        self._fragments.clear()
+        self._events.append(ConnectionClosed(code, reason, self._unanswered()))
+
+    def _fail(self, code: int, reason: str) -> None:
+        # Our side ends the connection for cause: say why, then ignore all but the
+        # peer's close frame, so that nothing more is buffered for this peer.
+        self._fragments.clear()
+        self._message_size = 0
+        self.close(code, reason)
+
+    def _process(self) -> None:
+        if not self._may_process():
+            return
+        for event in self._ws.events():
+            if isinstance(event, TextMessage):
+                self._on_text(event)
+            elif isinstance(event, BytesMessage):
+                if self._state is ConnectionState.OPEN:
+                    self._fail(CloseCode.UNSUPPORTED_DATA, "binary messages are not supported")
+            elif isinstance(event, Ping):
+                if self._ws.state is WSState.OPEN:
+                    self._write(self._ws.send(event.response()))
+            elif isinstance(event, Pong):
+                self._events.append(PongReceived(bytes(event.payload)))
+            elif isinstance(event, CloseConnection):
+                self._on_close(event)
+            else:
+                self._on_handshake_event(event)
+            if self._state is ConnectionState.CLOSED or not self._may_process():
+                # Leave the rest in wsproto's buffer: it is at most one read,
+                # since the backend stops reading while we are paused.
+                break
+
+    def _on_text(self, event: TextMessage) -> None:
+        if self._state is not ConnectionState.OPEN:
+            return
+        data = event.data
+        # isascii() is O(1) on CPython; only non-ASCII text pays for encoding.
+        self._message_size += len(data) if data.isascii() else len(data.encode())
+        if self._message_size > self.limits.max_message_size:
+            self._fail(
+                CloseCode.MESSAGE_TOO_BIG,
+                f"message exceeds {self.limits.max_message_size} bytes",
+            )
+            return
+        if not event.message_finished:
+            self._fragments.append(data)
+            return
+        if self._fragments:
+            self._fragments.append(data)
+            data = "".join(self._fragments)
+            self._fragments.clear()
+        self._message_size = 0
+        self._on_message(data)
+
+    def _on_close(self, event: CloseConnection) -> None:
+        ws_state = self._ws.state
+        if ws_state is WSState.REMOTE_CLOSING:
+            # The peer started the closing handshake: answer and we are done.
+            self._write(self._ws.send(event.response()))
+            self._finish(int(event.code), event.reason or "")
+        elif ws_state is WSState.CLOSED:
+            # The peer's answer to our close frame.
+            code = self._close_code if self._close_code is not None else int(event.code)
+            self._finish(code, self._close_reason or event.reason or "")
+        else:
+            # wsproto could not parse the peer's frames (bad opcode, invalid
+            # UTF-8, unmasked frame...); its parser is dead, so fail at once.
+            if self._state is ConnectionState.OPEN:
+                self._write(self._ws.send(CloseConnection(code=event.code, reason=event.reason)))
+            self._finish(int(event.code), event.reason or "")

@@ -1,0 +1,149 @@
+"""What the protocol cores report to the code that drives them.
+
+Events are frozen, slotted dataclasses under one :class:`Event` base, returned
+in order by ``events_received()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..tools import Tool
+from .jsonrpc import RequestId
+
+__all__ = [
+    "ConnectionClosed",
+    "ConnectionRejected",
+    "Connected",
+    "ErrorReceived",
+    "Event",
+    "HandshakeRequest",
+    "NotificationReceived",
+    "PongReceived",
+    "ResponseReceived",
+    "ToolCall",
+    "Welcome",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base class of every event."""
+
+
+# Server side
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeRequest(Event):
+    """A client asks to upgrade to WebSocket; answer with ``accept()`` or ``reject()``."""
+
+    path: str
+    """The request target, query string included."""
+    host: str
+    headers: tuple[tuple[str, str], ...]
+    """Every request header as (lower-case name, value), in order."""
+    subprotocols: tuple[str, ...]
+    extensions: tuple[str, ...]
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or ``None``."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key == wanted), None)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ToolCall(Event):
+    """A validated tool invocation to run; answer with ``complete()`` or ``fail()``.
+
+    Compared by identity: two calls are never the same call.
+    """
+
+    id: RequestId
+    """The caller's request id."""
+    tool: Tool
+    arguments: dict[str, Any]
+    """Validated keyword arguments for ``tool.fn``."""
+    method: str = "invoke_tool"
+    """The wire method that asked for the call; it decides the answer's shape."""
+    jsonrpc: bool = False
+    """Whether the request carried ``"jsonrpc": "2.0"`` (echoed in the answer)."""
+
+
+# Client side
+
+
+@dataclass(frozen=True, slots=True)
+class Connected(Event):
+    """The server accepted the WebSocket upgrade."""
+
+    subprotocol: str | None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRejected(Event):
+    """The server refused the upgrade with an HTTP answer (body complete)."""
+
+    status_code: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived(Event):
+    """A successful answer to one of our requests."""
+
+    id: RequestId
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReceived(Event):
+    """An error answer to one of our requests."""
+
+    id: RequestId
+    code: int
+    message: str
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(Event):
+    """The seed dialect's greeting, sent by the server when a connection opens."""
+
+    message: str
+    tools: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationReceived(Event):
+    """A message from the peer that expects no answer (server push, for instance)."""
+
+    method: str
+    params: Any = None
+
+
+# Both sides
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived(Event):
+    """The peer answered a ping (keepalive evidence)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed(Event):
+    """The WebSocket connection is over; no more data will be accepted.
+
+    ``unanswered`` lists the requests left without an answer: on a client the
+    requests that will never be answered, on a server the calls still running,
+    which the backend should cancel.
+    """
+
+    code: int
+    reason: str = ""
+    unanswered: tuple[RequestId, ...] = field(default=())

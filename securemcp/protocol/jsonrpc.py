@@ -1,0 +1,59 @@
+"""JSON text in and out, with the limits a hostile peer makes necessary."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias, TypeGuard
+
+import pydantic_core
+
+from ..errors import ParseError
+
+__all__ = ["RequestId", "dumps", "is_request_id", "loads"]
+
+RequestId: TypeAlias = str | int
+"""A JSON-RPC request id as SecureMCP accepts it: a string or an integer."""
+
+
+def _depth_exceeds(value: Any, max_depth: int) -> bool:
+    # Iterative, so that measuring a hostile document cannot exhaust the stack.
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def loads(text: str, max_depth: int) -> Any:
+    """Parse one JSON text; anything but strict JSON within ``max_depth`` raises ParseError.
+
+    ``NaN`` and ``Infinity`` are refused, and so are lone surrogate escapes.
+    """
+    try:
+        value = pydantic_core.from_json(text, allow_inf_nan=False)
+    except ValueError as exc:
+        raise ParseError(f"Parse error: {exc}") from None
+    # A document with fewer brackets than the limit cannot be deeper than it;
+    # counting is done in C and saves the walk for every ordinary message.
+    if (
+        isinstance(value, (dict, list))
+        and text.count("{") + text.count("[") > max_depth
+        and _depth_exceeds(value, max_depth)
+    ):
+        raise ParseError(f"Parse error: JSON nested deeper than {max_depth} levels")
+    return value
+
+
+def dumps(value: Any) -> str:
+    """Serialise ``value`` (plain data, pydantic models, dataclasses, dates …) as compact JSON.
+
+    Raises ``pydantic_core.PydanticSerializationError`` for values JSON cannot hold.
+    """
+    return pydantic_core.to_json(value).decode()
+
+
+def is_request_id(value: Any) -> TypeGuard[RequestId]:
+    """Whether ``value`` may serve as a request id (``bool`` is not an integer here)."""
+    return type(value) is str or type(value) is int

@@ -1,0 +1,324 @@
+"""The server side of one connection: handshake, JSON-RPC dispatch, answers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any, cast
+
+import pydantic_core
+from wsproto import ConnectionType
+from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.events import Event as WSEvent
+from wsproto.utilities import RemoteProtocolError
+
+from ..app import SecureMCP
+from ..errors import (
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    LocalProtocolError,
+    MethodNotFound,
+    RPCError,
+    ToolError,
+    ToolNotFound,
+)
+from .connection import ConnectionState, _Endpoint
+from .events import HandshakeRequest, ToolCall
+from .jsonrpc import RequestId, is_request_id, loads
+from .limits import Limits
+
+__all__ = ["ServerConnection"]
+
+logger = logging.getLogger("securemcp.protocol")
+
+_NO_ANSWER: Any = object()
+"""Returned by a method handler whose answer comes later (a tool call)."""
+
+Handler = Callable[[RequestId, Any, bool], Any]
+
+
+def _latin1(pairs: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
+    return tuple((name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in pairs)
+
+
+class ServerConnection(_Endpoint):
+    """The sans-I/O server side of one WebSocket connection serving ``app``.
+
+    Drive it like this: feed ``receive_data(bytes)``; act on
+    ``events_received()`` (answer a :class:`HandshakeRequest` with
+    :meth:`accept` or :meth:`reject`, run each :class:`ToolCall` and answer it
+    with :meth:`complete` or :meth:`fail`); write ``data_to_send()``. Check
+    events and output after every call, since answering a call can unpause
+    buffered requests.
+    """
+
+    def __init__(self, app: SecureMCP, *, limits: Limits | None = None) -> None:
+        super().__init__(ConnectionType.SERVER, limits)
+        self.app = app
+        self.subprotocol: str | None = None
+        self._awaiting_decision = False
+        self._calls: dict[RequestId, ToolCall] = {}
+        self._methods: dict[str, Handler] = {
+            "ping": self._ping,
+            "list_tools": self._list_tools,
+            "invoke_tool": self._invoke_tool,
+        }
+
+    # Handshake
+
+    def accept(
+        self,
+        subprotocol: str | None = None,
+        extra_headers: Iterable[tuple[str, str]] = (),
+        *,
+        welcome: bool = True,
+    ) -> None:
+        """Complete the upgrade; with ``welcome``, greet the client as the original server did."""
+        self._require_decision("accept")
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in extra_headers
+        ]
+        self._write(self._ws.send(AcceptConnection(subprotocol=subprotocol, extra_headers=headers)))
+        self._awaiting_decision = False
+        self._state = ConnectionState.OPEN
+        self.subprotocol = subprotocol
+        if welcome:
+            self._send_json(
+                {
+                    "id": "welcome",
+                    "result": {
+                        "message": f"Connected to {self.app.name}",
+                        "tools": list(self.app.tools),
+                    },
+                }
+            )
+        # Frames the client sent right behind its request are waiting.
+        self._process()
+
+    def reject(
+        self,
+        status: int = 400,
+        body: bytes | str | None = None,
+        extra_headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Refuse the upgrade with an HTTP answer; the connection is then closed."""
+        self._require_decision("reject")
+        self._reject(status, body, extra_headers)
+
+    def _require_decision(self, what: str) -> None:
+        if not self._awaiting_decision:
+            raise LocalProtocolError(f"{what}() is only valid after a HandshakeRequest event")
+
+    def _reject(
+        self, status: int, body: bytes | str | None, extra_headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        if body is None:
+            try:
+                body = HTTPStatus(status).phrase + "\n"
+            except ValueError:
+                body = ""
+        payload = body.encode() if isinstance(body, str) else body
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in extra_headers
+        ]
+        headers += [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"connection", b"close"),
+        ]
+        self._write(
+            self._ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+        )
+        self._write(self._ws.send(RejectData(data=payload)))
+        self._awaiting_decision = False
+        self._state = ConnectionState.CLOSED
+
+    def _on_handshake_event(self, event: WSEvent) -> None:
+        if isinstance(event, Request):
+            self._awaiting_decision = True
+            self._events.append(
+                HandshakeRequest(
+                    path=event.target,
+                    host=event.host,
+                    headers=_latin1(event.extra_headers),
+                    subprotocols=tuple(event.subprotocols),
+                    extensions=tuple(str(ext) for ext in event.extensions),
+                )
+            )
+
+    def _handshake_failed(self, exc: RemoteProtocolError) -> None:
+        # Not a WebSocket upgrade (plain HTTP, wrong method, bad headers, oversized head).
+        self._reject(400, f"Bad Request: {exc}\n")
+
+    def _may_process(self) -> bool:
+        return (
+            not self._awaiting_decision
+            and len(self._calls) < self.limits.max_in_flight
+            and self._outgoing_size < self.limits.max_pending_output
+        )
+
+    def _unanswered(self) -> tuple[RequestId, ...]:
+        ids = tuple(self._calls)
+        self._calls.clear()
+        return ids
+
+    # Tool calls
+
+    @property
+    def calls_in_flight(self) -> int:
+        """How many tool calls await ``complete()`` or ``fail()``."""
+        return len(self._calls)
+
+    def complete(self, call: ToolCall, result: Any) -> None:
+        """Answer ``call`` with the tool's ``result`` (any JSON-serialisable value)."""
+        if not self._take(call):
+            return
+        message: dict[str, Any] = {"jsonrpc": "2.0"} if call.jsonrpc else {}
+        message["id"] = call.id
+        message["result"] = result
+        try:
+            self._send_json(message)
+        except pydantic_core.PydanticSerializationError as exc:
+            # Serialisation happens before anything is written, so nothing partial went out.
+            logger.error("tool %r returned a value JSON cannot hold: %s", call.tool.name, exc)
+            self._answer_error(call.id, InternalError("Internal error"), call.jsonrpc)
+        self._process()
+
+    def fail(self, call: ToolCall, exc: BaseException) -> None:
+        """Answer ``call`` with an error: an :class:`RPCError` as it is, anything else as -32000."""
+        if not self._take(call):
+            return
+        if not isinstance(exc, RPCError):
+            exc = ToolError(f"Tool execution error: {exc}")
+        self._answer_error(call.id, exc, call.jsonrpc)
+        self._process()
+
+    def _take(self, call: ToolCall) -> bool:
+        if self._calls.get(call.id) is not call:
+            if self._state is ConnectionState.CLOSED or self._state is ConnectionState.CLOSING:
+                # The peer went away while the call ran: the answer has nowhere to go.
+                return False
+            raise LocalProtocolError(
+                f"call {call.id!r} is not pending: answered twice, or not ours"
+            )
+        del self._calls[call.id]
+        return self._state is ConnectionState.OPEN
+
+    # Server push
+
+    def notify(self, method: str, params: Any = None) -> bool:
+        """Push a notification to the client; ``False`` if the connection is no longer open."""
+        if self._state is ConnectionState.CONNECTING:
+            raise LocalProtocolError("cannot notify before the handshake is accepted")
+        if self._state is not ConnectionState.OPEN:
+            return False
+        message: dict[str, Any] = {"method": method}
+        if params is not None:
+            message["params"] = params
+        self._send_json(message)
+        return True
+
+    # Dispatch
+
+    def _on_message(self, text: str) -> None:
+        try:
+            message = loads(text, self.limits.max_json_depth)
+        except RPCError as exc:
+            self._answer_error(None, exc, False)
+            return
+        if not isinstance(message, dict):
+            reason = (
+                "batch requests are not supported"
+                if isinstance(message, list)
+                else ("expected a JSON object")
+            )
+            self._answer_error(None, InvalidRequest(f"Invalid Request: {reason}"), False)
+            return
+
+        jsonrpc = message.get("jsonrpc") == "2.0"
+        request_id = message.get("id")
+        method = message.get("method")
+        if "id" in message and not is_request_id(request_id):
+            if method is None and ("result" in message or "error" in message):
+                return  # An answer to nothing we asked: ignore it.
+            self._answer_error(
+                None,
+                InvalidRequest("Invalid Request: 'id' must be a string or an integer"),
+                jsonrpc,
+            )
+            return
+        if not isinstance(method, str):
+            if "result" in message or "error" in message:
+                return  # An answer to nothing we asked: ignore it.
+            self._answer_error(
+                request_id, InvalidRequest("Invalid Request: 'method' must be a string"), jsonrpc
+            )
+            return
+        if "jsonrpc" in message and not jsonrpc:
+            self._answer_error(
+                request_id, InvalidRequest("Invalid Request: 'jsonrpc' must be \"2.0\""), False
+            )
+            return
+        if "id" not in message:
+            return  # A notification: never answered, and no notification is defined yet.
+
+        handler = self._methods.get(method)
+        request_id = cast(RequestId, request_id)  # checked above
+        try:
+            if handler is None:
+                raise MethodNotFound(f"Unknown method: {method}")
+            result = handler(request_id, message.get("params"), jsonrpc)
+        except RPCError as exc:
+            self._answer_error(request_id, exc, jsonrpc)
+            return
+        if result is not _NO_ANSWER:
+            answer: dict[str, Any] = {"jsonrpc": "2.0"} if jsonrpc else {}
+            answer["id"] = request_id
+            answer["result"] = result
+            self._send_json(answer)
+
+    def _answer_error(self, request_id: RequestId | None, exc: RPCError, jsonrpc: bool) -> None:
+        error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+        if exc.data is not None:
+            error["data"] = exc.data
+        answer: dict[str, Any] = {"jsonrpc": "2.0"} if jsonrpc else {}
+        answer["id"] = request_id
+        answer["error"] = error
+        try:
+            self._send_json(answer)
+        except pydantic_core.PydanticSerializationError:
+            # A tool put something unserialisable in its error's data.
+            del error["data"]
+            self._send_json(answer)
+
+    # Built-in methods
+
+    def _ping(self, request_id: RequestId, params: Any, jsonrpc: bool) -> Any:
+        return {"pong": True}
+
+    def _list_tools(self, request_id: RequestId, params: Any, jsonrpc: bool) -> Any:
+        return {"tools": self.app.list_tools()}
+
+    def _invoke_tool(self, request_id: RequestId, params: Any, jsonrpc: bool) -> Any:
+        if not isinstance(params, dict):
+            raise InvalidParams("Invalid params: expected an object with 'tool_name' and 'params'")
+        name = params.get("tool_name")
+        if not name:
+            raise InvalidParams("Missing tool_name in params")
+        if not isinstance(name, str):
+            raise InvalidParams("Invalid params: 'tool_name' must be a string")
+        tool = self.app.get_tool(name)
+        if tool is None:
+            raise ToolNotFound(f"Tool not found: {name}")
+        if request_id in self._calls:
+            raise InvalidRequest(
+                f"Invalid Request: id {request_id!r} is already in use by a call in flight"
+            )
+        call = ToolCall(
+            request_id, tool, tool.validate(params.get("params")), "invoke_tool", jsonrpc
+        )
+        self._calls[request_id] = call
+        self._events.append(call)
+        return _NO_ANSWER

@@ -1,0 +1,185 @@
+"""A tool: a Python function plus everything needed to call it safely.
+
+The pydantic validator and the JSON Schemas are built once, when the tool is
+registered, so a call costs one validation and nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, get_type_hints
+
+import pydantic
+from pydantic import ConfigDict, Field, TypeAdapter
+
+from .errors import InvalidParams
+
+__all__ = ["Tool"]
+
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+def _title(name: str) -> str:
+    # The same title pydantic would derive from the field name; our model uses
+    # positional field names, so the real name's title is set explicitly.
+    return name.replace("_", " ").strip().title() or name
+
+
+def _is_async_callable(fn: Callable[..., Any]) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async callable instances count too
+    )
+
+
+def _errors_for_wire(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
+    # Only what helps the caller: where, what, which rule. The raw input is left
+    # out because it can be large and is already known to the caller.
+    return [
+        {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def _output_schema(annotation: Any) -> dict[str, Any] | None:
+    if annotation in (inspect.Signature.empty, Any, None, type(None)):
+        return None
+    try:
+        schema = TypeAdapter(annotation).json_schema(mode="serialization")
+    except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError):
+        return None
+    # MCP's outputSchema must describe an object; other results have no schema.
+    return schema if schema.get("type") == "object" else None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Tool:
+    """A registered tool. Build one with :meth:`Tool.from_function`."""
+
+    name: str
+    """The name callers use."""
+    description: str | None
+    """Human-readable description (from the docstring unless given)."""
+    fn: Callable[..., Any]
+    """The function itself, called with the validated arguments as keywords."""
+    is_async: bool
+    """``True`` when ``fn`` returns an awaitable that the backend must await."""
+    input_schema: dict[str, Any]
+    """JSON Schema of the arguments: always ``{"type": "object", ...}``."""
+    output_schema: dict[str, Any] | None
+    """JSON Schema of the result, where the return annotation describes an object."""
+    _model: type[pydantic.BaseModel] = field(repr=False)
+    _param_names: tuple[tuple[str, str], ...] = field(repr=False)
+
+    @classmethod
+    def from_function(
+        cls,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Tool:
+        """Inspect ``fn`` and build its validator and schemas.
+
+        Raises ``TypeError`` for a function that cannot be a tool (variadic
+        parameters, positional-only parameters, an invalid name).
+        """
+        if not callable(fn):
+            raise TypeError(f"a tool must be callable, not {type(fn).__name__}")
+        tool_name = name if name is not None else getattr(fn, "__name__", None)
+        if not isinstance(tool_name, str) or not _TOOL_NAME.match(tool_name):
+            raise TypeError(
+                f"invalid tool name {tool_name!r}: use 1 to 128 letters, digits, '_', '-' or '.'"
+            )
+        if description is None:
+            doc = inspect.getdoc(fn)
+            description = doc.strip() if doc else None
+
+        signature = inspect.signature(fn)
+        try:
+            hints = get_type_hints(fn, include_extras=True)
+        except Exception:  # noqa: BLE001 - unresolvable hints fall back to the raw annotations
+            hints = {}
+
+        fields: dict[str, Any] = {}
+        param_names: list[tuple[str, str]] = []
+        for index, param in enumerate(signature.parameters.values()):
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise TypeError(f"tool {tool_name!r}: *args and **kwargs cannot be tool parameters")
+            if param.kind is param.POSITIONAL_ONLY:
+                raise TypeError(
+                    f"tool {tool_name!r}: positional-only parameter {param.name!r} cannot be "
+                    "passed by name"
+                )
+            annotation = hints.get(param.name, param.annotation)
+            if annotation is inspect.Parameter.empty:
+                annotation = Any
+            default = ... if param.default is inspect.Parameter.empty else param.default
+            # Internal field names keep parameters such as "json", "schema" or
+            # "_private" from clashing with pydantic's own attributes; the alias
+            # is the name on the wire.
+            internal = f"p{index}"
+            alias_info = Field(alias=param.name, title=_title(param.name))
+            fields[internal] = (Annotated[annotation, alias_info], default)
+            param_names.append((internal, param.name))
+
+        model = pydantic.create_model(
+            f"{tool_name}_arguments",
+            __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
+            **fields,
+        )
+        input_schema = model.model_json_schema(by_alias=True)
+        input_schema.pop("title", None)
+        input_schema.setdefault("properties", {})
+
+        return cls(
+            name=tool_name,
+            description=description,
+            fn=fn,
+            is_async=_is_async_callable(fn),
+            input_schema=input_schema,
+            output_schema=_output_schema(hints.get("return", signature.return_annotation)),
+            _model=model,
+            _param_names=tuple(param_names),
+        )
+
+    def validate(self, arguments: Any) -> dict[str, Any]:
+        """Validate the caller's arguments and return the keyword arguments for ``fn``.
+
+        ``None`` counts as no arguments. Raises :class:`InvalidParams` with
+        pydantic's errors in ``data``.
+        """
+        if arguments is None:
+            arguments = {}
+        elif not isinstance(arguments, Mapping):
+            raise InvalidParams(
+                f"Invalid params for tool '{self.name}': arguments must be an object",
+                data=[{"loc": [], "msg": "Input should be an object", "type": "dict_type"}],
+            )
+        try:
+            values = self._model.__pydantic_validator__.validate_python(arguments).__dict__
+        except pydantic.ValidationError as exc:
+            errors = _errors_for_wire(exc)
+            first = errors[0]
+            where = ".".join(str(part) for part in first["loc"]) or "arguments"
+            raise InvalidParams(
+                f"Invalid params for tool '{self.name}': {where}: {first['msg']}", data=errors
+            ) from None
+        return {public: values[internal] for internal, public in self._param_names}
+
+    def metadata(self) -> dict[str, Any]:
+        """The tool as ``list_tools`` describes it."""
+        info: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "inputSchema": self.input_schema,
+            "is_async": self.is_async,
+        }
+        if self.output_schema is not None:
+            info["outputSchema"] = self.output_schema
+        return info
