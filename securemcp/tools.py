@@ -20,7 +20,8 @@ from .errors import InvalidParams
 
 __all__ = ["Tool"]
 
-_TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+# fullmatch, not match: "$" would also accept a name ending in a newline.
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 
 
 def _title(name: str) -> str:
@@ -29,9 +30,14 @@ def _title(name: str) -> str:
     return name.replace("_", " ").strip().title() or name
 
 
-def _is_async_callable(fn: Callable[..., Any]) -> bool:
+def _unwrap_partial(fn: Callable[..., Any]) -> Callable[..., Any]:
     while isinstance(fn, functools.partial):
         fn = fn.func
+    return fn
+
+
+def _is_async_callable(fn: Callable[..., Any]) -> bool:
+    fn = _unwrap_partial(fn)
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - async callable instances count too
     )
@@ -92,12 +98,13 @@ class Tool:
         if not callable(fn):
             raise TypeError(f"a tool must be callable, not {type(fn).__name__}")
         tool_name = name if name is not None else getattr(fn, "__name__", None)
-        if not isinstance(tool_name, str) or not _TOOL_NAME.match(tool_name):
+        if not isinstance(tool_name, str) or not _TOOL_NAME.fullmatch(tool_name):
             raise TypeError(
                 f"invalid tool name {tool_name!r}: use 1 to 128 letters, digits, '_', '-' or '.'"
             )
         if description is None:
-            doc = inspect.getdoc(fn)
+            # A partial's own docstring describes functools.partial, not the tool.
+            doc = inspect.getdoc(_unwrap_partial(fn))
             description = doc.strip() if doc else None
 
         signature = inspect.signature(fn)

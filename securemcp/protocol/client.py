@@ -44,7 +44,8 @@ class ClientConnection(_Endpoint):
     def __init__(self, *, limits: Limits | None = None) -> None:
         super().__init__(ConnectionType.CLIENT, limits)
         self.subprotocol: str | None = None
-        self._pending: set[RequestId] = set()
+        # A dict, not a set: it keeps the order requests were sent in.
+        self._pending: dict[RequestId, None] = {}
         self._next_id = 0
         self._reject_status = 0
         self._reject_headers: tuple[tuple[str, str], ...] = ()
@@ -88,7 +89,7 @@ class ClientConnection(_Endpoint):
         if params is not None:
             message["params"] = params
         self._send_json(message)
-        self._pending.add(request_id)
+        self._pending[request_id] = None
         return request_id
 
     def invoke_tool(self, name: str, arguments: dict[str, Any] | None = None) -> int:
@@ -105,7 +106,7 @@ class ClientConnection(_Endpoint):
 
     def forget(self, request_id: RequestId) -> None:
         """Stop waiting for ``request_id`` (a timed-out call); a late answer is then dropped."""
-        self._pending.discard(request_id)
+        self._pending.pop(request_id, None)
 
     def _require_open(self) -> None:
         if self._state is not ConnectionState.OPEN:
@@ -135,13 +136,13 @@ class ClientConnection(_Endpoint):
             ConnectionRejected(self._reject_status, self._reject_headers, bytes(self._reject_body))
         )
 
-    def _handshake_failed(self, exc: RemoteProtocolError) -> None:
+    def _handshake_failed(self, exc: RemoteProtocolError | UnicodeError) -> None:
         # The server's answer was not HTTP we understand, or not a valid upgrade.
         self._state = ConnectionState.CLOSED
         self._events.append(ConnectionRejected(0, (), str(exc).encode()))
 
     def _unanswered(self) -> tuple[RequestId, ...]:
-        ids = tuple(sorted(self._pending, key=str))
+        ids = tuple(self._pending)
         self._pending.clear()
         return ids
 
@@ -178,7 +179,7 @@ class ClientConnection(_Endpoint):
                     )
                 )
             return  # Unknown ids (late answers to forgotten calls) are dropped.
-        self._pending.discard(request_id)
+        self._pending.pop(request_id, None)
         error = message.get("error")
         if isinstance(error, dict):
             code = error.get("code")

@@ -101,7 +101,9 @@ class _Endpoint:
             return
         try:
             self._ws.receive_data(data)
-        except RemoteProtocolError as exc:
+        except (RemoteProtocolError, UnicodeError) as exc:
+            # wsproto decodes some handshake headers itself (Host as IDNA, token
+            # lists as ASCII) and lets UnicodeError through for bad bytes there.
             self._handshake_failed(exc)
             return
         self._process()
@@ -149,14 +151,14 @@ class _Endpoint:
     def _on_handshake_event(self, event: WSEvent) -> None:
         raise NotImplementedError
 
-    def _handshake_failed(self, exc: RemoteProtocolError) -> None:
+    def _handshake_failed(self, exc: RemoteProtocolError | UnicodeError) -> None:
         raise NotImplementedError
 
     def _on_message(self, text: str) -> None:
         raise NotImplementedError
 
     def _unanswered(self) -> tuple[jsonrpc.RequestId, ...]:
-        return ()
+        raise NotImplementedError
 
     # Internals
 

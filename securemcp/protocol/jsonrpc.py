@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias, TypeGuard
+import json
+from typing import Any, NoReturn, TypeAlias, TypeGuard
 
 import pydantic_core
 
@@ -49,9 +50,22 @@ def loads(text: str, max_depth: int) -> Any:
 def dumps(value: Any) -> str:
     """Serialise ``value`` (plain data, pydantic models, dataclasses, dates …) as compact JSON.
 
-    Raises ``pydantic_core.PydanticSerializationError`` for values JSON cannot hold.
+    Raises ``pydantic_core.PydanticSerializationError`` for values JSON cannot hold,
+    ``NaN`` and the infinities included.
     """
-    return pydantic_core.to_json(value).decode()
+    data = pydantic_core.to_json(value)
+    # pydantic_core writes non-finite floats as the bare words NaN/Infinity, which
+    # are not JSON: the peer would refuse the whole message. The substring test is
+    # cheap; only a hit pays for a re-parse that tells those words inside strings
+    # apart (the stdlib parser, because jiter stops at a lower nesting depth than
+    # pydantic_core writes).
+    if b"NaN" in data or b"Infinity" in data:
+        json.loads(data, parse_constant=_refuse_constant)
+    return data.decode()
+
+
+def _refuse_constant(word: str) -> NoReturn:
+    raise pydantic_core.PydanticSerializationError(f"{word} cannot be represented in JSON")
 
 
 def is_request_id(value: Any) -> TypeGuard[RequestId]:

@@ -94,7 +94,7 @@ class ServerConnection(_Endpoint):
                     },
                 }
             )
-        # Frames the client sent right behind its request are waiting.
+        # Lift the pause that held input while the handshake awaited a decision.
         self._process()
 
     def reject(
@@ -148,7 +148,7 @@ class ServerConnection(_Endpoint):
                 )
             )
 
-    def _handshake_failed(self, exc: RemoteProtocolError) -> None:
+    def _handshake_failed(self, exc: RemoteProtocolError | UnicodeError) -> None:
         # Not a WebSocket upgrade (plain HTTP, wrong method, bad headers, oversized head).
         self._reject(400, f"Bad Request: {exc}\n")
 
@@ -290,7 +290,7 @@ class ServerConnection(_Endpoint):
             self._send_json(answer)
         except pydantic_core.PydanticSerializationError:
             # A tool put something unserialisable in its error's data.
-            del error["data"]
+            error.pop("data", None)
             self._send_json(answer)
 
     # Built-in methods

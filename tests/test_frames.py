@@ -1,0 +1,302 @@
+"""Exact WebSocket frames in, exact frames out: framing, message limits and close codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from securemcp import SecureMCP
+from securemcp.protocol import ConnectionClosed, ConnectionState, Limits, PongReceived
+
+from .helpers import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    client_frame,
+    close_payload,
+    demo_app,
+    open_server,
+    parse_server_messages,
+    server_frame,
+)
+
+LIMIT = 200
+
+
+@pytest.fixture
+def app() -> SecureMCP:
+    return demo_app()
+
+
+def ping_text(size: int, request_id: int = 1) -> bytes:
+    """A ping request padded to exactly ``size`` bytes of UTF-8."""
+    head, tail = f'{{"id":{request_id},"method":"ping","params":"'.encode(), b'"}'
+    text = head + b"x" * (size - len(head) - len(tail)) + tail
+    assert len(text) == size
+    return text
+
+
+def server_close(code: int, reason: str = "") -> bytes:
+    return server_frame(close_payload(code, reason), OP_CLOSE)
+
+
+PONG = {"id": 1, "result": {"pong": True}}
+
+
+def test_single_frame_message_is_answered(app: SecureMCP) -> None:
+    server = open_server(app)
+    server.receive_data(client_frame(b'{"id":1,"method":"ping"}'))
+    assert server.data_to_send() == server_frame(b'{"id":1,"result":{"pong":true}}')
+
+
+def test_fragmented_message_is_reassembled(app: SecureMCP) -> None:
+    server = open_server(app)
+    text = b'{"id":1,"method":"ping"}'
+    server.receive_data(client_frame(text[:5], OP_TEXT, fin=False))
+    server.receive_data(client_frame(text[5:12], OP_CONT, fin=False))
+    assert server.data_to_send() == b""
+    server.receive_data(client_frame(text[12:], OP_CONT))
+    assert parse_server_messages(server.data_to_send()) == [PONG]
+
+
+def test_control_frames_between_fragments(app: SecureMCP) -> None:
+    server = open_server(app)
+    text = b'{"id":1,"method":"ping"}'
+    server.receive_data(
+        client_frame(text[:10], OP_TEXT, fin=False)
+        + client_frame(b"hb", OP_PING)
+        + client_frame(text[10:], OP_CONT)
+    )
+    out = server.data_to_send()
+    pong = server_frame(b"hb", OP_PONG)
+    assert out.startswith(pong)
+    assert parse_server_messages(out[len(pong) :]) == [PONG]
+
+
+def test_frames_arriving_one_byte_at_a_time(app: SecureMCP) -> None:
+    server = open_server(app)
+    data = client_frame(b'{"id":1,"method":"ping"}') + client_frame(b'{"id":2,"method":"ping"}')
+    for index in range(len(data)):
+        server.receive_data(data[index : index + 1])
+    assert parse_server_messages(server.data_to_send()) == [
+        PONG,
+        {"id": 2, "result": {"pong": True}},
+    ]
+
+
+def test_utf8_character_split_across_fragments(app: SecureMCP) -> None:
+    server = open_server(app)
+    text = '{"id":"é€","method":"ping"}'.encode()
+    cut = text.index(b"\xe2") + 1  # inside the three bytes of the euro sign
+    server.receive_data(
+        client_frame(text[:cut], OP_TEXT, fin=False) + client_frame(text[cut:], OP_CONT)
+    )
+    assert parse_server_messages(server.data_to_send()) == [{"id": "é€", "result": {"pong": True}}]
+
+
+# Message size
+
+
+def test_message_exactly_at_the_limit_is_accepted(app: SecureMCP) -> None:
+    server = open_server(app, limits=Limits(max_message_size=LIMIT))
+    server.receive_data(client_frame(ping_text(LIMIT)))
+    assert parse_server_messages(server.data_to_send()) == [{"id": 1, "result": {"pong": True}}]
+
+
+def test_fragments_exactly_at_the_limit_are_accepted(app: SecureMCP) -> None:
+    server = open_server(app, limits=Limits(max_message_size=LIMIT))
+    text = ping_text(LIMIT)
+    server.receive_data(
+        client_frame(text[:100], OP_TEXT, fin=False) + client_frame(text[100:], OP_CONT)
+    )
+    assert parse_server_messages(server.data_to_send()) == [PONG]
+    # The count starts again for the next message.
+    server.receive_data(client_frame(ping_text(LIMIT, request_id=2)))
+    assert parse_server_messages(server.data_to_send()) == [{"id": 2, "result": {"pong": True}}]
+
+
+def test_one_byte_over_the_limit_closes_with_1009(app: SecureMCP) -> None:
+    server = open_server(app, limits=Limits(max_message_size=LIMIT))
+    server.receive_data(client_frame(ping_text(LIMIT + 1)))
+    assert server.data_to_send() == server_close(1009, f"message exceeds {LIMIT} bytes")
+    assert server.state is ConnectionState.CLOSING
+    assert server.events_received() == []
+    server.receive_data(client_frame(close_payload(1009), OP_CLOSE))
+    assert server.events_received() == [ConnectionClosed(1009, f"message exceeds {LIMIT} bytes")]
+    assert server.data_to_send() == b""  # the peer answered our close: nothing to echo
+
+
+def test_fragments_over_the_limit_are_not_buffered(app: SecureMCP) -> None:
+    server = open_server(app, limits=Limits(max_message_size=LIMIT))
+    text = ping_text(LIMIT + 1)
+    server.receive_data(client_frame(text[:150], OP_TEXT, fin=False))
+    assert server._fragments == [text[:150].decode()]
+    server.receive_data(client_frame(text[150:], OP_CONT, fin=False))
+    assert server.data_to_send() == server_close(1009, f"message exceeds {LIMIT} bytes")
+    assert server._fragments == []
+    # More of the same message, and further messages, are dropped, not buffered.
+    server.receive_data(client_frame(b"x" * 50, OP_CONT, fin=False) + client_frame(b"}", OP_CONT))
+    server.receive_data(client_frame(b'{"id":2,"method":"ping"}'))
+    assert server._fragments == []
+    assert server.data_to_send() == b""
+    assert server.events_received() == []
+
+
+def test_huge_frame_header_closes_as_soon_as_the_limit_is_passed(app: SecureMCP) -> None:
+    server = open_server(app, limits=Limits(max_message_size=LIMIT))
+    # The header promises a terabyte; the masked body arrives in pieces.
+    frame = client_frame(b"x" * (LIMIT + 10_001), announced_length=2**40)
+    body_start = len(frame) - (LIMIT + 10_001)
+    server.receive_data(frame[: body_start + LIMIT])
+    assert server.data_to_send() == b""
+    assert sum(map(len, server._fragments)) == LIMIT
+    server.receive_data(frame[body_start + LIMIT : body_start + LIMIT + 1])
+    assert server.data_to_send() == server_close(1009, f"message exceeds {LIMIT} bytes")
+    assert server._fragments == []
+    server.receive_data(frame[body_start + LIMIT + 1 :])
+    assert server._fragments == []
+    assert server.data_to_send() == b""
+    assert server.events_received() == []
+
+
+def test_limit_counts_utf8_bytes_not_characters(app: SecureMCP) -> None:
+    server = open_server(app, limits=Limits(max_message_size=LIMIT))
+    head = b'{"id":1,"method":"ping","params":"'
+    room = LIMIT - len(head) - 2
+    at_limit = head + "é".encode() * (room // 2) + b"x" * (room % 2) + b'"}'
+    assert len(at_limit) == LIMIT
+    server.receive_data(client_frame(at_limit))
+    assert parse_server_messages(server.data_to_send()) == [PONG]
+    over = head + "é".encode() * (room // 2) + b"x" * (room % 2 + 1) + b'"}'
+    server.receive_data(client_frame(over))
+    assert server.data_to_send() == server_close(1009, f"message exceeds {LIMIT} bytes")
+
+
+# Frames the protocol refuses
+
+
+def test_invalid_utf8_closes_with_1007(app: SecureMCP) -> None:
+    server = open_server(app)
+    server.receive_data(client_frame(b'{"id":"\xff"}'))
+    [closed] = server.events_received()
+    assert isinstance(closed, ConnectionClosed)
+    assert closed.code == 1007
+    assert server.data_to_send() == server_close(1007, closed.reason)
+    assert server.state is ConnectionState.CLOSED
+
+
+def test_binary_message_closes_with_1003(app: SecureMCP) -> None:
+    server = open_server(app)
+    server.receive_data(client_frame(b"\x00\x01", OP_BINARY))
+    assert server.data_to_send() == server_close(1003, "binary messages are not supported")
+    server.receive_data(client_frame(close_payload(1003), OP_CLOSE))
+    assert server.events_received() == [ConnectionClosed(1003, "binary messages are not supported")]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        client_frame(b"x", 0x3),  # reserved data opcode
+        client_frame(b"x", 0xB),  # reserved control opcode
+        client_frame(b'{"id":1}', masked=False),
+        client_frame(b"x", rsv=0b100),  # no extension negotiated
+        client_frame(b"x", OP_CONT),  # continuation of nothing
+        client_frame(b"x", OP_PING, fin=False),  # fragmented control frame
+        client_frame(b"x" * 126, OP_PING),  # control frame too long
+        client_frame(close_payload(1006), OP_CLOSE),  # a code never sent on the wire
+        client_frame(close_payload(999), OP_CLOSE),
+        client_frame(b"\x03", OP_CLOSE),  # a one-byte close payload
+    ],
+)
+def test_protocol_violations_close_with_1002(app: SecureMCP, frame: bytes) -> None:
+    server = open_server(app)
+    server.receive_data(frame)
+    [closed] = server.events_received()
+    assert isinstance(closed, ConnectionClosed)
+    assert closed.code == 1002
+    assert server.data_to_send() == server_close(1002, closed.reason)
+    assert server.state is ConnectionState.CLOSED
+    assert not server.wants_read
+
+
+def test_text_frame_interrupting_a_fragmented_message_is_1002(app: SecureMCP) -> None:
+    server = open_server(app)
+    server.receive_data(client_frame(b"[", OP_TEXT, fin=False) + client_frame(b"1", OP_TEXT))
+    [closed] = server.events_received()
+    assert closed == ConnectionClosed(1002, closed.reason)  # type: ignore[attr-defined]
+
+
+def test_violation_while_our_close_is_pending_ends_without_another_close(app: SecureMCP) -> None:
+    server = open_server(app)
+    server.close(1001, "bye")
+    assert server.data_to_send() == server_close(1001, "bye")
+    server.receive_data(client_frame(b"x", 0x3))
+    [closed] = server.events_received()
+    assert isinstance(closed, ConnectionClosed)
+    assert closed.code == 1002
+    assert server.data_to_send() == b""
+
+
+# Control frames
+
+
+def test_ping_gets_the_exact_pong(app: SecureMCP) -> None:
+    server = open_server(app)
+    server.receive_data(client_frame(b"hello", OP_PING))
+    assert server.data_to_send() == b"\x8a\x05hello"
+    server.receive_data(client_frame(b"", OP_PING))
+    assert server.data_to_send() == b"\x8a\x00"
+    assert server.events_received() == []
+
+
+def test_pong_becomes_an_event(app: SecureMCP) -> None:
+    server = open_server(app)
+    server.receive_data(client_frame(b"beat", OP_PONG))
+    assert server.events_received() == [PongReceived(b"beat")]
+    assert server.data_to_send() == b""
+
+
+def test_server_ping_bytes(app: SecureMCP) -> None:
+    server = open_server(app)
+    server.ping(b"k")
+    assert server.data_to_send() == b"\x89\x01k"
+
+
+def test_peer_close_is_echoed(app: SecureMCP) -> None:
+    server = open_server(app)
+    server.receive_data(client_frame(close_payload(1000, "bye"), OP_CLOSE))
+    assert server.data_to_send() == server_close(1000, "bye")
+    assert server.events_received() == [ConnectionClosed(1000, "bye")]
+    assert server.state is ConnectionState.CLOSED
+
+
+def test_peer_close_without_a_code(app: SecureMCP) -> None:
+    server = open_server(app)
+    server.receive_data(client_frame(b"", OP_CLOSE))
+    assert server.data_to_send() == server_frame(b"", OP_CLOSE)
+    assert server.events_received() == [ConnectionClosed(1005)]
+
+
+def test_our_close_keeps_our_code_when_the_peer_answers_differently(app: SecureMCP) -> None:
+    server = open_server(app)
+    server.close(4001, "policy")
+    assert server.data_to_send() == server_close(4001, "policy")
+    assert server.close_expected()
+    server.receive_data(client_frame(close_payload(1000, "ok"), OP_CLOSE))
+    assert server.events_received() == [ConnectionClosed(4001, "policy")]
+    assert server.data_to_send() == b""
+
+
+def test_messages_after_our_close_are_ignored(app: SecureMCP) -> None:
+    server = open_server(app)
+    server.close()
+    server.data_to_send()
+    server.receive_data(
+        client_frame(b'{"id":1,"method":"ping"}')
+        + client_frame(b"p", OP_PING)
+        + client_frame(b"\x00", OP_BINARY)
+    )
+    assert server.data_to_send() == b""
+    assert server.events_received() == []
