@@ -1,4 +1,10 @@
 """I/O backends for SecureMCP (import name ``securemcp.backends``).
 
-They run the sans-I/O core of :mod:`securemcp.protocol` on real sockets.
+They run the sans-I/O core of :mod:`securemcp.protocol` on real sockets, with
+anyio, so one implementation serves asyncio and trio.
 """
+
+from .client import Notification, WebSocketClient
+from .server import WebSocketTransport
+
+__all__ = ["Notification", "WebSocketClient", "WebSocketTransport"]

@@ -8,6 +8,14 @@
 """
 
 from .app import SecureMCP
+from .auth import (
+    AuthenticationError,
+    Authenticator,
+    JWTAuthenticator,
+    Principal,
+    StaticTokenAuthenticator,
+)
+from .context import Context
 from .errors import (
     Cancelled,
     ConnectionClosed,
@@ -29,28 +37,41 @@ from .errors import (
     ToolNotFound,
     Unauthenticated,
 )
+from .origin import OriginPolicy
+from .ratelimit import ConnectionCounter, RateLimiter
+from .security import SecurityPolicy
 from .tools import Tool
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthenticationError",
+    "Authenticator",
     "Cancelled",
     "ConnectionClosed",
+    "ConnectionCounter",
+    "Context",
     "ErrorCode",
     "Forbidden",
     "HandshakeRejected",
     "InternalError",
     "InvalidParams",
     "InvalidRequest",
+    "JWTAuthenticator",
     "LocalProtocolError",
     "MethodNotFound",
+    "OriginPolicy",
     "Overloaded",
     "ParseError",
+    "Principal",
     "RPCError",
     "RateLimited",
+    "RateLimiter",
     "RequestTimeout",
     "SecureMCP",
     "SecureMCPError",
+    "SecurityPolicy",
+    "StaticTokenAuthenticator",
     "Tool",
     "ToolError",
     "ToolNotFound",

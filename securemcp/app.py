@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar, overload
 
@@ -40,7 +40,13 @@ class SecureMCP:
 
     @overload
     def tool(
-        self, fn: None = None, /, *, name: str | None = None, description: str | None = None
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        scopes: Iterable[str] = (),
     ) -> Callable[[F], F]: ...
 
     def tool(
@@ -50,23 +56,30 @@ class SecureMCP:
         *,
         name: str | None = None,
         description: str | None = None,
+        scopes: Iterable[str] = (),
     ) -> Any:
         """Register a sync or async function as a tool; usable as ``@app.tool()`` or ``@app.tool``.
 
+        ``scopes``: every scope a caller's principal must hold to see and call the tool.
         The function is returned unchanged, so it stays callable from Python.
         """
 
         def register(func: F) -> F:
-            self.add_tool(func, name=name, description=description)
+            self.add_tool(func, name=name, description=description, scopes=scopes)
             return func
 
         return register if fn is None else register(fn)
 
     def add_tool(
-        self, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        scopes: Iterable[str] = (),
     ) -> Tool:
         """Register ``fn`` and return its :class:`Tool`; a taken name raises ``ValueError``."""
-        tool = Tool.from_function(fn, name=name, description=description)
+        tool = Tool.from_function(fn, name=name, description=description, scopes=scopes)
         if tool.name in self._tools:
             raise ValueError(
                 f"a tool named {tool.name!r} is already registered on app {self.name!r}"

@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, get_type_hints
 
 import pydantic
 from pydantic import ConfigDict, Field, TypeAdapter
 
+from .context import Context
 from .errors import InvalidParams
 
 __all__ = ["Tool"]
@@ -81,6 +82,10 @@ class Tool:
     """JSON Schema of the result, where the return annotation describes an object."""
     _model: type[pydantic.BaseModel] = field(repr=False)
     _param_names: tuple[tuple[str, str], ...] = field(repr=False)
+    scopes: frozenset[str] = frozenset()
+    """Scopes a caller's principal must all hold to call (and see) the tool."""
+    context_param: str | None = None
+    """The parameter that receives the call's :class:`~securemcp.Context`, if any."""
 
     @classmethod
     def from_function(
@@ -89,12 +94,15 @@ class Tool:
         *,
         name: str | None = None,
         description: str | None = None,
+        scopes: Iterable[str] = (),
     ) -> Tool:
         """Inspect ``fn`` and build its validator and schemas.
 
         Raises ``TypeError`` for a function that cannot be a tool (variadic
         parameters, positional-only parameters, an invalid name).
         """
+        if isinstance(scopes, str):
+            raise TypeError("scopes must be a collection of scope names, not one string")
         if not callable(fn):
             raise TypeError(f"a tool must be callable, not {type(fn).__name__}")
         tool_name = name if name is not None else getattr(fn, "__name__", None)
@@ -115,6 +123,7 @@ class Tool:
 
         fields: dict[str, Any] = {}
         param_names: list[tuple[str, str]] = []
+        context_param: str | None = None
         for index, param in enumerate(signature.parameters.values()):
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise TypeError(f"tool {tool_name!r}: *args and **kwargs cannot be tool parameters")
@@ -124,6 +133,12 @@ class Tool:
                     "passed by name"
                 )
             annotation = hints.get(param.name, param.annotation)
+            if annotation is Context:
+                # Filled in by the server for each call; never from the caller.
+                if context_param is not None:
+                    raise TypeError(f"tool {tool_name!r}: only one parameter may take the Context")
+                context_param = param.name
+                continue
             if annotation is inspect.Parameter.empty:
                 annotation = Any
             default = ... if param.default is inspect.Parameter.empty else param.default
@@ -151,6 +166,8 @@ class Tool:
             is_async=_is_async_callable(fn),
             input_schema=input_schema,
             output_schema=_output_schema(hints.get("return", signature.return_annotation)),
+            scopes=frozenset(scopes),
+            context_param=context_param,
             _model=model,
             _param_names=tuple(param_names),
         )

@@ -297,8 +297,11 @@ def test_unserialisable_result_is_an_internal_error(
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="securemcp.protocol"):
         answer = pair.invoke(tool)
-    assert answer == ErrorReceived(1, -32603, "Internal error")
-    assert f"tool {tool!r} returned a value JSON cannot hold" in caplog.text
+    assert isinstance(answer, ErrorReceived)
+    assert (answer.code, answer.message) == (-32603, "Internal error")
+    # The caller gets a correlation id that finds the details in the server log.
+    correlation = answer.data["correlation_id"]
+    assert f"tool {tool!r} returned a value JSON cannot hold [{correlation}]" in caplog.text
     # The connection goes on.
     assert pair.request("ping") == ResponseReceived(2, {"pong": True})
 

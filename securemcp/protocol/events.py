@@ -70,6 +70,10 @@ class ToolCall(Event):
     jsonrpc: bool = False
     """Whether the request carried ``"jsonrpc": "2.0"`` (echoed in the answer)."""
 
+    # The Event base compares by (no) fields; a call is only ever equal to itself.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
 
 # Client side
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, cast
@@ -14,6 +15,8 @@ from wsproto.events import Event as WSEvent
 from wsproto.utilities import RemoteProtocolError
 
 from ..app import SecureMCP
+from ..auth import Principal, authorize, check_scopes
+from ..context import Context
 from ..errors import (
     InternalError,
     InvalidParams,
@@ -24,6 +27,7 @@ from ..errors import (
     ToolError,
     ToolNotFound,
 )
+from ..tools import Tool
 from .connection import ConnectionState, _Endpoint
 from .events import HandshakeRequest, ToolCall
 from .jsonrpc import RequestId, is_request_id, loads
@@ -54,10 +58,16 @@ class ServerConnection(_Endpoint):
     buffered requests.
     """
 
-    def __init__(self, app: SecureMCP, *, limits: Limits | None = None) -> None:
+    def __init__(
+        self, app: SecureMCP, *, limits: Limits | None = None, mask_errors: bool = False
+    ) -> None:
         super().__init__(ConnectionType.SERVER, limits)
         self.app = app
+        self.mask_errors = mask_errors
+        """Hide tool exception texts and internal errors behind a correlation id."""
         self.subprotocol: str | None = None
+        self.principal: Principal | None = None
+        """Who is connected, as ``accept()`` was told; ``None`` when anonymous."""
         self._awaiting_decision = False
         self._calls: dict[RequestId, ToolCall] = {}
         self._methods: dict[str, Handler] = {
@@ -73,10 +83,15 @@ class ServerConnection(_Endpoint):
         subprotocol: str | None = None,
         extra_headers: Iterable[tuple[str, str]] = (),
         *,
+        principal: Principal | None = None,
         welcome: bool = True,
     ) -> None:
-        """Complete the upgrade; with ``welcome``, greet the client as the original server did."""
+        """Complete the upgrade for ``principal`` (``None``: anonymous).
+
+        With ``welcome``, greet the client as the original server did.
+        """
         self._require_decision("accept")
+        self.principal = principal
         headers = [
             (name.encode("latin-1"), value.encode("latin-1")) for name, value in extra_headers
         ]
@@ -90,7 +105,7 @@ class ServerConnection(_Endpoint):
                     "id": "welcome",
                     "result": {
                         "message": f"Connected to {self.app.name}",
-                        "tools": list(self.app.tools),
+                        "tools": [tool.name for tool in self._visible_tools()],
                     },
                 }
             )
@@ -182,8 +197,13 @@ class ServerConnection(_Endpoint):
             self._send_json(message)
         except pydantic_core.PydanticSerializationError as exc:
             # Serialisation happens before anything is written, so nothing partial went out.
-            logger.error("tool %r returned a value JSON cannot hold: %s", call.tool.name, exc)
-            self._answer_error(call.id, InternalError("Internal error"), call.jsonrpc)
+            self._answer_error(
+                call.id,
+                self._internal_error(
+                    f"tool {call.tool.name!r} returned a value JSON cannot hold", exc
+                ),
+                call.jsonrpc,
+            )
         self._process()
 
     def fail(self, call: ToolCall, exc: BaseException) -> None:
@@ -191,7 +211,12 @@ class ServerConnection(_Endpoint):
         if not self._take(call):
             return
         if not isinstance(exc, RPCError):
-            exc = ToolError(f"Tool execution error: {exc}")
+            if self.mask_errors:
+                correlation = secrets.token_hex(6)
+                logger.error("tool %r failed [%s]", call.tool.name, correlation, exc_info=exc)
+                exc = ToolError("Tool execution error", data={"correlation_id": correlation})
+            else:
+                exc = ToolError(f"Tool execution error: {exc}")
         self._answer_error(call.id, exc, call.jsonrpc)
         self._process()
 
@@ -299,7 +324,43 @@ class ServerConnection(_Endpoint):
         return {"pong": True}
 
     def _list_tools(self, request_id: RequestId, params: Any, jsonrpc: bool) -> Any:
-        return {"tools": self.app.list_tools()}
+        return {"tools": [tool.metadata() for tool in self._visible_tools()]}
+
+    def _visible_tools(self) -> list[Tool]:
+        # A principal sees only the tools it may call: listing the others would
+        # tell an attacker what to aim for, and tell a user nothing useful.
+        return [
+            tool
+            for tool in self.app.tools.values()
+            if not tool.scopes or check_scopes(self.principal, tool.scopes)
+        ]
+
+    def _internal_error(self, what: str, exc: BaseException) -> InternalError:
+        correlation = secrets.token_hex(6)
+        logger.error("%s [%s]: %s", what, correlation, exc)
+        return InternalError("Internal error", data={"correlation_id": correlation})
+
+    def _start_call(
+        self, request_id: RequestId, tool: Tool, arguments: Any, method: str, jsonrpc: bool
+    ) -> ToolCall:
+        """Authorise, validate and register a tool call; raise an RPCError to refuse it.
+
+        Scopes are checked before validation, so that a caller without them learns
+        nothing about the tool's parameters.
+        """
+        if tool.scopes:
+            authorize(self.principal, tool.scopes)
+        if request_id in self._calls:
+            raise InvalidRequest(
+                f"Invalid Request: id {request_id!r} is already in use by a call in flight"
+            )
+        kwargs = tool.validate(arguments)
+        if tool.context_param is not None:
+            kwargs[tool.context_param] = Context(self.principal, request_id, tool.name)
+        call = ToolCall(request_id, tool, kwargs, method, jsonrpc)
+        self._calls[request_id] = call
+        self._events.append(call)
+        return call
 
     def _invoke_tool(self, request_id: RequestId, params: Any, jsonrpc: bool) -> Any:
         if not isinstance(params, dict):
@@ -312,13 +373,5 @@ class ServerConnection(_Endpoint):
         tool = self.app.get_tool(name)
         if tool is None:
             raise ToolNotFound(f"Tool not found: {name}")
-        if request_id in self._calls:
-            raise InvalidRequest(
-                f"Invalid Request: id {request_id!r} is already in use by a call in flight"
-            )
-        call = ToolCall(
-            request_id, tool, tool.validate(params.get("params")), "invoke_tool", jsonrpc
-        )
-        self._calls[request_id] = call
-        self._events.append(call)
+        self._start_call(request_id, tool, params.get("params"), "invoke_tool", jsonrpc)
         return _NO_ANSWER

@@ -1,0 +1,309 @@
+"""The WebSocket server: a TCP listener serving a :class:`~securemcp.SecureMCP` app with anyio.
+
+One implementation for asyncio and trio. :meth:`WebSocketTransport.serve`
+embeds the server in a running program; :meth:`WebSocketTransport.run` is the
+blocking entry point that owns the event loop and stops cleanly on Ctrl+C.
+
+Graceful shutdown (``serve`` cancelled, :meth:`~WebSocketTransport.shutdown`
+called, or SIGINT/SIGTERM under ``run``): stop accepting, let the calls in
+flight finish within ``shutdown_grace`` seconds (calls arriving meanwhile are
+answered -32800 at once), answer the ones still running with -32800, close
+every connection with 1001 and wait up to ``close_timeout`` for the peers'
+close frames.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import signal
+import ssl as ssl_module
+import sys
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+
+from securemcp.app import SecureMCP
+from securemcp.protocol import Limits
+
+from ._connection import ServerSettings, ServerSideConnection
+
+__all__ = ["WebSocketTransport"]
+
+logger = logging.getLogger("securemcp")
+
+WORKER_THREADS = 40
+"""Worker threads one server lends to sync tools at most (anyio's own default)."""
+
+_BACKENDS = {"asyncio", "asyncio+uvloop", "trio"}
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _check_timeout(name: str, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds or None, not {value!r}")
+
+
+class _Server:
+    """The state of one running :meth:`WebSocketTransport.serve`."""
+
+    def __init__(self, settings: ServerSettings, max_connections: int) -> None:
+        self.settings = settings
+        self.max_connections = max_connections
+        self.limiter = anyio.CapacityLimiter(WORKER_THREADS)
+        self.connections: set[ServerSideConnection] = set()
+        self.admitted = 0
+        self.draining = False
+        self.accept_scope = anyio.CancelScope()
+        self.grace_scope = anyio.CancelScope()
+        self._changed = anyio.Event()
+
+    def stop(self) -> None:
+        """Stop accepting; asked again while draining, stop waiting for calls."""
+        if self.accept_scope.cancel_called:
+            self.grace_scope.cancel()
+        self.accept_scope.cancel()
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    async def _wait_until(self, done: Any) -> None:
+        while not done():
+            self._changed = anyio.Event()
+            await self._changed.wait()
+
+    async def accept_loop(
+        self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup
+    ) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                # Out of file descriptors, most likely: back off instead of spinning.
+                logger.error("[WS] accept() failed: %s", exc)
+                await anyio.sleep(0.1)
+                continue
+            refuse = self.admitted >= self.max_connections
+            connection = ServerSideConnection(
+                stream,
+                self.settings,
+                limiter=self.limiter,
+                refuse=refuse,
+                draining=lambda: self.draining,
+                on_call_done=self._notify,
+            )
+            # Registered before its task starts, so that a shutdown beginning now sees it.
+            self.connections.add(connection)
+            self.admitted += not refuse
+            tg.start_soon(self._serve_connection, connection, not refuse)
+
+    async def _serve_connection(self, connection: ServerSideConnection, admitted: bool) -> None:
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+            self.admitted -= admitted
+            self._notify()
+
+    async def drain(self, shutdown_grace: float | None) -> None:
+        """Wait for the calls in flight, then close every connection with 1001."""
+        self.draining = True
+        self.grace_scope.deadline = (
+            math.inf if shutdown_grace is None else anyio.current_time() + shutdown_grace
+        )
+        with self.grace_scope:
+            await self._wait_until(lambda: not any(c.calls_in_flight for c in self.connections))
+        for connection in list(self.connections):
+            connection.go_away()
+        # Every connection ends by itself within close_timeout (its own deadline).
+        await self._wait_until(lambda: not self.connections)
+
+
+class WebSocketTransport:
+    """Serve ``app`` over WebSocket (``ws://``, or ``wss://`` with ``ssl``).
+
+    Every timeout is in seconds; ``None`` disables it. ``handshake_timeout``
+    bounds the TLS and HTTP upgrade handshakes; every ``ping_interval`` seconds
+    a WebSocket ping goes out and a peer that does not answer within
+    ``ping_timeout`` is closed with 1011; ``close_timeout`` bounds the closing
+    handshake; ``shutdown_grace`` is how long a stopping server waits for calls
+    in flight. Past ``max_connections`` open connections, new ones are refused
+    with HTTP 503. ``limits`` are the per-connection limits of the core.
+    """
+
+    def __init__(
+        self,
+        app: SecureMCP,
+        *,
+        limits: Limits | None = None,
+        handshake_timeout: float | None = 10.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float | None = 10.0,
+        shutdown_grace: float | None = 10.0,
+        max_connections: int = 1000,
+        ssl: ssl_module.SSLContext | None = None,
+    ) -> None:
+        for name, value in (
+            ("handshake_timeout", handshake_timeout),
+            ("ping_interval", ping_interval),
+            ("ping_timeout", ping_timeout),
+            ("close_timeout", close_timeout),
+        ):
+            _check_timeout(name, value)
+        if shutdown_grace is not None and shutdown_grace < 0:
+            raise ValueError(f"shutdown_grace must be >= 0 or None, not {shutdown_grace!r}")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise TypeError("max_connections must be an integer")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+        self.app = app
+        self.max_connections = max_connections
+        self.shutdown_grace = shutdown_grace
+        self.ssl = ssl
+        self._settings = ServerSettings(
+            app=app,
+            limits=limits,
+            handshake_timeout=handshake_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            ssl=ssl,
+        )
+        self._servers: set[_Server] = set()
+
+    @property
+    def open_connections(self) -> int:
+        """Connections currently open (handshakes in progress included)."""
+        return sum(len(server.connections) for server in self._servers)
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        *,
+        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``host``:``port`` and serve until cancelled or :meth:`shutdown`.
+
+        Reports the bound port through ``task_status`` (useful with port 0:
+        ``port = await tg.start(transport.serve, "127.0.0.1", 0)``). Returns
+        after :meth:`shutdown`; when cancelled, shuts down gracefully first,
+        then lets the cancellation through. Binding errors raise ``OSError``.
+        """
+        multi = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        # One listener per address the host resolves to; every backend's is a SocketListener.
+        listeners = [
+            listener
+            for listener in multi.listeners
+            if isinstance(listener, anyio.abc.SocketListener)
+        ]
+        bound = listeners[0].extra(SocketAttribute.local_port)
+        scheme = "wss" if self.ssl is not None else "ws"
+        logger.info("[WS] Starting WebSocket server on %s://%s:%d", scheme, _url_host(host), bound)
+        server = _Server(self._settings, self.max_connections)
+        self._servers.add(server)
+        try:
+            async with anyio.create_task_group() as tg:
+                try:
+                    with server.accept_scope:
+                        async with anyio.create_task_group() as accepting:
+                            for listener in listeners:
+                                accepting.start_soon(server.accept_loop, listener, tg)
+                            logger.info("[WS] Server started successfully")
+                            task_status.started(bound)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await multi.aclose()
+                        logger.info("[WS] Shutting down")
+                        await server.drain(self.shutdown_grace)
+                        logger.info("[WS] Server stopped")
+        finally:
+            self._servers.discard(server)
+
+    def shutdown(self) -> None:
+        """Stop serving gracefully: :meth:`serve` then returns.
+
+        Call it from the event loop's thread. Called again while the server
+        drains, it stops waiting for the calls in flight (they get -32800).
+        """
+        for server in list(self._servers):
+            server.stop()
+
+    def run(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        *,
+        backend: str = "asyncio",
+        log_level: int = logging.INFO,
+    ) -> None:
+        """Serve until Ctrl+C (SIGINT) or SIGTERM, then shut down gracefully and return.
+
+        ``backend`` is ``"asyncio"``, ``"trio"`` or ``"asyncio+uvloop"`` (needs
+        uvloop installed). Logs go to the ``securemcp`` logger; when nothing
+        handles logging, a plain stderr handler shows the ``[WS]`` lines.
+        """
+        if backend not in _BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}: use one of {sorted(_BACKENDS)}")
+        options: dict[str, Any] = {}
+        if backend == "asyncio+uvloop":
+            if importlib.util.find_spec("uvloop") is None:
+                raise RuntimeError(
+                    "backend 'asyncio+uvloop' needs uvloop, which is not installed "
+                    "(pip install uvloop), or use backend='asyncio'"
+                )
+            backend, options = "asyncio", {"use_uvloop": True}
+        _configure_logging(log_level)
+        try:
+            anyio.run(
+                self._serve_until_signal, host, port, backend=backend, backend_options=options
+            )
+        except KeyboardInterrupt:
+            # Ctrl+C before the signal handler was installed or after it was removed.
+            pass
+        except BaseExceptionGroup as group:
+            error = _single(group)
+            if not isinstance(error, KeyboardInterrupt):
+                raise error from None
+
+    async def _serve_until_signal(self, host: str, port: int) -> None:
+        signals = [signal.SIGINT, signal.SIGTERM]
+        with anyio.open_signal_receiver(*signals) as received:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self._serve_then_stop, host, port, tg.cancel_scope)
+                async for _ in received:
+                    # First signal: graceful stop; second: stop waiting for calls.
+                    self.shutdown()
+
+    async def _serve_then_stop(
+        self,
+        host: str,
+        port: int,
+        scope: anyio.CancelScope,
+        *,
+        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await self.serve(host, port, task_status=task_status)
+        scope.cancel()
+
+
+def _configure_logging(level: int) -> None:
+    package = logging.getLogger("securemcp")
+    package.setLevel(level)
+    if not package.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        package.addHandler(handler)
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf exception of ``group``: what a caller of ``run`` expects to see."""
+    first = group.exceptions[0]
+    return _single(first) if isinstance(first, BaseExceptionGroup) else first

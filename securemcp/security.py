@@ -1,0 +1,88 @@
+"""The security policy of a server, and the handshake check every backend runs.
+
+Pure like the protocol core: the time is passed in, nothing is read from a
+socket or a clock. A backend calls :meth:`SecurityPolicy.check_handshake` on
+each :class:`~securemcp.protocol.HandshakeRequest` and then either
+``accept(principal=...)`` or ``reject(refusal.status, ...)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .auth import AuthenticationError, Authenticator, Principal, authenticate_handshake
+from .errors import SecureMCPError
+from .origin import OriginPolicy
+from .protocol.events import HandshakeRequest
+from .ratelimit import RateLimiter
+
+__all__ = ["HandshakeAccepted", "HandshakeRefused", "SecurityPolicy"]
+
+
+class HandshakeRefused(SecureMCPError):
+    """The handshake must be refused with this HTTP ``status`` (and ``headers``)."""
+
+    def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(f"HTTP {status}: {reason}")
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeAccepted:
+    """A handshake that passed the policy."""
+
+    principal: Principal | None
+    """Who connects; ``None`` when anonymous."""
+    subprotocols: tuple[str, ...]
+    """The subprotocols the client offered, credentials removed: choose from these only."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityPolicy:
+    """Everything a server enforces beyond the protocol limits.
+
+    The default policy authenticates nobody and lets every origin in: right for
+    a local development server, not for one a browser can reach.
+    """
+
+    authenticator: Authenticator | None = None
+    """Checks bearer tokens; ``None`` makes every connection anonymous."""
+    allow_anonymous: bool = False
+    """With an authenticator: whether a connection without a token is let in (its
+    principal is ``None`` and it can call only tools that need no scope)."""
+    origins: OriginPolicy = field(default_factory=OriginPolicy)
+    """Which browser origins may connect (403 otherwise)."""
+    rate_limiter: RateLimiter | None = None
+    """Tool calls per principal (or per anonymous connection); -31029 past it."""
+    max_connections_per_principal: int | None = None
+    """Open connections one principal may hold (HTTP 429 past it)."""
+    max_connections_per_address: int | None = None
+    """Open connections one client IP address may hold (HTTP 429 past it)."""
+    mask_errors: bool = False
+    """Hide the text of tool exceptions from callers (they get a correlation id
+    that also appears in the server log)."""
+    realm: str = "securemcp"
+    """The realm named in ``WWW-Authenticate`` on a 401."""
+
+    def check_handshake(self, request: HandshakeRequest, *, now: float) -> HandshakeAccepted:
+        """Apply the Origin and authentication rules; raise :class:`HandshakeRefused` to refuse.
+
+        ``now`` is the POSIX time, for token expiry.
+        """
+        if not self.origins.check_headers(request.headers):
+            raise HandshakeRefused(403, "origin not allowed")
+        try:
+            principal, subprotocols = authenticate_handshake(
+                self.authenticator,
+                request.headers,
+                request.subprotocols,
+                now=now,
+                required=not self.allow_anonymous,
+            )
+        except AuthenticationError as exc:
+            raise HandshakeRefused(
+                401, exc.reason, (("www-authenticate", exc.www_authenticate(self.realm)),)
+            ) from None
+        return HandshakeAccepted(principal, subprotocols)
