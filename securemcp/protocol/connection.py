@@ -74,6 +74,9 @@ class _Endpoint:
         self._message_size = 0
         self._close_code: int | None = None
         self._close_reason = ""
+        # True while input sits unprocessed in wsproto's buffer because a limit
+        # paused us; only then is re-running the parser worth its cost.
+        self._held = False
 
     # The driver's interface
 
@@ -126,7 +129,7 @@ class _Endpoint:
         self._outgoing.clear()
         self._outgoing_size = 0
         # Draining the output may lift the output limit that paused input.
-        self._process()
+        self._resume()
         return data
 
     def ping(self, payload: bytes = b"") -> None:
@@ -181,9 +184,15 @@ class _Endpoint:
         self._message_size = 0
         self.close(code, reason)
 
+    def _resume(self) -> None:
+        if self._held:
+            self._process()
+
     def _process(self) -> None:
         if not self._may_process():
+            self._held = True
             return
+        self._held = False
         for event in self._ws.events():
             if isinstance(event, TextMessage):
                 self._on_text(event)
@@ -202,6 +211,7 @@ class _Endpoint:
             if self._state is ConnectionState.CLOSED or not self._may_process():
                 # Leave the rest in wsproto's buffer: it is at most one read,
                 # since the backend stops reading while we are paused.
+                self._held = True
                 break
 
     def _on_text(self, event: TextMessage) -> None:

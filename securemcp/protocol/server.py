@@ -204,7 +204,7 @@ class ServerConnection(_Endpoint):
                 ),
                 call.jsonrpc,
             )
-        self._process()
+        self._resume()
 
     def fail(self, call: ToolCall, exc: BaseException) -> None:
         """Answer ``call`` with an error: an :class:`RPCError` as it is, anything else as -32000."""
@@ -218,7 +218,7 @@ class ServerConnection(_Endpoint):
             else:
                 exc = ToolError(f"Tool execution error: {exc}")
         self._answer_error(call.id, exc, call.jsonrpc)
-        self._process()
+        self._resume()
 
     def _take(self, call: ToolCall) -> bool:
         if self._calls.get(call.id) is not call:
