@@ -9,7 +9,11 @@ cancel scope (the connection's life) holding one task group:
   ``wants_read`` is false, so a peer with too many calls in flight is pushed
   back by TCP;
 - one task per tool call; sync tools run in a worker thread;
-- the keepalive task, once the handshake is accepted.
+- the keepalive task, once the handshake is accepted;
+- the expiry task, when the principal's credentials expire (close 1008).
+
+The handshake is decided by the server's security policy (Origin, credentials,
+connection caps: see :mod:`._security`); tool calls pass its rate limiter.
 
 Timers are deadlines on the connection's cancel scope: the handshake deadline
 until the upgrade is decided, then none, then the close deadline once the
@@ -24,19 +28,24 @@ import logging
 import math
 import os
 import ssl
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from securemcp.app import SecureMCP
-from securemcp.errors import Cancelled, RPCError
+from securemcp.errors import Cancelled, RateLimited, RPCError
 from securemcp.protocol import (
+    CallCancelled,
     CloseCode,
     ConnectionClosed,
     ConnectionState,
@@ -47,6 +56,10 @@ from securemcp.protocol import (
     ServerConnection,
     ToolCall,
 )
+from securemcp.protocol.mcp import SUBPROTOCOL as MCP_SUBPROTOCOL
+from securemcp.security import HandshakeRefused, SecurityPolicy
+
+from ._security import Admission, ConnectionGuard, security_logger
 
 __all__ = ["ServerSettings", "ServerSideConnection"]
 
@@ -71,6 +84,10 @@ class ServerSettings:
     ping_timeout: float | None
     close_timeout: float | None
     ssl: ssl.SSLContext | None
+    guard: ConnectionGuard = field(default_factory=lambda: ConnectionGuard(SecurityPolicy()))
+    """The security policy, with the connection caps it keeps for this server."""
+    subprotocols: tuple[str, ...] = ()
+    """The subprotocols this server speaks, in order of preference."""
 
 
 def _deadline_in(seconds: float | None) -> float:
@@ -91,8 +108,16 @@ class ServerSideConnection:
         on_call_done: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
-        self.conn = ServerConnection(settings.app, limits=settings.limits)
-        self.peer = str(stream.extra(SocketAttribute.remote_address, "?"))
+        self.conn = ServerConnection(
+            settings.app,
+            limits=settings.limits,
+            mask_errors=settings.guard.policy.mask_errors,
+        )
+        remote = stream.extra(SocketAttribute.remote_address, None)
+        self.peer = "?" if remote is None else str(remote)
+        # The connection caps count client IP addresses, whatever the port.
+        self.address: str | None = remote[0] if isinstance(remote, tuple) else remote
+        self._admission: Admission | None = None
         self._stream = stream
         self._limiter = limiter
         self._refuse = refuse
@@ -112,6 +137,7 @@ class ServerSideConnection:
         self._pong_payload = b""
         self._closing = False
         self._going_away = False
+        self._flush_scheduled = False
 
     @property
     def calls_in_flight(self) -> int:
@@ -150,6 +176,7 @@ class ServerSideConnection:
                 what = "handshake" if self.conn.state is ConnectionState.CONNECTING else "close"
                 logger.debug("%s timeout on the connection from %s", what, self.peer)
             self._cancel_calls("Connection closed")
+            self._release()
             with anyio.CancelScope(shield=True):
                 try:
                     await self._stream.aclose()
@@ -240,6 +267,8 @@ class ServerSideConnection:
             for event in events:
                 if isinstance(event, ToolCall):
                     self._start_call(event)
+                elif isinstance(event, CallCancelled):
+                    self._cancel_call(event.call)
                 elif isinstance(event, HandshakeRequest):
                     self._decide(event)
                 elif isinstance(event, PongReceived):
@@ -260,11 +289,83 @@ class ServerSideConnection:
         if self._refuse or self._draining():
             self.conn.reject(503)
             return
-        self.conn.accept()
+        try:
+            admission = self.settings.guard.admit(request, self.address, now=time.time())
+        except HandshakeRefused as refusal:
+            # The reason is a fixed phrase (never the token), safe for log and body.
+            security_logger.warning(
+                "handshake from %s refused: HTTP %d %s", self.peer, refusal.status, refusal.reason
+            )
+            self.conn.reject(refusal.status, f"{refusal.reason}\n", refusal.headers)
+            return
+        self._admission = admission
+        principal = admission.principal
+        self.conn.accept(self._choose_subprotocol(admission.subprotocols), principal=principal)
+        logger.debug(
+            "connection from %s accepted for %s",
+            self.peer,
+            "anonymous" if principal is None else principal.subject,
+        )
         self._scope.deadline = math.inf
+        if self._tg is None:  # pragma: no cover - decisions happen inside run()'s task group
+            return
         interval = self.settings.ping_interval
-        if interval is not None and self._tg is not None:
+        if interval is not None:
             self._tg.start_soon(self._keepalive, interval, self.settings.ping_timeout)
+        if principal is not None and principal.expires_at is not None:
+            self._tg.start_soon(self._expire, principal.subject, principal.expires_at)
+
+    def _choose_subprotocol(self, offered: tuple[str, ...]) -> str | None:
+        """The subprotocol to answer with: ours, in our order of preference, if offered.
+
+        ``offered`` comes without token entries (``bearer.<token>``), so a
+        token is never echoed back. Failing those, ``mcp`` (the MCP dialect,
+        which every server speaks) when offered.
+        """
+        chosen = next((name for name in self.settings.subprotocols if name in offered), None)
+        if chosen is None and MCP_SUBPROTOCOL in offered:
+            chosen = MCP_SUBPROTOCOL
+        return chosen
+
+    async def _expire(self, subject: str, expires_at: float) -> None:
+        """Close with 1008 once the credentials expire (``expires_at`` in POSIX seconds)."""
+        # Expiry is wall-clock time, sleeping is on the loop's clock: check the
+        # wall clock again on waking, in case it was set back meanwhile.
+        while True:
+            remaining = expires_at - time.time()
+            if not remaining > 0:  # a NaN expiry counts as expired: fail closed
+                break
+            # A day at most per sleep: an infinite expiry must not overflow a timer.
+            await anyio.sleep(min(remaining, 86400.0))
+        if self.conn.state is not ConnectionState.OPEN:
+            return
+        security_logger.info(
+            "credentials of %s expired: closing the connection from %s with 1008",
+            subject,
+            self.peer,
+        )
+        # Closing cancels the calls still running (see _start_closing).
+        self.conn.close(CloseCode.POLICY_VIOLATION, "token expired")
+        self._handle_events()
+        await self._flush()
+
+    def _release(self) -> None:
+        """Give back what the connection held under the security policy."""
+        admission, self._admission = self._admission, None
+        if admission is None:
+            return
+        self.settings.guard.release(admission)
+        limiter = self.settings.guard.policy.rate_limiter
+        if limiter is not None and admission.principal is None:
+            # An anonymous connection's bucket can never be used again.
+            limiter.forget(self._rate_key())
+
+    def _rate_key(self) -> Hashable:
+        # Namespaced, so that no token subject can name an anonymous connection's bucket.
+        principal = self.conn.principal
+        if principal is None:
+            return ("connection", id(self))
+        return ("principal", principal.subject)
 
     def _start_closing(self) -> None:
         # Answers can no longer be sent: stop the work, free the core's slots,
@@ -282,9 +383,69 @@ class ServerSideConnection:
         if self._draining() or self._tg is None:
             self.conn.fail(call, Cancelled("Server shutting down"))
             return
+        limiter = self.settings.guard.policy.rate_limiter
+        if limiter is not None:
+            retry = limiter.check(self._rate_key(), call.tool.name, now=time.monotonic())
+            if retry > 0:
+                principal = self.conn.principal
+                security_logger.info(
+                    "call to %r by %s rate limited (retry after %.3f s)",
+                    call.tool.name,
+                    f"connection from {self.peer}" if principal is None else principal.subject,
+                    retry,
+                )
+                refusal = RateLimited("Rate limit exceeded", data={"retry_after": retry})
+                self.conn.fail(call, refusal)
+                return
         scope = anyio.CancelScope()
         self._calls[call.id] = (call, scope)
+        if call.progress is not None and call.progress.token is not None:
+            call.progress.bind(self._progress_sink(call))
         self._tg.start_soon(self._run_call, call, scope)
+
+    def _cancel_call(self, call: ToolCall) -> None:
+        """The client cancelled ``call`` (MCP): stop it; the core sends no answer."""
+        entry = self._calls.get(call.id)
+        if entry is None or entry[0] is not call:
+            return  # Already answered (refused, or finished in this same batch).
+        del self._calls[call.id]
+        entry[1].cancel()
+        # Answering frees the call's slot in the core, which drops the answer itself.
+        self.conn.fail(call, Cancelled("Cancelled by the client"))
+        self._on_call_done()
+
+    def _progress_sink(self, call: ToolCall) -> Callable[[float, float | None, str | None], bool]:
+        """Deliver ``call``'s progress reports from the loop or from a tool's worker thread."""
+        token = anyio.lowlevel.current_token()
+        loop_thread = threading.get_ident()
+
+        def deliver(value: float, total: float | None, message: str | None) -> bool:
+            sent = self.conn.report_progress(call, value, total, message)
+            if sent:
+                self._schedule_flush()
+            return sent
+
+        def sink(value: float, total: float | None, message: str | None) -> bool:
+            if threading.get_ident() == loop_thread:
+                return deliver(value, total, message)
+            try:
+                return anyio.from_thread.run_sync(deliver, value, total, message, token=token)
+            except RuntimeError:  # pragma: no cover - needs a loop that ended mid-report
+                # The loop is gone: an abandoned sync tool reporting after the end.
+                return False
+
+        return sink
+
+    def _schedule_flush(self) -> None:
+        # One pending flush serves any number of progress reports made meanwhile.
+        if self._flush_scheduled or self._tg is None:
+            return
+        self._flush_scheduled = True
+        self._tg.start_soon(self._scheduled_flush)
+
+    async def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        await self._flush()
 
     def _cancel_calls(self, reason: str) -> None:
         calls, self._calls = self._calls, {}
@@ -312,18 +473,27 @@ class ServerSideConnection:
                     )
             except Exception as exc:  # noqa: BLE001 - a tool's failure is its caller's answer
                 error = exc
-        if self._calls.pop(call.id, None) is None:
-            # Cancelled: whoever cancelled the call answered it or let the core forget it.
+        entry = self._calls.get(call.id)
+        if entry is None or entry[0] is not call:
+            # Cancelled: whoever cancelled the call answered it or let the core forget it
+            # (a new call may reuse the id of one the client cancelled).
             return
+        del self._calls[call.id]
         if error is not None:
-            if not isinstance(error, RPCError):
+            if not isinstance(error, RPCError) and not self.conn.mask_errors:
+                # When masking, the core logs it once, with the correlation id.
                 logger.error("tool %r raised", tool.name, exc_info=error)
             self.conn.fail(call, error)
         else:
             self.conn.complete(call, result)
         self._on_call_done()
         self._handle_events()
-        await self._flush()
+        if not self._write_lock.locked():
+            await self._flush()
+        # Otherwise the writer holding the lock sends our answer before it lets
+        # go (it loops until the core has nothing left): waiting for the lock
+        # would only pile up finished calls, results and all, behind a peer that
+        # does not read (tests/security: the 10 000 pipelined requests).
 
     # Keepalive
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import re
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from securemcp import __version__ as securemcp_version
+from securemcp.auth import SUBPROTOCOL_TOKEN_PREFIX
 from securemcp.errors import (
     ConnectionClosed,
     HandshakeRejected,
@@ -63,12 +66,26 @@ from securemcp.protocol import (
     Welcome,
 )
 from securemcp.protocol import ConnectionClosed as ClosedEvent
+from securemcp.protocol.mcp import SUBPROTOCOL as MCP_SUBPROTOCOL
+from securemcp.protocol.mcp import TOOLS_CALL
+
+from .mcp_client import (
+    ProgressCallback,
+    ProgressUpdate,
+    ServerInfo,
+    ToolResult,
+    initialize_params,
+    parse_initialize_result,
+    parse_progress,
+    parse_tool_result,
+)
 
 __all__ = ["Notification", "WebSocketClient"]
 
 logger = logging.getLogger("securemcp.client")
 
 _READ_SIZE = 65536
+_MAX_QUEUED_PROGRESS = 64
 
 # Headers the handshake itself sets; a second copy from the caller would make
 # the upgrade ambiguous, so they are refused up front.
@@ -86,6 +103,11 @@ _RESERVED_HEADERS = frozenset(
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
+
+# RFC 6750's b64token, and the narrower form a subprotocol entry allows (an
+# RFC 7230 token: no "/" or "=").
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_SUBPROTOCOL_TOKEN = re.compile(r"[A-Za-z0-9\-._~+]+")
 
 NotificationHandler = Callable[[str, Any], Any]
 """``on_notification(method, params)``; it may return an awaitable, which is awaited."""
@@ -152,6 +174,35 @@ def _header_pairs(
     return pairs
 
 
+def _with_token(
+    token: str,
+    in_subprotocol: bool,
+    headers: tuple[tuple[str, str], ...],
+    subprotocols: tuple[str, ...],
+) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """Add ``token`` to the handshake: the headers and subprotocols to send.
+
+    The messages never quote the token: exceptions end up in logs.
+    """
+    if not isinstance(token, str):
+        raise TypeError("token must be a string")
+    # Two credentials make the server refuse the handshake (ambiguous): say it here.
+    if any(name.lower() == "authorization" for name, _ in headers) or any(
+        entry.startswith(SUBPROTOCOL_TOKEN_PREFIX) for entry in subprotocols
+    ):
+        raise ValueError("token given twice: in headers/subprotocols and as token=")
+    if in_subprotocol:
+        # A subprotocol entry must be an HTTP token: base64url without padding.
+        if not _SUBPROTOCOL_TOKEN.fullmatch(token):
+            raise ValueError(
+                "a token sent as a subprotocol may contain only letters, digits and -._~+"
+            )
+        return headers, (*subprotocols, SUBPROTOCOL_TOKEN_PREFIX + token)
+    if not _BEARER_TOKEN.fullmatch(token):
+        raise ValueError("a bearer token may contain only letters, digits and -._~+/ (then =)")
+    return (*headers, ("Authorization", f"Bearer {token}")), subprotocols
+
+
 def _tls_context(
     target: _Target, ssl: ssl_module.SSLContext | bool | None
 ) -> ssl_module.SSLContext | None:
@@ -185,17 +236,36 @@ def _connect_error(exc: OSError, url: str) -> OSError:
 class _Pending:
     """One call waiting for its answer."""
 
-    __slots__ = ("done", "error", "result", "tool_call")
+    __slots__ = ("done", "error", "result", "tool_call", "updates", "updates_in")
 
-    def __init__(self, tool_call: bool) -> None:
+    def __init__(self, tool_call: bool, progress: bool = False) -> None:
         self.done = anyio.Event()
         self.tool_call = tool_call
         self.result: Any = None
         self.error: SecureMCPError | None = None
+        # Progress updates for the caller's task; closed once the answer is in.
+        self.updates_in: MemoryObjectSendStream[ProgressUpdate] | None = None
+        self.updates: MemoryObjectReceiveStream[ProgressUpdate] | None = None
+        if progress:
+            self.updates_in, self.updates = anyio.create_memory_object_stream[ProgressUpdate](
+                _MAX_QUEUED_PROGRESS
+            )
 
     def resolve(self, result: Any = None, error: SecureMCPError | None = None) -> None:
         self.result, self.error = result, error
         self.done.set()
+        if self.updates_in is not None:
+            self.updates_in.close()
+
+    def progress(self, update: ProgressUpdate) -> None:
+        if self.updates_in is None or self.updates is None or self.done.is_set():
+            return
+        try:
+            self.updates_in.send_nowait(update)
+        except anyio.WouldBlock:
+            # A slow callback: the older update is the one worth losing.
+            self.updates.receive_nowait()
+            self.updates_in.send_nowait(update)
 
 
 class _NotificationIterator:
@@ -242,6 +312,14 @@ class WebSocketClient:
         :attr:`dropped_notifications`, logged), so a chatty server cannot grow
         memory or stall the answers behind it.
     :param limits: the core's :class:`~securemcp.protocol.Limits` (message size, depth).
+    :param token: a bearer token, sent as ``Authorization: Bearer <token>`` (never in the URL).
+    :param token_in_subprotocol: send ``token`` as the subprotocol entry
+        ``bearer.<token>`` instead, as a browser must (its WebSocket API cannot set
+        headers); the server never echoes it back. Such a token must be
+        base64url without padding (letters, digits, ``-._~+``).
+    :param mcp: speak MCP (see ``docs/mcp.md``): offer the ``mcp`` subprotocol and
+        run the ``initialize`` handshake on connecting. The client also speaks MCP
+        whenever the server chooses ``mcp`` from ``subprotocols``.
     """
 
     def __init__(
@@ -257,6 +335,9 @@ class WebSocketClient:
         on_notification: NotificationHandler | None = None,
         max_queued_notifications: int = 256,
         limits: Limits | None = None,
+        token: str | None = None,
+        token_in_subprotocol: bool = False,
+        mcp: bool = False,
     ) -> None:
         if isinstance(subprotocols, str):
             raise TypeError("subprotocols must be a sequence of strings, not a string")
@@ -267,6 +348,15 @@ class WebSocketClient:
         self._ssl_context = _tls_context(self._target, ssl)
         self._headers = _header_pairs(headers)
         self._subprotocols = tuple(subprotocols)
+        if token is not None:
+            self._headers, self._subprotocols = _with_token(
+                token, token_in_subprotocol, self._headers, self._subprotocols
+            )
+        elif token_in_subprotocol:
+            raise ValueError("token_in_subprotocol needs a token")
+        self._mcp = mcp
+        if mcp and MCP_SUBPROTOCOL not in self._subprotocols:
+            self._subprotocols = (MCP_SUBPROTOCOL, *self._subprotocols)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
@@ -284,7 +374,11 @@ class WebSocketClient:
         """The close reason once the connection is over."""
         self.dropped_notifications = 0
         """How many notifications were dropped because the consumer lagged."""
+        self.server_info: ServerInfo | None = None
+        """MCP: the server's ``initialize`` answer (revision, name, capabilities)."""
 
+        self._progress_routes: dict[str, _Pending] = {}
+        self._next_progress_token = 0
         self._conn: ClientConnection | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._pending: dict[RequestId, _Pending] = {}
@@ -353,6 +447,32 @@ class WebSocketClient:
                 dispatch_scope,
                 partial(self._dispatch_notifications, receive, self._on_notification),
             )
+        if self.speaks_mcp:
+            try:
+                await self._initialize()
+            except BaseException:
+                await self.aclose()
+                raise
+
+    @property
+    def speaks_mcp(self) -> bool:
+        """Whether this connection speaks MCP (asked for, or the ``mcp`` subprotocol chosen)."""
+        return self._mcp or self.subprotocol == MCP_SUBPROTOCOL
+
+    async def _initialize(self) -> None:
+        """MCP's opening: ``initialize``, check the revision, ``notifications/initialized``."""
+        conn = self._require_conn()
+        conn.jsonrpc = True
+        result = await self._call(
+            "initialize",
+            initialize_params(securemcp_version),
+            self.connect_timeout,
+            tool_call=False,
+        )
+        self.server_info = parse_initialize_result(result)
+        if conn.state is ConnectionState.OPEN:
+            conn.notify("notifications/initialized")
+            self._write_wanted.set()
 
     async def _open(self) -> anyio.abc.ByteStream:
         target = self._target
@@ -408,7 +528,7 @@ class WebSocketClient:
                     self._handle(events[index + 1 :])
                     return
                 if isinstance(event, ConnectionRejected):
-                    raise HandshakeRejected(event.status_code, event.body)
+                    raise HandshakeRejected(event.status_code, event.body, event.headers)
                 if isinstance(event, ClosedEvent):
                     raise ConnectionClosed(event.code, "connection lost during the handshake")
 
@@ -487,21 +607,84 @@ class WebSocketClient:
         An unknown tool raises :class:`~securemcp.errors.ToolNotFound`, bad
         arguments :class:`~securemcp.errors.InvalidParams` (``data`` says
         which), a failing tool :class:`~securemcp.errors.ToolError`.
+
+        Over MCP this is :meth:`call_tool` then :meth:`ToolResult.value`: an
+        unknown tool raises :class:`~securemcp.errors.InvalidParams`, and bad
+        arguments, like a failing tool, :class:`~securemcp.errors.ToolError`.
         """
+        if self.speaks_mcp:
+            result = await self.call_tool(name, params, timeout=timeout)
+            return result.value()
         payload = {"tool_name": name, "params": dict(params) if params is not None else {}}
         return await self._call("invoke_tool", payload, timeout, tool_call=True)
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | EllipsisType | None = ...,  # noqa: ASYNC109 - per-call timeout is the API
+        on_progress: ProgressCallback | None = None,
+    ) -> ToolResult:
+        """MCP ``tools/call``: run tool ``name`` and return its :class:`ToolResult`.
+
+        A tool's failure is a result with ``is_error`` set, not an exception;
+        protocol errors (unknown tool: -32602) raise their
+        :class:`~securemcp.errors.RPCError`. ``on_progress(update)`` receives
+        the tool's progress reports in this task, before the result returns.
+        When the wait ends early (timeout, cancellation), the server is told
+        with ``notifications/cancelled``.
+        """
+        if not self.speaks_mcp:
+            raise LocalProtocolError(
+                "call_tool needs an MCP connection (WebSocketClient(mcp=True))"
+            )
+        params: dict[str, Any] = {"name": name}
+        if arguments is not None:
+            params["arguments"] = dict(arguments)
+        result = await self._call(
+            TOOLS_CALL, params, timeout, tool_call=True, on_progress=on_progress
+        )
+        return parse_tool_result(result)
 
     async def list_tools(
         self,
         *,
         timeout: float | EllipsisType | None = ...,  # noqa: ASYNC109
     ) -> list[dict[str, Any]]:
-        """The server's tools: one dict each (``name``, ``description``, ``inputSchema``, ...)."""
+        """The server's tools: one dict each (``name``, ``description``, ``inputSchema``, ...).
+
+        Over MCP, every page of ``tools/list``, in the server's order.
+        """
+        if self.speaks_mcp:
+            return await self._list_mcp_tools(timeout)
         result = await self._call("list_tools", None, timeout, tool_call=False)
         tools = result.get("tools") if isinstance(result, dict) else None
         if not isinstance(tools, list):
             raise InternalError("malformed list_tools answer: no 'tools' list")
         return tools
+
+    async def _list_mcp_tools(
+        self,
+        timeout: float | EllipsisType | None,  # noqa: ASYNC109
+    ) -> list[dict[str, Any]]:
+        tools: list[dict[str, Any]] = []
+        cursor: Any = None
+        seen: set[str] = set()
+        while True:
+            params = None if cursor is None else {"cursor": cursor}
+            result = await self._call("tools/list", params, timeout, tool_call=False)
+            page = result.get("tools") if isinstance(result, dict) else None
+            if not isinstance(page, list):
+                raise InternalError("malformed tools/list answer: no 'tools' list")
+            tools.extend(page)
+            cursor = result.get("nextCursor")
+            if not isinstance(cursor, str):
+                return tools
+            if cursor in seen:
+                # A server that pages in a circle would keep us here for ever.
+                raise InternalError("malformed tools/list answer: the cursor repeats")
+            seen.add(cursor)
 
     async def ping(
         self,
@@ -533,6 +716,7 @@ class WebSocketClient:
         timeout: float | EllipsisType | None,  # noqa: ASYNC109
         *,
         tool_call: bool,
+        on_progress: ProgressCallback | None = None,
     ) -> Any:
         conn = self._require_conn()
         if conn.state is not ConnectionState.OPEN:
@@ -542,18 +726,49 @@ class WebSocketClient:
                 self.close_code, self.close_reason or "the connection is closing"
             )
         limit = self.timeout if isinstance(timeout, EllipsisType) else timeout
+        progress_token: str | None = None
+        if on_progress is not None:
+            self._next_progress_token += 1
+            progress_token = f"progress-{self._next_progress_token}"
+            params = {**params, "_meta": {"progressToken": progress_token}}
         request_id = conn.send_request(method, params)
-        pending = self._pending[request_id] = _Pending(tool_call)
+        pending = self._pending[request_id] = _Pending(tool_call, on_progress is not None)
+        if progress_token is not None:
+            self._progress_routes[progress_token] = pending
         self._write_wanted.set()
         try:
             with anyio.move_on_after(math.inf if limit is None else limit):
-                await pending.done.wait()
+                if on_progress is None or pending.updates is None:
+                    await pending.done.wait()
+                else:
+                    # Updates end when the answer arrives (resolve closes the stream).
+                    async for update in pending.updates:
+                        outcome = on_progress(update)
+                        if inspect.isawaitable(outcome):
+                            await outcome
+                    await pending.done.wait()
         finally:
+            if progress_token is not None:
+                self._progress_routes.pop(progress_token, None)
+            if pending.updates is not None and pending.updates_in is not None:
+                pending.updates_in.close()
+                pending.updates.close()
             if not pending.done.is_set():
                 # Timed out or cancelled: leave the pending table, so that a late
                 # answer is dropped by the core.
                 self._pending.pop(request_id, None)
                 conn.forget(request_id)
+                if (
+                    self.speaks_mcp
+                    and method != "initialize"
+                    and conn.state is ConnectionState.OPEN
+                ):
+                    # MCP: tell the server to stop (it must not cancel initialize).
+                    conn.notify(
+                        "notifications/cancelled",
+                        {"requestId": request_id, "reason": "the caller stopped waiting"},
+                    )
+                    self._write_wanted.set()
         if not pending.done.is_set():
             raise RequestTimeout(f"no answer to {method!r} within {limit} s")
         if pending.error is not None:
@@ -665,11 +880,25 @@ class WebSocketClient:
                         )
                     )
             elif isinstance(event, NotificationReceived):
+                if event.method == "notifications/progress" and self._route_progress(event.params):
+                    continue
                 self._queue_notification(Notification(event.method, event.params))
             elif isinstance(event, Welcome):
                 self.welcome = event
             elif isinstance(event, ClosedEvent):
                 self._on_closed(event)
+
+    def _route_progress(self, params: Any) -> bool:
+        """Hand a progress report to the call that asked for it; ``False`` if none did."""
+        parsed = parse_progress(params)
+        if parsed is None:
+            return False
+        token, update = parsed
+        pending = self._progress_routes.get(token) if isinstance(token, str) else None
+        if pending is None:
+            return False
+        pending.progress(update)
+        return True
 
     def _queue_notification(self, note: Notification) -> None:
         assert self._notes_in is not None

@@ -28,8 +28,10 @@ from anyio.abc import SocketAttribute
 
 from securemcp.app import SecureMCP
 from securemcp.protocol import Limits
+from securemcp.security import SecurityPolicy
 
 from ._connection import ServerSettings, ServerSideConnection
+from ._security import ConnectionGuard
 
 __all__ = ["WebSocketTransport"]
 
@@ -135,6 +137,13 @@ class WebSocketTransport:
     handshake; ``shutdown_grace`` is how long a stopping server waits for calls
     in flight. Past ``max_connections`` open connections, new ones are refused
     with HTTP 503. ``limits`` are the per-connection limits of the core.
+
+    ``security`` (default: :class:`~securemcp.SecurityPolicy`'s defaults, which
+    authenticate nobody and allow every Origin) decides each handshake before
+    the upgrade (403 for a refused Origin, 401 for missing or bad credentials,
+    429 over its per-principal or per-address connection caps), closes a
+    connection with 1008 when its credentials expire, rate-limits tool calls
+    (-31029) and says whether tool errors are masked. See ``docs/security.md``.
     """
 
     def __init__(
@@ -149,6 +158,7 @@ class WebSocketTransport:
         shutdown_grace: float | None = 10.0,
         max_connections: int = 1000,
         ssl: ssl_module.SSLContext | None = None,
+        security: SecurityPolicy | None = None,
     ) -> None:
         for name, value in (
             ("handshake_timeout", handshake_timeout),
@@ -167,6 +177,9 @@ class WebSocketTransport:
         self.max_connections = max_connections
         self.shutdown_grace = shutdown_grace
         self.ssl = ssl
+        if security is not None and not isinstance(security, SecurityPolicy):
+            raise TypeError("security must be a SecurityPolicy")
+        self.security = SecurityPolicy() if security is None else security
         self._settings = ServerSettings(
             app=app,
             limits=limits,
@@ -175,6 +188,7 @@ class WebSocketTransport:
             ping_timeout=ping_timeout,
             close_timeout=close_timeout,
             ssl=ssl,
+            guard=ConnectionGuard(self.security),
         )
         self._servers: set[_Server] = set()
 

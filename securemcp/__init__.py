@@ -38,6 +38,7 @@ from .errors import (
     Unauthenticated,
 )
 from .origin import OriginPolicy
+from .progress import Progress
 from .ratelimit import ConnectionCounter, RateLimiter
 from .security import SecurityPolicy
 from .tools import Tool
@@ -64,6 +65,7 @@ __all__ = [
     "Overloaded",
     "ParseError",
     "Principal",
+    "Progress",
     "RPCError",
     "RateLimited",
     "RateLimiter",

@@ -47,6 +47,8 @@ class SecureMCP:
         name: str | None = None,
         description: str | None = None,
         scopes: Iterable[str] = (),
+        title: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
     ) -> Callable[[F], F]: ...
 
     def tool(
@@ -57,15 +59,26 @@ class SecureMCP:
         name: str | None = None,
         description: str | None = None,
         scopes: Iterable[str] = (),
+        title: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
     ) -> Any:
         """Register a sync or async function as a tool; usable as ``@app.tool()`` or ``@app.tool``.
 
         ``scopes``: every scope a caller's principal must hold to see and call the tool.
-        The function is returned unchanged, so it stays callable from Python.
+        ``title`` and ``annotations`` (e.g. ``{"readOnlyHint": True}``) are shown to
+        MCP clients as given. The function is returned unchanged, so it stays
+        callable from Python.
         """
 
         def register(func: F) -> F:
-            self.add_tool(func, name=name, description=description, scopes=scopes)
+            self.add_tool(
+                func,
+                name=name,
+                description=description,
+                scopes=scopes,
+                title=title,
+                annotations=annotations,
+            )
             return func
 
         return register if fn is None else register(fn)
@@ -77,9 +90,18 @@ class SecureMCP:
         name: str | None = None,
         description: str | None = None,
         scopes: Iterable[str] = (),
+        title: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
     ) -> Tool:
         """Register ``fn`` and return its :class:`Tool`; a taken name raises ``ValueError``."""
-        tool = Tool.from_function(fn, name=name, description=description, scopes=scopes)
+        tool = Tool.from_function(
+            fn,
+            name=name,
+            description=description,
+            scopes=scopes,
+            title=title,
+            annotations=annotations,
+        )
         if tool.name in self._tools:
             raise ValueError(
                 f"a tool named {tool.name!r} is already registered on app {self.name!r}"

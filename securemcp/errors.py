@@ -161,12 +161,24 @@ class ConnectionClosed(SecureMCPError):
 
 
 class HandshakeRejected(SecureMCPError):
-    """The server refused the WebSocket upgrade with an HTTP status."""
+    """The server refused the WebSocket upgrade with an HTTP status.
 
-    def __init__(self, status_code: int, body: bytes = b"") -> None:
+    ``headers`` are the answer's (lower-case name, value) pairs, e.g. the
+    ``www-authenticate`` challenge of a 401.
+    """
+
+    def __init__(
+        self, status_code: int, body: bytes = b"", headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         super().__init__(f"WebSocket handshake rejected with HTTP {status_code}")
         self.status_code = status_code
         self.body = body
+        self.headers = headers
+
+    def header(self, name: str) -> str | None:
+        """The value of the first header called ``name`` (any case), or ``None``."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key == wanted), None)
 
 
 class RequestTimeout(SecureMCPError, TimeoutError):

@@ -74,7 +74,10 @@ class TokenBucket:
         if not (0 < cost <= self.burst):
             raise ValueError(f"cost must be > 0 and <= burst ({self.burst}), not {cost!r}")
         self._refill(now)
-        if self._tokens + _EPSILON >= cost:
+        # `now - last` is only as exact as the clock's float allows: at large
+        # clock values a retry exactly `wait` later can come up a few ulps short.
+        slack = _EPSILON + min(4 * self.rate * math.ulp(now), 1e-6)
+        if self._tokens + slack >= cost:
             return 0.0
         return (cost - self._tokens) / self.rate
 

@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field, TypeAdapter
 
 from .context import Context
 from .errors import InvalidParams
+from .progress import Progress
 
 __all__ = ["Tool"]
 
@@ -86,6 +87,12 @@ class Tool:
     """Scopes a caller's principal must all hold to call (and see) the tool."""
     context_param: str | None = None
     """The parameter that receives the call's :class:`~securemcp.Context`, if any."""
+    progress_param: str | None = None
+    """The parameter that receives the call's :class:`~securemcp.Progress`, if any."""
+    title: str | None = None
+    """A human-friendly display name (MCP ``title``)."""
+    annotations: Mapping[str, Any] | None = None
+    """MCP tool annotations (``readOnlyHint``, ``destructiveHint``, ...), as given."""
 
     @classmethod
     def from_function(
@@ -95,6 +102,8 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         scopes: Iterable[str] = (),
+        title: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
     ) -> Tool:
         """Inspect ``fn`` and build its validator and schemas.
 
@@ -124,6 +133,7 @@ class Tool:
         fields: dict[str, Any] = {}
         param_names: list[tuple[str, str]] = []
         context_param: str | None = None
+        progress_param: str | None = None
         for index, param in enumerate(signature.parameters.values()):
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise TypeError(f"tool {tool_name!r}: *args and **kwargs cannot be tool parameters")
@@ -138,6 +148,11 @@ class Tool:
                 if context_param is not None:
                     raise TypeError(f"tool {tool_name!r}: only one parameter may take the Context")
                 context_param = param.name
+                continue
+            if annotation is Progress:
+                if progress_param is not None:
+                    raise TypeError(f"tool {tool_name!r}: only one parameter may take the Progress")
+                progress_param = param.name
                 continue
             if annotation is inspect.Parameter.empty:
                 annotation = Any
@@ -168,6 +183,9 @@ class Tool:
             output_schema=_output_schema(hints.get("return", signature.return_annotation)),
             scopes=frozenset(scopes),
             context_param=context_param,
+            progress_param=progress_param,
+            title=title,
+            annotations=dict(annotations) if annotations is not None else None,
             _model=model,
             _param_names=tuple(param_names),
         )

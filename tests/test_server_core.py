@@ -101,7 +101,8 @@ def test_accept_with_subprotocol_and_headers(app: SecureMCP) -> None:
     pair.take_server_events()
     pair.server.accept("mcp", [("X-Server", "securemcp")])
     pair.pump()
-    [connected, _welcome] = pair.take_client_events()
+    # The "mcp" subprotocol selects the MCP dialect, which has no welcome message.
+    [connected] = pair.take_client_events()
     assert isinstance(connected, Connected)
     assert connected.subprotocol == "mcp"
     assert ("x-server", "securemcp") in connected.headers

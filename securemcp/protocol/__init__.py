@@ -8,6 +8,7 @@ importing it loads no asyncio, trio, anyio or socket module. Drive a
 from .client import ClientConnection
 from .connection import CloseCode, ConnectionState
 from .events import (
+    CallCancelled,
     Connected,
     ConnectionClosed,
     ConnectionRejected,
@@ -25,6 +26,7 @@ from .limits import Limits
 from .server import ServerConnection
 
 __all__ = [
+    "CallCancelled",
     "ClientConnection",
     "CloseCode",
     "Connected",

@@ -44,6 +44,9 @@ class ClientConnection(_Endpoint):
     def __init__(self, *, limits: Limits | None = None) -> None:
         super().__init__(ConnectionType.CLIENT, limits)
         self.subprotocol: str | None = None
+        self.jsonrpc = False
+        """Send strict JSON-RPC 2.0 (``"jsonrpc": "2.0"`` on every message), as MCP wants;
+        the server's ``ping`` requests are then answered with ``{}``."""
         # A dict, not a set: it keeps the order requests were sent in.
         self._pending: dict[RequestId, None] = {}
         self._next_id = 0
@@ -70,7 +73,11 @@ class ClientConnection(_Endpoint):
         self._write(
             self._ws.send(
                 Request(
-                    host=host, target=path, subprotocols=list(subprotocols), extra_headers=headers
+                    host=host,
+                    target=path,
+                    subprotocols=list(subprotocols),
+                    extra_headers=headers,
+                    extensions=self._extensions(),
                 )
             )
         )
@@ -85,7 +92,9 @@ class ClientConnection(_Endpoint):
         self._require_open()
         self._next_id += 1
         request_id = self._next_id
-        message: dict[str, Any] = {"id": request_id, "method": method}
+        message: dict[str, Any] = {"jsonrpc": "2.0"} if self.jsonrpc else {}
+        message["id"] = request_id
+        message["method"] = method
         if params is not None:
             message["params"] = params
         self._send_json(message)
@@ -99,7 +108,8 @@ class ClientConnection(_Endpoint):
     def notify(self, method: str, params: Any = None) -> None:
         """Send a notification (no id, never answered)."""
         self._require_open()
-        message: dict[str, Any] = {"method": method}
+        message: dict[str, Any] = {"jsonrpc": "2.0"} if self.jsonrpc else {}
+        message["method"] = method
         if params is not None:
             message["params"] = params
         self._send_json(message)
@@ -157,14 +167,15 @@ class ClientConnection(_Endpoint):
         request_id = message.get("id")
         if isinstance(method, str):
             if "id" in message:
-                # The server asks us something; we serve nothing, so say so.
+                # The server asks us something; we serve nothing but MCP's ping.
                 if is_request_id(request_id):
-                    self._send_json(
-                        {
-                            "id": request_id,
-                            "error": {"code": -32601, "message": f"Unknown method: {method}"},
-                        }
-                    )
+                    answer: dict[str, Any] = {"jsonrpc": "2.0"} if self.jsonrpc else {}
+                    answer["id"] = request_id
+                    if self.jsonrpc and method == "ping":
+                        answer["result"] = {}
+                    else:
+                        answer["error"] = {"code": -32601, "message": f"Unknown method: {method}"}
+                    self._send_json(answer)
                 return
             self._events.append(NotificationReceived(method, message.get("params")))
             return

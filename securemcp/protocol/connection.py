@@ -7,6 +7,7 @@ here blocks, reads a clock or touches a socket.
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Any
 
@@ -18,17 +19,34 @@ from wsproto.events import (
     Message,
     Ping,
     Pong,
+    RejectConnection,
     TextMessage,
 )
 from wsproto.events import Event as WSEvent
+from wsproto.extensions import Extension
 from wsproto.utilities import RemoteProtocolError
 
 from ..errors import LocalProtocolError
 from . import jsonrpc
+from .deflate import BoundedPerMessageDeflate
 from .events import ConnectionClosed, Event, PongReceived
 from .limits import Limits
 
-__all__ = ["CloseCode", "ConnectionState"]
+__all__ = ["CloseCode", "ConnectionState", "HandshakeTooLarge"]
+
+# The end of an HTTP head as h11 finds it: a line feed, an optional carriage
+# return, a line feed.
+_END_OF_HEAD = re.compile(b"\n\r?\n")
+
+
+class HandshakeTooLarge(RemoteProtocolError):
+    """The peer's handshake head passed ``Limits.max_handshake_size`` or ``max_header_count``.
+
+    A server answers it with HTTP 431 (Request Header Fields Too Large).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, event_hint=RejectConnection(status_code=431))
 
 
 class ConnectionState(Enum):
@@ -72,6 +90,17 @@ class _Endpoint:
         self._outgoing_size = 0
         self._fragments: list[str] = []
         self._message_size = 0
+        self._frame_count = 0
+        # The opening handshake's HTTP head, counted before wsproto buffers it.
+        self._head_open = True
+        self._head_size = 0
+        self._head_lines = 0
+        self._head_tail = b""
+        self._deflate = (
+            BoundedPerMessageDeflate(self.limits.max_message_size)
+            if self.limits.permessage_deflate
+            else None
+        )
         self._close_code: int | None = None
         self._close_reason = ""
         # True while input sits unprocessed in wsproto's buffer because a limit
@@ -103,6 +132,8 @@ class _Endpoint:
         if self._state is ConnectionState.CLOSED or not data:
             return
         try:
+            if self._head_open:
+                self._count_head(data)
             self._ws.receive_data(data)
         except (RemoteProtocolError, UnicodeError) as exc:
             # wsproto decodes some handshake headers itself (Host as IDNA, token
@@ -110,6 +141,30 @@ class _Endpoint:
             self._handshake_failed(exc)
             return
         self._process()
+
+    def _count_head(self, data: bytes) -> None:
+        """Count the handshake head in ``data``; raise before a limit is passed.
+
+        Runs before wsproto sees ``data``, so a head over the limit is never
+        buffered. Lines are counted as h11 splits them (on line feeds).
+        """
+        window = self._head_tail + data
+        end = _END_OF_HEAD.search(window)
+        head = data if end is None else window[len(self._head_tail) : end.end()]
+        self._head_size += len(head)
+        self._head_lines += head.count(b"\n")
+        if end is not None:
+            self._head_open = False
+            # Neither the request (status) line nor the blank line is a header.
+            headers = self._head_lines - 2
+        else:
+            self._head_tail = window[-2:]
+            headers = self._head_lines - 1
+        limits = self.limits
+        if self._head_size > limits.max_handshake_size:
+            raise HandshakeTooLarge(f"handshake exceeds {limits.max_handshake_size} bytes")
+        if headers > limits.max_header_count:
+            raise HandshakeTooLarge(f"handshake has more than {limits.max_header_count} headers")
 
     def receive_eof(self) -> None:
         """The peer closed its side of the socket (or the backend gave up on it)."""
@@ -177,11 +232,19 @@ class _Endpoint:
         self._fragments.clear()
         self._events.append(ConnectionClosed(code, reason, self._unanswered()))
 
+    def _extensions(self) -> list[Extension]:
+        """The extensions to offer or accept: permessage-deflate when the limits enable it."""
+        return [] if self._deflate is None else [self._deflate]
+
+    def _too_big(self) -> str:
+        return f"message exceeds {self.limits.max_message_size} bytes"
+
     def _fail(self, code: int, reason: str) -> None:
         # Our side ends the connection for cause: say why, then ignore all but the
         # peer's close frame, so that nothing more is buffered for this peer.
         self._fragments.clear()
         self._message_size = 0
+        self._frame_count = 0
         self.close(code, reason)
 
     def _resume(self) -> None:
@@ -221,19 +284,27 @@ class _Endpoint:
         # isascii() is O(1) on CPython; only non-ASCII text pays for encoding.
         self._message_size += len(data) if data.isascii() else len(data.encode())
         if self._message_size > self.limits.max_message_size:
-            self._fail(
-                CloseCode.MESSAGE_TOO_BIG,
-                f"message exceeds {self.limits.max_message_size} bytes",
-            )
+            self._fail(CloseCode.MESSAGE_TOO_BIG, self._too_big())
             return
         if not event.message_finished:
-            self._fragments.append(data)
+            if event.frame_finished:
+                self._frame_count += 1
+                # This frame ended and the message goes on: it needs one more.
+                if self._frame_count >= self.limits.max_fragments:
+                    self._fail(
+                        CloseCode.MESSAGE_TOO_BIG,
+                        f"message has more than {self.limits.max_fragments} fragments",
+                    )
+                    return
+            if data:
+                self._fragments.append(data)
             return
         if self._fragments:
             self._fragments.append(data)
             data = "".join(self._fragments)
             self._fragments.clear()
         self._message_size = 0
+        self._frame_count = 0
         self._on_message(data)
 
     def _on_close(self, event: CloseConnection) -> None:
@@ -248,7 +319,10 @@ class _Endpoint:
             self._finish(code, self._close_reason or event.reason or "")
         else:
             # wsproto could not parse the peer's frames (bad opcode, invalid
-            # UTF-8, unmasked frame...); its parser is dead, so fail at once.
+            # UTF-8, unmasked frame, a message inflating past the limit...);
+            # its parser is dead, so fail at once.
+            code = int(event.code)
+            reason = self._too_big() if code == CloseCode.MESSAGE_TOO_BIG else event.reason or ""
             if self._state is ConnectionState.OPEN:
-                self._write(self._ws.send(CloseConnection(code=event.code, reason=event.reason)))
-            self._finish(int(event.code), event.reason or "")
+                self._write(self._ws.send(CloseConnection(code=code, reason=reason)))
+            self._finish(code, reason)

@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..progress import Progress
 from ..tools import Tool
 from .jsonrpc import RequestId
 
 __all__ = [
+    "CallCancelled",
     "ConnectionClosed",
     "ConnectionRejected",
     "Connected",
@@ -69,10 +71,25 @@ class ToolCall(Event):
     """The wire method that asked for the call; it decides the answer's shape."""
     jsonrpc: bool = False
     """Whether the request carried ``"jsonrpc": "2.0"`` (echoed in the answer)."""
+    progress: Progress | None = None
+    """The call's progress reporter when the tool takes one; the backend binds its
+    delivery (see :meth:`ServerConnection.report_progress`)."""
 
     # The Event base compares by (no) fields; a call is only ever equal to itself.
     __eq__ = object.__eq__
     __hash__ = object.__hash__
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CallCancelled(Event):
+    """The client cancelled ``call`` (MCP ``notifications/cancelled``).
+
+    Stop the call's work, then answer it with ``complete()`` or ``fail()`` as
+    usual: the core sends nothing for a cancelled call and frees its slot then.
+    """
+
+    call: ToolCall
+    reason: str | None = None
 
 
 # Client side

@@ -27,15 +27,19 @@ from ..errors import (
     ToolError,
     ToolNotFound,
 )
+from ..progress import Progress
 from ..tools import Tool
-from .connection import ConnectionState, _Endpoint
-from .events import HandshakeRequest, ToolCall
+from .connection import ConnectionState, HandshakeTooLarge, _Endpoint
+from .events import CallCancelled, HandshakeRequest, ToolCall
 from .jsonrpc import RequestId, is_request_id, loads
 from .limits import Limits
+from .mcp import SUBPROTOCOL, TOOLS_CALL, MCPSession, tool_error_result
 
 __all__ = ["ServerConnection"]
 
 logger = logging.getLogger("securemcp.protocol")
+security_logger = logging.getLogger("securemcp.security")
+"""Refused calls (missing scopes) are security events, logged where the backends log theirs."""
 
 _NO_ANSWER: Any = object()
 """Returned by a method handler whose answer comes later (a tool call)."""
@@ -70,6 +74,10 @@ class ServerConnection(_Endpoint):
         """Who is connected, as ``accept()`` was told; ``None`` when anonymous."""
         self._awaiting_decision = False
         self._calls: dict[RequestId, ToolCall] = {}
+        # Calls the client cancelled, still in _calls until the backend answers them.
+        self._cancelled: set[RequestId] = set()
+        self._mcp: MCPSession | None = None
+        self._seen_message = False
         self._methods: dict[str, Handler] = {
             "ping": self._ping,
             "list_tools": self._list_tools,
@@ -88,18 +96,27 @@ class ServerConnection(_Endpoint):
     ) -> None:
         """Complete the upgrade for ``principal`` (``None``: anonymous).
 
-        With ``welcome``, greet the client as the original server did.
+        With ``welcome``, greet the client as the original server did. With
+        ``subprotocol="mcp"`` the connection speaks MCP, where no welcome is sent.
         """
         self._require_decision("accept")
         self.principal = principal
         headers = [
             (name.encode("latin-1"), value.encode("latin-1")) for name, value in extra_headers
         ]
-        self._write(self._ws.send(AcceptConnection(subprotocol=subprotocol, extra_headers=headers)))
+        self._write(
+            self._ws.send(
+                AcceptConnection(
+                    subprotocol=subprotocol, extra_headers=headers, extensions=self._extensions()
+                )
+            )
+        )
         self._awaiting_decision = False
         self._state = ConnectionState.OPEN
         self.subprotocol = subprotocol
-        if welcome:
+        if subprotocol == SUBPROTOCOL:
+            self._mcp = MCPSession(self)
+        elif welcome:
             self._send_json(
                 {
                     "id": "welcome",
@@ -165,6 +182,9 @@ class ServerConnection(_Endpoint):
 
     def _handshake_failed(self, exc: RemoteProtocolError | UnicodeError) -> None:
         # Not a WebSocket upgrade (plain HTTP, wrong method, bad headers, oversized head).
+        if isinstance(exc, HandshakeTooLarge):
+            self._reject(431, f"Request Header Fields Too Large: {exc}\n")
+            return
         self._reject(400, f"Bad Request: {exc}\n")
 
     def _may_process(self) -> bool:
@@ -176,8 +196,63 @@ class ServerConnection(_Endpoint):
 
     def _unanswered(self) -> tuple[RequestId, ...]:
         ids = tuple(self._calls)
+        for call in self._calls.values():
+            if call.progress is not None:
+                call.progress.close()
         self._calls.clear()
+        self._cancelled.clear()
         return ids
+
+    # MCP
+
+    @property
+    def mcp(self) -> MCPSession | None:
+        """The MCP session (negotiated version, client info) when the connection speaks MCP."""
+        return self._mcp
+
+    def report_progress(
+        self,
+        call: ToolCall,
+        progress: float,
+        total: float | None = None,
+        message: str | None = None,
+    ) -> bool:
+        """Send an MCP progress notification for ``call``; return whether it went out.
+
+        The driver routes :class:`~securemcp.Progress` reports here, on the
+        connection's own thread. Nothing is sent when the caller gave no
+        progress token, once the call is answered or cancelled, or while the
+        output buffer is over its limit (progress is advisory). A value not
+        greater than the previous one raises ``ValueError``.
+        """
+        reporter = call.progress
+        if (
+            reporter is None
+            or reporter.token is None
+            or self._mcp is None
+            or self._state is not ConnectionState.OPEN
+            or self._calls.get(call.id) is not call
+            or call.id in self._cancelled
+        ):
+            return False
+        if reporter.last is not None and not progress > reporter.last:
+            raise ValueError(f"progress must increase: {progress!r} after {reporter.last!r}")
+        if self._outgoing_size >= self.limits.max_pending_output:
+            return False
+        reporter.last = progress
+        self._mcp.send_progress(reporter.token, progress, total, message)
+        return True
+
+    def _cancel_call(self, request_id: RequestId, reason: str | None) -> None:
+        # Unknown or finished calls are ignored: the answer may have crossed the
+        # notification on the wire.
+        call = self._calls.get(request_id)
+        if call is None or request_id in self._cancelled:
+            return
+        self._cancelled.add(request_id)
+        if call.progress is not None:
+            call.progress.close()
+        self._events.append(CallCancelled(call, reason))
 
     # Tool calls
 
@@ -192,8 +267,11 @@ class ServerConnection(_Endpoint):
             return
         message: dict[str, Any] = {"jsonrpc": "2.0"} if call.jsonrpc else {}
         message["id"] = call.id
-        message["result"] = result
         try:
+            if call.method == TOOLS_CALL and self._mcp is not None:
+                message["result"] = self._mcp.tool_result(call.tool, result)
+            else:
+                message["result"] = result
             self._send_json(message)
         except pydantic_core.PydanticSerializationError as exc:
             # Serialisation happens before anything is written, so nothing partial went out.
@@ -217,7 +295,14 @@ class ServerConnection(_Endpoint):
                 exc = ToolError("Tool execution error", data={"correlation_id": correlation})
             else:
                 exc = ToolError(f"Tool execution error: {exc}")
-        self._answer_error(call.id, exc, call.jsonrpc)
+        if call.method == TOOLS_CALL and isinstance(exc, (ToolError, InvalidParams)):
+            # MCP: a tool's failure is a result the model sees, not a protocol error.
+            text = exc.message
+            if isinstance(exc.data, dict) and "correlation_id" in exc.data:
+                text += f" (correlation id {exc.data['correlation_id']})"
+            self._send_json({"jsonrpc": "2.0", "id": call.id, "result": tool_error_result(text)})
+        else:
+            self._answer_error(call.id, exc, call.jsonrpc)
         self._resume()
 
     def _take(self, call: ToolCall) -> bool:
@@ -229,6 +314,12 @@ class ServerConnection(_Endpoint):
                 f"call {call.id!r} is not pending: answered twice, or not ours"
             )
         del self._calls[call.id]
+        if call.progress is not None:
+            call.progress.close()
+        if call.id in self._cancelled:
+            # The client cancelled it: MCP sends no answer for a cancelled request.
+            self._cancelled.discard(call.id)
+            return False
         return self._state is ConnectionState.OPEN
 
     # Server push
@@ -239,7 +330,8 @@ class ServerConnection(_Endpoint):
             raise LocalProtocolError("cannot notify before the handshake is accepted")
         if self._state is not ConnectionState.OPEN:
             return False
-        message: dict[str, Any] = {"method": method}
+        message: dict[str, Any] = {"jsonrpc": "2.0"} if self._mcp is not None else {}
+        message["method"] = method
         if params is not None:
             message["params"] = params
         self._send_json(message)
@@ -248,10 +340,25 @@ class ServerConnection(_Endpoint):
     # Dispatch
 
     def _on_message(self, text: str) -> None:
+        if self._mcp is not None:
+            self._mcp.on_text(text)
+            return
         try:
             message = loads(text, self.limits.max_json_depth)
         except RPCError as exc:
             self._answer_error(None, exc, False)
+            return
+        first, self._seen_message = not self._seen_message, True
+        if (
+            first
+            and isinstance(message, dict)
+            and message.get("method") == "initialize"
+            and message.get("jsonrpc") == "2.0"
+        ):
+            # An MCP client that did not offer the "mcp" subprotocol: it opens
+            # with initialize, which the seed dialect does not have.
+            self._mcp = MCPSession(self)
+            self._mcp.on_message(message)
             return
         if not isinstance(message, dict):
             reason = (
@@ -341,7 +448,14 @@ class ServerConnection(_Endpoint):
         return InternalError("Internal error", data={"correlation_id": correlation})
 
     def _start_call(
-        self, request_id: RequestId, tool: Tool, arguments: Any, method: str, jsonrpc: bool
+        self,
+        request_id: RequestId,
+        tool: Tool,
+        arguments: Any,
+        method: str,
+        jsonrpc: bool,
+        *,
+        progress_token: RequestId | None = None,
     ) -> ToolCall:
         """Authorise, validate and register a tool call; raise an RPCError to refuse it.
 
@@ -349,7 +463,18 @@ class ServerConnection(_Endpoint):
         nothing about the tool's parameters.
         """
         if tool.scopes:
-            authorize(self.principal, tool.scopes)
+            try:
+                authorize(self.principal, tool.scopes)
+            except RPCError as refusal:
+                # Never the arguments: they are the caller's data, maybe secret.
+                security_logger.warning(
+                    "call to %r refused (%d %s) for %s",
+                    tool.name,
+                    refusal.code,
+                    refusal.message,
+                    "anonymous" if self.principal is None else self.principal.subject,
+                )
+                raise
         if request_id in self._calls:
             raise InvalidRequest(
                 f"Invalid Request: id {request_id!r} is already in use by a call in flight"
@@ -357,7 +482,11 @@ class ServerConnection(_Endpoint):
         kwargs = tool.validate(arguments)
         if tool.context_param is not None:
             kwargs[tool.context_param] = Context(self.principal, request_id, tool.name)
-        call = ToolCall(request_id, tool, kwargs, method, jsonrpc)
+        progress: Progress | None = None
+        if tool.progress_param is not None:
+            # Always a Progress, so the tool need not care whether the caller listens.
+            progress = kwargs[tool.progress_param] = Progress(progress_token)
+        call = ToolCall(request_id, tool, kwargs, method, jsonrpc, progress)
         self._calls[request_id] = call
         self._events.append(call)
         return call

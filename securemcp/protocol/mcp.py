@@ -1,0 +1,329 @@
+"""The MCP dialect of a server connection: lifecycle, tools, cancellation, progress.
+
+A :class:`~securemcp.protocol.ServerConnection` speaks MCP when the client
+negotiated the ``mcp`` subprotocol (or opened with a JSON-RPC 2.0
+``initialize``); this module holds what that dialect adds to the connection:
+strict JSON-RPC 2.0 envelopes with MCP's id rules, the ``initialize`` /
+``notifications/initialized`` lifecycle with version negotiation, ``ping``,
+``tools/list`` with cursor pagination, ``tools/call`` with MCP result shapes,
+``notifications/cancelled`` and ``notifications/progress``.
+
+Pure like the rest of the core: no I/O, no clock, no threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TYPE_CHECKING, Any
+
+import pydantic_core
+
+from ..errors import InvalidParams, InvalidRequest, MethodNotFound, RPCError, SecureMCPError
+from ..tools import Tool
+from .jsonrpc import RequestId, dumps, is_request_id, loads
+
+if TYPE_CHECKING:
+    from .server import ServerConnection
+
+__all__ = [
+    "LATEST_PROTOCOL_VERSION",
+    "PROTOCOL_VERSIONS",
+    "SUBPROTOCOL",
+    "TOOLS_CALL",
+    "TOOLS_PAGE_SIZE",
+    "MCPSession",
+    "UnsupportedProtocolVersion",
+    "tool_error_result",
+]
+
+SUBPROTOCOL = "mcp"
+"""The WebSocket subprotocol that selects the MCP dialect (as the official SDKs use it)."""
+
+PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+"""The MCP protocol revisions SecureMCP speaks, oldest first."""
+
+LATEST_PROTOCOL_VERSION = PROTOCOL_VERSIONS[-1]
+"""What the server answers a client asking for a revision it does not know."""
+
+TOOLS_PAGE_SIZE = 100
+"""Tools per ``tools/list`` page."""
+
+TOOLS_CALL = "tools/call"
+"""The method of MCP tool calls (:attr:`ToolCall.method` tells the dialects apart)."""
+
+NO_ANSWER: Any = object()
+"""Returned by a handler whose answer comes later (a tool call)."""
+
+# Revisions are ISO dates, so string order is time order.
+_TITLES_AND_OUTPUT = "2025-06-18"  # Tool.title, outputSchema, structuredContent
+_ANNOTATIONS_AND_MESSAGES = "2025-03-26"  # Tool.annotations, progress message
+_CURSOR_PREFIX = "tools:"
+
+
+class UnsupportedProtocolVersion(SecureMCPError):
+    """The server chose an MCP protocol revision this client does not speak."""
+
+    def __init__(self, version: object) -> None:
+        super().__init__(
+            f"the server chose MCP protocol version {version!r}; "
+            f"supported: {', '.join(PROTOCOL_VERSIONS)}"
+        )
+        self.version = version
+
+
+def tool_error_result(text: str) -> dict[str, Any]:
+    """A ``tools/call`` result reporting a failure the model should see."""
+    return {"content": [{"type": "text", "text": text}], "isError": True}
+
+
+def _validation_text(exc: InvalidParams) -> str:
+    errors = exc.data if isinstance(exc.data, list) else []
+    if len(errors) < 2:
+        return exc.message
+    # Every problem at once, so that a model can fix them in one retry.
+    lines = [exc.message]
+    for error in errors[1:]:
+        where = ".".join(str(part) for part in error.get("loc", ())) or "arguments"
+        lines.append(f"{where}: {error.get('msg', '')}")
+    return "\n".join(lines)
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{offset}".encode()).decode()
+
+
+def _decode_cursor(cursor: Any, count: int) -> int:
+    invalid = InvalidParams("Invalid params: invalid cursor")
+    if not isinstance(cursor, str) or len(cursor) > 64:
+        raise invalid
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
+    except (binascii.Error, UnicodeError, ValueError):
+        raise invalid from None
+    digits = text.removeprefix(_CURSOR_PREFIX)
+    if digits == text or not digits.isdigit():
+        raise invalid
+    offset = int(digits)
+    if not 0 < offset < count:
+        raise invalid
+    return offset
+
+
+class MCPSession:
+    """The MCP state of one server connection: negotiated revision, lifecycle, paging.
+
+    Created by the connection when it starts speaking MCP; read it as
+    :attr:`ServerConnection.mcp`.
+    """
+
+    def __init__(self, conn: ServerConnection) -> None:
+        self._conn = conn
+        self.page_size = TOOLS_PAGE_SIZE
+        """Tools per ``tools/list`` page."""
+        self.protocol_version: str | None = None
+        """The negotiated revision, once ``initialize`` was answered."""
+        self.client_info: dict[str, Any] | None = None
+        """The client's ``clientInfo`` (name, version ...), as it sent it."""
+        self.client_capabilities: dict[str, Any] = {}
+        """The client's ``capabilities``, as it sent them."""
+        self.initialized = False
+        """Whether ``notifications/initialized`` arrived: requests are served from then on."""
+
+    # Envelopes
+
+    def on_text(self, text: str) -> None:
+        """Handle one complete text message."""
+        try:
+            message = loads(text, self._conn.limits.max_json_depth)
+        except RPCError as exc:
+            self._answer_error(None, exc)
+            return
+        self.on_message(message)
+
+    def on_message(self, message: Any) -> None:
+        """Handle one parsed JSON message: answer it, start a call, or note a notification."""
+        if not isinstance(message, dict):
+            reason = (
+                "batch requests are not supported"
+                if isinstance(message, list)
+                else ("expected a JSON object")
+            )
+            self._answer_error(None, InvalidRequest(f"Invalid Request: {reason}"))
+            return
+        request_id = message.get("id")
+        method = message.get("method")
+        answer_id = request_id if is_request_id(request_id) else None
+        if method is None and ("result" in message or "error" in message):
+            return  # An answer to nothing we asked (the server sends no requests).
+        if message.get("jsonrpc") != "2.0":
+            self._answer_error(
+                answer_id, InvalidRequest("Invalid Request: 'jsonrpc' must be \"2.0\"")
+            )
+            return
+        if not isinstance(method, str):
+            self._answer_error(
+                answer_id, InvalidRequest("Invalid Request: 'method' must be a string")
+            )
+            return
+        params = message.get("params")
+        if "id" not in message:
+            self._on_notification(method, params)
+            return
+        if answer_id is None:
+            self._answer_error(
+                None, InvalidRequest("Invalid Request: 'id' must be a string or an integer")
+            )
+            return
+        try:
+            if params is not None and not isinstance(params, dict):
+                raise InvalidParams("Invalid params: 'params' must be an object")
+            result = self._dispatch(answer_id, method, params or {})
+        except RPCError as exc:
+            self._answer_error(answer_id, exc)
+            return
+        if result is not NO_ANSWER:
+            self._conn._send_json({"jsonrpc": "2.0", "id": answer_id, "result": result})
+
+    def _answer_error(self, request_id: RequestId | None, exc: RPCError) -> None:
+        self._conn._answer_error(request_id, exc, True)
+
+    def _dispatch(self, request_id: RequestId, method: str, params: dict[str, Any]) -> Any:
+        if method == "ping":
+            return {}
+        if method == "initialize":
+            return self._initialize(params)
+        if not self.initialized:
+            raise InvalidRequest(
+                "Invalid Request: the session is not initialized "
+                "(send initialize, then notifications/initialized)"
+            )
+        if method == "tools/list":
+            return self._tools_list(params)
+        if method == TOOLS_CALL:
+            return self._tools_call(request_id, params)
+        raise MethodNotFound(f"Method not found: {method}")
+
+    def _on_notification(self, method: str, params: Any) -> None:
+        # Never answered, even when malformed: the sender expects nothing back.
+        if method == "notifications/initialized":
+            if self.protocol_version is not None:
+                self.initialized = True
+        elif method == "notifications/cancelled" and isinstance(params, dict):
+            request_id = params.get("requestId")
+            reason = params.get("reason")
+            if is_request_id(request_id):
+                self._conn._cancel_call(request_id, reason if isinstance(reason, str) else None)
+
+    # Lifecycle
+
+    def _initialize(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.protocol_version is not None:
+            raise InvalidRequest("Invalid Request: initialize was already received")
+        requested = params.get("protocolVersion")
+        if not isinstance(requested, str):
+            raise InvalidParams(
+                "Unsupported protocol version",
+                data={"supported": list(PROTOCOL_VERSIONS), "requested": requested},
+            )
+        # The spec: answer the client's revision if we speak it, else our latest.
+        version = requested if requested in PROTOCOL_VERSIONS else LATEST_PROTOCOL_VERSION
+        capabilities = params.get("capabilities")
+        client_info = params.get("clientInfo")
+        self.client_capabilities = capabilities if isinstance(capabilities, dict) else {}
+        self.client_info = client_info if isinstance(client_info, dict) else None
+        self.protocol_version = version
+        app = self._conn.app
+        result: dict[str, Any] = {
+            "protocolVersion": version,
+            "capabilities": {"tools": {"listChanged": False}},
+            "serverInfo": {"name": app.name, "version": app.version},
+        }
+        if app.description:
+            result["instructions"] = app.description
+        return result
+
+    def _at_least(self, revision: str) -> bool:
+        return self.protocol_version is not None and self.protocol_version >= revision
+
+    # Tools
+
+    def describe(self, tool: Tool) -> dict[str, Any]:
+        """``tool`` as an MCP tool object for the negotiated revision."""
+        info: dict[str, Any] = {"name": tool.name}
+        modern = self._at_least(_TITLES_AND_OUTPUT)
+        if tool.title is not None and modern:
+            info["title"] = tool.title
+        if tool.description is not None:
+            info["description"] = tool.description
+        info["inputSchema"] = tool.input_schema
+        if tool.output_schema is not None and modern:
+            info["outputSchema"] = tool.output_schema
+        if tool.annotations and self._at_least(_ANNOTATIONS_AND_MESSAGES):
+            info["annotations"] = dict(tool.annotations)
+        return info
+
+    def _tools_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        tools = self._conn._visible_tools()
+        cursor = params.get("cursor")
+        start = 0 if cursor is None else _decode_cursor(cursor, len(tools))
+        end = start + self.page_size
+        result: dict[str, Any] = {"tools": [self.describe(tool) for tool in tools[start:end]]}
+        if end < len(tools):
+            result["nextCursor"] = _encode_cursor(end)
+        return result
+
+    def _tools_call(self, request_id: RequestId, params: dict[str, Any]) -> Any:
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise InvalidParams("Invalid params: 'name' must be a string")
+        tool = self._conn.app.get_tool(name)
+        if tool is None:
+            raise InvalidParams(f"Unknown tool: {name}")
+        arguments = params.get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            raise InvalidParams("Invalid params: 'arguments' must be an object")
+        meta = params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
+        if token is not None and not is_request_id(token):
+            raise InvalidParams("Invalid params: 'progressToken' must be a string or an integer")
+        try:
+            self._conn._start_call(
+                request_id, tool, arguments, TOOLS_CALL, True, progress_token=token
+            )
+        except InvalidParams as exc:
+            # Bad arguments are the model's to see and fix (2025-11-25, SEP-1303).
+            return tool_error_result(_validation_text(exc))
+        return NO_ANSWER
+
+    def tool_result(self, tool: Tool, result: Any) -> dict[str, Any]:
+        """The ``tools/call`` result for a tool that returned ``result``.
+
+        Raises ``pydantic_core.PydanticSerializationError`` for a value JSON cannot hold.
+        """
+        plain = pydantic_core.to_jsonable_python(result)
+        text = plain if isinstance(plain, str) else dumps(plain)
+        answer: dict[str, Any] = {"content": [{"type": "text", "text": text}]}
+        if (
+            tool.output_schema is not None
+            and isinstance(plain, dict)
+            and self._at_least(_TITLES_AND_OUTPUT)
+        ):
+            answer["structuredContent"] = plain
+        answer["isError"] = False
+        return answer
+
+    # Progress
+
+    def send_progress(
+        self, token: RequestId, progress: float, total: float | None, message: str | None
+    ) -> None:
+        """Write one ``notifications/progress``."""
+        params: dict[str, Any] = {"progressToken": token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None and self._at_least(_ANNOTATIONS_AND_MESSAGES):
+            params["message"] = message
+        self._conn._send_json(
+            {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}
+        )
