@@ -1,0 +1,588 @@
+"""The ``securemcp`` command line: serve an app, list a server's tools, call one, ping.
+
+``main`` returns the exit status instead of exiting, so that it can be tested
+and embedded: 0 success, 1 a failure at run time (server unreachable, error
+answer, port in use), 2 a usage error (bad arguments, a value that does not fit
+the tool's schema, a missing certificate), 130 interrupted. Expected errors are
+one ``error: ...`` line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import ssl
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .app import SecureMCP
+from .auth import StaticTokenAuthenticator
+from .errors import ConnectionClosed, HandshakeRejected, RequestTimeout, RPCError
+from .security import SecurityPolicy
+
+if TYPE_CHECKING:
+    from .transport import WebSocketClient
+
+__all__ = ["CLIError", "main"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+TOKEN_ENV = "SECUREMCP_TOKEN"
+
+
+class CLIError(Exception):
+    """An expected failure: printed as one ``error: ...`` line, then exit with ``status``."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# serve
+
+
+def load_app(spec: str) -> SecureMCP:
+    """Import ``MODULE[:ATTR.PATH]`` (``ATTR`` defaults to ``app``) from the current directory."""
+    module_name, colon, attr_path = spec.partition(":")
+    attr_path = attr_path if colon else "app"
+    if not module_name or any(not part.isidentifier() for part in attr_path.split(".")):
+        raise CLIError(f"invalid app {spec!r}: use MODULE:APP, e.g. chat_server:app", 2)
+    # Like uvicorn: the app is found from where the command runs, not from where it is installed.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise CLIError(f"cannot import module {module_name!r}: {exc}") from None
+        # A dependency of the user's module is missing: still an environment problem.
+        raise CLIError(f"importing {module_name!r} failed: {exc}") from None
+    target: Any = module
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise CLIError(f"module {module_name!r} has no attribute {attr_path!r}") from None
+    if not isinstance(target, SecureMCP):
+        kind = type(target).__name__
+        raise CLIError(f"{module_name}:{attr_path} is not a SecureMCP app (it is a {kind!r})")
+    return target
+
+
+def tls_server_context(cert: str, key: str | None) -> ssl.SSLContext:
+    """A server TLS context from PEM files; an unreadable file is a :class:`CLIError`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except OSError as exc:
+        # ssl.SSLError is an OSError too: a file that is there but is no certificate.
+        name = exc.filename or (cert if key is None else f"{cert} / {key}")
+        reason = exc.strerror or exc.reason if isinstance(exc, ssl.SSLError) else exc.strerror
+        raise CLIError(f"cannot load TLS certificate {name}: {reason or exc}", 2) from None
+    return context
+
+
+def _token_scopes(value: str, app: SecureMCP) -> tuple[str, list[str]]:
+    token, sep, scopes = value.partition(":")
+    if sep:
+        return token, [scope for scope in scopes.split(",") if scope]
+    # No scopes named: full access, i.e. every scope some tool of the app requires.
+    return token, sorted({scope for tool in app.tools.values() for scope in tool.scopes})
+
+
+def security_policy(tokens: Sequence[str], app: SecureMCP) -> SecurityPolicy | None:
+    """The policy for ``--token`` values (``TOKEN`` or ``TOKEN:SCOPE,...``); ``None`` for none."""
+    if not tokens:
+        return None
+    try:
+        authenticator = StaticTokenAuthenticator(dict(_token_scopes(t, app) for t in tokens))
+    except ValueError as exc:
+        raise CLIError(f"invalid --token: {exc}", 2) from None
+    return SecurityPolicy(authenticator=authenticator, allow_anonymous=False)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """``securemcp serve``: serve the app until Ctrl+C."""
+    from .transport import WebSocketTransport
+
+    if args.tls_key and not args.tls_cert:
+        raise CLIError("--tls-key needs --tls-cert", 2)
+    backend: str = args.backend
+    if args.uvloop:
+        if backend != "asyncio":
+            raise CLIError("--uvloop runs on the asyncio backend only", 2)
+        if importlib.util.find_spec("uvloop") is None:
+            raise CLIError("--uvloop needs uvloop, which is not installed (pip install uvloop)")
+        backend = "asyncio+uvloop"
+    app = load_app(args.app)
+    context = tls_server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    transport = WebSocketTransport(app, ssl=context, security=security_policy(args.token, app))
+    level = getattr(logging, args.log_level.upper())
+    try:
+        transport.run(args.host, args.port, backend=backend, log_level=level)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CLIError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
+    return 0
+
+
+# client commands
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """How to reach the server: what every client command shares."""
+
+    url: str
+    token: str | None
+    dialect: str
+    timeout: float | None
+    cafile: str | None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ClientOptions:
+        """Read the shared options; a URL without a scheme gets ``ws://``."""
+        url: str = args.url if "://" in args.url else f"ws://{args.url}"
+        timeout = None if args.timeout <= 0 else float(args.timeout)
+        return cls(url, args.token or os.environ.get(TOKEN_ENV), args.dialect, timeout, args.cafile)
+
+
+def _client(options: ClientOptions) -> WebSocketClient:
+    from .transport import WebSocketClient
+
+    kwargs: dict[str, Any] = {}
+    if options.cafile is not None:
+        try:
+            kwargs["ssl"] = ssl.create_default_context(cafile=options.cafile)
+        except OSError as exc:
+            raise CLIError(
+                f"cannot load CA file {options.cafile}: {exc.strerror or exc}", 2
+            ) from None
+    try:
+        return WebSocketClient(
+            options.url,
+            token=options.token,
+            timeout=options.timeout,
+            mcp=options.dialect == "mcp",
+            **kwargs,
+        )
+    except ValueError as exc:
+        raise CLIError(str(exc), 2) from None
+
+
+def _run_client(options: ClientOptions, work: Callable[[WebSocketClient], Awaitable[int]]) -> int:
+    import anyio
+
+    client = _client(options)
+
+    async def session() -> int:
+        async with client:
+            return await work(client)
+
+    try:
+        return anyio.run(session)
+    except RPCError as exc:
+        print(f"error {exc.code}: {exc.message}", file=sys.stderr)
+        if exc.data is not None:
+            print(f"data: {json.dumps(exc.data, ensure_ascii=False)}", file=sys.stderr)
+        return 1
+    except HandshakeRejected as exc:
+        hint = " (a token is needed: --token)" if exc.status_code == 401 else ""
+        message = f"{options.url} refused the connection with HTTP {exc.status_code}{hint}"
+        raise CLIError(message) from None
+    except (ConnectionClosed, RequestTimeout) as exc:
+        raise CLIError(f"{options.url}: {exc}") from None
+    except OSError as exc:
+        raise CLIError(
+            f"cannot connect to {options.url}: {_connect_reason(exc, options.url)}"
+        ) from None
+
+
+def _connect_reason(exc: OSError, url: str) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"TLS certificate verification failed: {exc.verify_message}"
+    if isinstance(exc, ConnectionError) and exc.errno:
+        # asyncio words a refusal "Connect call failed (...)"; the system's text is clearer.
+        return os.strerror(exc.errno)
+    reason = exc.strerror or str(exc)
+    # The client already says which URL failed; do not say it twice.
+    return reason.removeprefix(f"cannot connect to {url}: ")
+
+
+def schema_types(schema: Any, defs: dict[str, Any]) -> set[str] | None:
+    """The JSON types a parameter schema allows; ``None`` when it allows anything."""
+    if not isinstance(schema, dict):
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        return schema_types(defs.get(ref.rsplit("/", 1)[-1]), defs)
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {kind}
+    if isinstance(kind, list):
+        return {str(k) for k in kind}
+    if "enum" in schema or "const" in schema:
+        values = schema["enum"] if "enum" in schema else [schema["const"]]
+        return {_json_type(v) for v in values}
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if not isinstance(options, list):
+        return None
+    union: set[str] = set()
+    for option in options:
+        types = schema_types(option, defs)
+        if types is None:
+            return None
+        union |= types
+    return union or None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else "string"
+
+
+def _strict_json(raw: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(raw, parse_constant=refuse)
+
+
+def convert_value(raw: str, types: set[str] | None) -> Any:
+    """``raw`` as the first of ``types`` it fits (string last); ``ValueError`` if none."""
+    if types is None:
+        try:
+            return _strict_json(raw)
+        except ValueError:
+            return raw
+    for kind in ("null", "boolean", "integer", "number", "array", "object"):
+        if kind not in types:
+            continue
+        if kind == "null" and raw == "null":
+            return None
+        if kind == "boolean" and raw.lower() in ("true", "false"):
+            return raw.lower() == "true"
+        try:
+            value = _strict_json(raw)
+        except ValueError:
+            continue
+        if kind == "integer" and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind == "integer" and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if kind == "number" and isinstance(value, int | float) and not isinstance(value, bool):
+            return value if math.isfinite(value) else raw
+        if kind in ("array", "object") and _json_type(value) == kind:
+            return value
+    if "string" in types:
+        return raw
+    raise ValueError(f"expected {' or '.join(sorted(types))}")
+
+
+def build_arguments(
+    pairs: Sequence[str], json_text: str | None, tool: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The call's arguments: ``--json`` merged with ``key=value`` pairs typed by ``tool``."""
+    arguments: dict[str, Any] = {}
+    if json_text is not None:
+        try:
+            arguments = _strict_json(json_text)
+        except ValueError as exc:
+            raise CLIError(f"--json is not valid JSON: {exc}", 2) from None
+        if not isinstance(arguments, dict):
+            raise CLIError("--json must be a JSON object of arguments", 2)
+    schema = (tool or {}).get("inputSchema") or {}
+    properties = schema.get("properties") or {}
+    defs = schema.get("$defs") or {}
+    seen: set[str] = set()
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"argument {pair!r} is not key=value", 2)
+        if key in seen:
+            raise CLIError(f"parameter {key!r} is given twice", 2)
+        seen.add(key)
+        # An unknown name is sent as given: the server's answer names the problem.
+        types = schema_types(properties[key], defs) if key in properties else None
+        try:
+            arguments[key] = convert_value(raw, types)
+        except ValueError as exc:
+            raise CLIError(f"{key}={raw!r}: {exc}", 2) from None
+    return arguments
+
+
+def _call(args: argparse.Namespace) -> int:
+    async def work(client: WebSocketClient) -> int:
+        tool = None
+        if args.pairs:
+            tools = await client.list_tools()
+            tool = next((t for t in tools if t.get("name") == args.tool), None)
+        arguments = build_arguments(args.pairs, args.json, tool)
+        if client.speaks_mcp:
+            # MCP reports a tool's failure (and bad arguments) as a result, not an error.
+            outcome = await client.call_tool(args.tool, arguments)
+            if outcome.is_error:
+                print(f"error: {outcome.text or 'the tool failed'}", file=sys.stderr)
+                return 1
+            result = outcome.value()
+        else:
+            result = await client.invoke_tool(args.tool, arguments)
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return 0
+
+    return _run_client(ClientOptions.from_args(args), work)
+
+
+def type_label(schema: Any, defs: dict[str, Any]) -> str:
+    """A short human name for a parameter's type: ``integer``, ``string | null``, ``array[...]``."""
+    if not isinstance(schema, dict):
+        return "any"
+    if isinstance(schema.get("$ref"), str):
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    if "enum" in schema:
+        return " | ".join(json.dumps(value) for value in schema["enum"])
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if isinstance(options, list):
+        return " | ".join(type_label(option, defs) for option in options)
+    kind = schema.get("type")
+    if kind == "array" and isinstance(schema.get("items"), dict):
+        return f"array[{type_label(schema['items'], defs)}]"
+    if isinstance(kind, list):
+        return " | ".join(str(k) for k in kind)
+    return str(kind) if kind else "any"
+
+
+def parameter_lines(tool: dict[str, Any]) -> list[str]:
+    """One line per parameter: ``limit: integer = 10``, ``username: string (required)``."""
+    schema = tool.get("inputSchema") or {}
+    required = set(schema.get("required") or [])
+    defs = schema.get("$defs") or {}
+    lines = []
+    for name, spec in (schema.get("properties") or {}).items():
+        line = f"{name}: {type_label(spec, defs)}"
+        if name in required:
+            line += " (required)"
+        elif isinstance(spec, dict) and "default" in spec:
+            line += f" = {json.dumps(spec['default'], ensure_ascii=False)}"
+        lines.append(line)
+    return lines
+
+
+def tools_table(tools: Sequence[dict[str, Any]]) -> str:
+    """The tools as an aligned text table: name, parameters (one per line), description."""
+    rows: list[tuple[str, list[str], str]] = []
+    for tool in tools:
+        description = (tool.get("description") or "").strip().splitlines()
+        rows.append(
+            (
+                str(tool.get("name")),
+                parameter_lines(tool) or ["-"],
+                description[0] if description else "",
+            )
+        )
+    if not rows:
+        return "(no tools)"
+    name_width = max(len("NAME"), *(len(name) for name, _, _ in rows))
+    param_width = max(len("PARAMETERS"), *(len(p) for _, params, _ in rows for p in params))
+    lines = [f"{'NAME':<{name_width}}  {'PARAMETERS':<{param_width}}  DESCRIPTION"]
+    for name, params, description in rows:
+        for index, param in enumerate(params):
+            first = index == 0
+            left = name if first else ""
+            line = f"{left:<{name_width}}  {param:<{param_width}}  {description if first else ''}"
+            lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def _tools(args: argparse.Namespace) -> int:
+    async def work(client: WebSocketClient) -> int:
+        print(tools_table(await client.list_tools()))
+        return 0
+
+    return _run_client(ClientOptions.from_args(args), work)
+
+
+def _ping(args: argparse.Namespace) -> int:
+    options = ClientOptions.from_args(args)
+    if args.count < 1:
+        raise CLIError("--count must be at least 1", 2)
+
+    async def work(client: WebSocketClient) -> int:
+        times = []
+        for _ in range(args.count):
+            times.append(await client.ping() * 1000)
+            print(f"pong from {options.url} in {times[-1]:.2f} ms", flush=True)
+        if len(times) > 1:
+            mean = sum(times) / len(times)
+            low, high = min(times), max(times)
+            print(f"{len(times)} pings: min {low:.2f} / avg {mean:.2f} / max {high:.2f} ms")
+        return 0
+
+    return _run_client(options, work)
+
+
+# the parser
+
+_SERVE_EXAMPLES = """\
+examples:
+  securemcp serve chat_server:app
+  securemcp serve chat_server --port 0 --backend trio      (APP defaults to 'app')
+  securemcp serve chat_server:app --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem
+  securemcp serve chat_server:app --token s3cret --token admin-key:admin,write
+
+With --token the server refuses connections without one of the tokens (HTTP 401).
+TOKEN:SCOPES grants exactly those comma-separated scopes; a bare TOKEN grants every
+scope the app's tools require. Ctrl+C stops the server gracefully.
+"""
+
+_TOOLS_EXAMPLES = """\
+examples:
+  securemcp tools ws://127.0.0.1:8765
+  securemcp tools wss://tools.example.com --token "$TOKEN"
+"""
+
+_CALL_EXAMPLES = """\
+examples:
+  securemcp call ws://127.0.0.1:8765 echo message=hello
+  securemcp call ws://127.0.0.1:8765 get_messages limit=5
+  securemcp call ws://127.0.0.1:8765 tag ids='[1, 2]' --json '{"note": "x"}'
+
+Values are typed by the tool's schema: integers, numbers, true/false, null,
+JSON for arrays and objects, text otherwise. key=value pairs override --json.
+Prints the result as JSON; an error answer prints 'error CODE: MESSAGE' on
+stderr and exits 1.
+"""
+
+_PING_EXAMPLES = """\
+examples:
+  securemcp ping ws://127.0.0.1:8765
+  securemcp ping ws://127.0.0.1:8765 --count 5
+"""
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "url", metavar="URL", help="server URL, ws://HOST:PORT or wss://... (ws:// if omitted)"
+    )
+    parser.add_argument(
+        "--token", help=f"bearer token for servers that require one (default: ${TOKEN_ENV})"
+    )
+    parser.add_argument(
+        "--dialect", choices=("seed", "mcp"), default="seed", help="wire dialect (default: seed)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="per-request timeout, 0 for none (default: 30)",
+    )
+    parser.add_argument("--cafile", help="PEM file of CA certificates to trust for wss://")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``securemcp`` argument parser, with one subcommand per action."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="securemcp",
+        description="Serve SecureMCP apps over WebSocket and talk to SecureMCP servers.",
+        epilog="Run 'securemcp COMMAND --help' for a command's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve_parser = commands.add_parser(
+        "serve",
+        help="serve a SecureMCP app",
+        formatter_class=formatter,
+        epilog=_SERVE_EXAMPLES,
+        description="Import the SecureMCP app MODULE:APP from the current directory and serve it.",
+    )
+    serve_parser.add_argument("app", metavar="MODULE:APP", help="e.g. chat_server:app")
+    serve_parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    serve_parser.add_argument(
+        "--port", type=int, default=8765, help="default: 8765; 0 picks a free port"
+    )
+    serve_parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    serve_parser.add_argument("--uvloop", action="store_true", help="asyncio on uvloop")
+    serve_parser.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve wss://")
+    serve_parser.add_argument("--tls-key", metavar="PEM", help="private key (if not in --tls-cert)")
+    serve_parser.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="TOKEN[:SCOPES]",
+        help="accept this bearer token (repeatable); connections without one are refused",
+    )
+    serve_parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    serve_parser.set_defaults(handler=serve)
+
+    tools_parser = commands.add_parser(
+        "tools",
+        help="list a server's tools",
+        formatter_class=formatter,
+        epilog=_TOOLS_EXAMPLES,
+        description="List the server's tools with their parameters.",
+    )
+    _add_client_options(tools_parser)
+    tools_parser.set_defaults(handler=_tools)
+
+    call_parser = commands.add_parser(
+        "call",
+        help="call one tool",
+        formatter_class=formatter,
+        epilog=_CALL_EXAMPLES,
+        description="Call one tool and print its result as JSON.",
+    )
+    _add_client_options(call_parser)
+    call_parser.add_argument("tool", metavar="TOOL", help="the tool's name")
+    call_parser.add_argument("pairs", nargs="*", metavar="key=value", help="one argument each")
+    call_parser.add_argument("--json", metavar="OBJECT", help="the arguments as a JSON object")
+    call_parser.set_defaults(handler=_call)
+
+    ping_parser = commands.add_parser(
+        "ping",
+        help="measure the round-trip time",
+        formatter_class=formatter,
+        epilog=_PING_EXAMPLES,
+        description="Send ping requests and print each round-trip time.",
+    )
+    _add_client_options(ping_parser)
+    ping_parser.add_argument("--count", type=int, default=1, metavar="N", help="default: 1")
+    ping_parser.set_defaults(handler=_ping)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``securemcp`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except CLIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return 130

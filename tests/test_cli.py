@@ -1,0 +1,557 @@
+"""The ``securemcp`` command line, run as a user runs it: a subprocess against a live server.
+
+The subprocess tests check what a user sees (exit status, stdout, one-line
+errors). The in-process tests call ``main`` and the helpers directly, for the
+cases a subprocess cannot reach cheaply and so that coverage sees the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import runpy
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from anyio.from_thread import start_blocking_portal
+
+from securemcp import SecureMCP
+from securemcp.cli import (
+    CLIError,
+    build_arguments,
+    convert_value,
+    main,
+    schema_types,
+    security_policy,
+    tools_table,
+)
+from securemcp.transport import WebSocketTransport
+
+TIMEOUT = 15.0
+BACKENDS = ["asyncio", "trio"]
+
+APP_MODULE = '''
+from typing import Annotated
+
+from pydantic import Field
+
+from securemcp import SecureMCP
+
+app = SecureMCP("cli-test")
+not_an_app = 42
+
+
+@app.tool()
+def add(a: int, b: float = 1.5) -> float:
+    """Add two numbers.
+
+    The second line is not shown in the table.
+    """
+    return a + b
+
+
+@app.tool()
+async def tag(ids: list[int], note: str | None = None, flag: bool = False) -> dict:
+    """Echo the arguments."""
+    return {"ids": ids, "note": note, "flag": flag}
+
+
+@app.tool()
+def limited(limit: Annotated[int, Field(ge=1, le=10)] = 5) -> int:
+    return limit
+
+
+@app.tool(scopes={"admin"})
+def secret() -> str:
+    """Only for admins."""
+    return "42"
+'''
+
+LISTENING = re.compile(r"\[WS\] Starting WebSocket server on (wss?://127\.0\.0\.1:\d+)")
+
+
+def _script() -> list[str]:
+    """The installed console script (next to this interpreter, or on PATH)."""
+    beside = Path(sys.executable).with_name("securemcp")
+    found = str(beside) if beside.exists() else shutil.which("securemcp")
+    assert found is not None, "the securemcp console script is not installed"
+    return [found]
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, script: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run one ``securemcp`` command to completion."""
+    command = _script() if script else [sys.executable, "-m", "securemcp"]
+    return subprocess.run(
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int, text: str) -> None:
+    """A failure as a user expects it: that status, one ``error`` line, no traceback."""
+    assert result.returncode == status, result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert text in result.stderr, result.stderr
+
+
+class Server:
+    """``securemcp serve`` running in a subprocess; its stderr read by a thread."""
+
+    def __init__(self, cwd: Path, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "securemcp", "serve", "cli_app:app", "--port", "0", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stderr: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.url = self._wait_for_url()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr.append(line)
+            self.lines.put(line)
+        self.lines.put("")  # end of output
+
+    def _wait_for_url(self) -> str:
+        while True:
+            try:
+                line = self.lines.get(timeout=TIMEOUT)
+            except queue.Empty:
+                self.close()
+                pytest.fail("the server did not report its address in time")
+            if not line:
+                self.close()
+                pytest.fail(f"the server exited: {''.join(self.stderr)}")
+            found = LISTENING.search(line)
+            if found:
+                return found.group(1)
+
+    def interrupt(self) -> int:
+        """Ctrl+C, as a user stops it; the exit status."""
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(TIMEOUT)
+
+    def close(self) -> None:
+        """Kill the server if it still runs, and close its pipes."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(TIMEOUT)
+        self._reader.join(TIMEOUT)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    """A directory holding the test app as module ``cli_app``."""
+    (tmp_path / "cli_app.py").write_text(APP_MODULE)
+    return tmp_path
+
+
+@pytest.fixture(params=BACKENDS)
+def server(request: pytest.FixtureRequest, app_dir: Path) -> Iterator[Server]:
+    """A live ``securemcp serve`` on each backend."""
+    running = Server(app_dir, "--backend", str(request.param))
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+# Against a live server, on both backends
+
+
+def test_tools_prints_a_table_of_parameters(server: Server) -> None:
+    result = run_cli("tools", server.url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "PARAMETERS", "DESCRIPTION"]
+    add = next(line for line in lines if line.startswith("add "))
+    assert "a: integer (required)" in add
+    assert add.endswith("Add two numbers.")
+    assert any(line.split() == ["b:", "number", "=", "1.5"] for line in lines)
+    assert any("ids: array[integer] (required)" in line for line in lines)
+    assert any("note: string | null = null" in line for line in lines)
+    assert any("limit: integer = 5" in line for line in lines)
+    assert "second line" not in result.stdout
+    assert "secret" not in result.stdout  # scoped: hidden from an anonymous caller
+
+
+def test_call_types_the_values_by_the_schema(server: Server) -> None:
+    result = run_cli("call", server.url, "add", "a=2", "b=0.25")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == 2.25
+
+    result = run_cli(
+        "call", server.url, "tag", "ids=[1, 2]", "flag=true", "--json", '{"note": "x", "flag": 0}'
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"ids": [1, 2], "note": "x", "flag": True}
+    assert result.stdout.startswith("{\n  ")  # indented for reading
+
+
+def test_call_unknown_tool_prints_the_error_code(server: Server) -> None:
+    assert_one_line_error(
+        run_cli("call", server.url, "nope", "x=1"), 1, "error -32601: Tool not found: nope"
+    )
+
+
+def test_call_invalid_params_prints_code_message_and_data(server: Server) -> None:
+    result = run_cli("call", server.url, "limited", "limit=50")
+    assert result.returncode == 1
+    first, data = result.stderr.splitlines()
+    assert first.startswith("error -32602: Invalid params for tool 'limited'")
+    assert json.loads(data.removeprefix("data: "))[0]["loc"] == ["limit"]
+
+
+def test_a_value_that_does_not_fit_is_refused_before_calling(server: Server) -> None:
+    assert_one_line_error(
+        run_cli("call", server.url, "add", "a=two"), 2, "error: a='two': expected integer"
+    )
+
+
+def test_ping_prints_the_round_trip(server: Server) -> None:
+    result = run_cli("ping", server.url, "--count", "2")
+    assert result.returncode == 0, result.stderr
+    pongs = result.stdout.splitlines()
+    for line in pongs[:2]:
+        assert re.fullmatch(rf"pong from {server.url} in \d+\.\d\d ms", line), line
+    assert pongs[2].startswith("2 pings: min ")
+
+
+def test_the_installed_script_works(server: Server) -> None:
+    result = run_cli("call", server.url, "add", "a=1", script=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == 2.5
+
+
+def test_ctrl_c_stops_the_server_with_status_0(server: Server) -> None:
+    assert server.interrupt() == 0
+    server.close()
+    log = "".join(server.stderr)
+    assert "[WS] Server started successfully" in log
+    assert "Traceback" not in log
+
+
+def test_mcp_dialect(server: Server) -> None:
+    listed = run_cli("tools", server.url, "--dialect", "mcp")
+    assert listed.returncode == 0, listed.stderr
+    assert any("a: integer (required)" in line for line in listed.stdout.splitlines())
+    called = run_cli("call", server.url, "tag", "ids=[3]", "--dialect", "mcp")
+    assert called.returncode == 0, called.stderr
+    assert json.loads(called.stdout) == {"ids": [3], "note": None, "flag": False}
+    # MCP: bad arguments are a tool result with isError; an unknown tool is -32602.
+    invalid = run_cli("call", server.url, "limited", "limit=50", "--dialect", "mcp")
+    assert_one_line_error(invalid, 1, "error: Invalid params for tool 'limited'")
+    unknown = run_cli("call", server.url, "nope", "--dialect", "mcp")
+    assert_one_line_error(unknown, 1, "error -32602: ")
+    pinged = run_cli("ping", server.url, "--dialect", "mcp")
+    assert pinged.stdout.startswith(f"pong from {server.url} in ")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_port_in_use_is_one_line(app_dir: Path, backend: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli(
+            "serve", "cli_app:app", "--port", str(port), "--backend", backend, cwd=app_dir
+        )
+    assert_one_line_error(result, 1, f"error: cannot listen on 127.0.0.1:{port}: ")
+
+
+# Startup errors, before any server
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("no_such_module:app", "error: cannot import module 'no_such_module'"),
+        ("cli_app:missing", "error: module 'cli_app' has no attribute 'missing'"),
+        ("cli_app:not_an_app", "error: cli_app:not_an_app is not a SecureMCP app"),
+        ("cli_app:", "error: invalid app 'cli_app:'"),
+        (":app", "error: invalid app ':app'"),
+    ],
+)
+def test_bad_import_path_is_one_line(app_dir: Path, spec: str, message: str) -> None:
+    result = run_cli("serve", spec, cwd=app_dir)
+    assert result.returncode != 0
+    assert_one_line_error(result, result.returncode, message)
+
+
+def test_a_missing_certificate_is_one_line(app_dir: Path) -> None:
+    result = run_cli("serve", "cli_app:app", "--tls-cert", "nope.pem", cwd=app_dir)
+    assert_one_line_error(result, 2, "error: cannot load TLS certificate nope.pem: ")
+
+
+def test_an_unreachable_server_is_one_line() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        port = closed.getsockname()[1]
+        result = run_cli("tools", f"127.0.0.1:{port}")
+    assert_one_line_error(result, 1, f"error: cannot connect to ws://127.0.0.1:{port}: ")
+
+
+def test_help_texts_show_examples() -> None:
+    for command in ("serve", "tools", "call", "ping"):
+        result = run_cli(command, "--help")
+        assert result.returncode == 0
+        assert f"securemcp {command} " in result.stdout.split("examples:")[1]
+
+
+# Tokens and TLS
+
+
+def test_token_on_both_sides(app_dir: Path) -> None:
+    # A bare token grants every scope the app's tools use; "TOKEN:" grants none.
+    running = Server(app_dir, "--token", "all-access", "--token", "no-scopes:")
+    try:
+        refused = run_cli("tools", running.url)
+        assert_one_line_error(refused, 1, "HTTP 401 (a token is needed: --token)")
+        plain = run_cli("call", running.url, "secret", "--token", "no-scopes")
+        assert plain.returncode == 1
+        assert plain.stderr.splitlines() == [
+            "error -31003: Insufficient scope",
+            'data: {"required_scopes": ["admin"]}',
+        ]
+        admin = run_cli("call", running.url, "secret", env={"SECUREMCP_TOKEN": "all-access"})
+        assert admin.returncode == 0, admin.stderr
+        assert json.loads(admin.stdout) == "42"
+    finally:
+        running.close()
+
+
+def test_tls_with_a_private_ca(app_dir: Path) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(app_dir / "ca.pem"))
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(app_dir / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(app_dir / "cert.pem"))
+    running = Server(app_dir, "--tls-cert", "cert.pem", "--tls-key", "key.pem")
+    try:
+        assert running.url.startswith("wss://")
+        untrusted = run_cli("ping", running.url)
+        assert_one_line_error(untrusted, 1, "error: cannot connect to wss://")
+        trusted = run_cli("ping", running.url, "--cafile", str(app_dir / "ca.pem"))
+        assert trusted.returncode == 0, trusted.stderr
+    finally:
+        running.close()
+
+
+# In process: the helpers and main() itself
+
+
+def test_values_are_typed_by_the_schema() -> None:
+    maybe_int = {"anyOf": [{"type": "integer"}, {"type": "null"}]}
+    assert schema_types(maybe_int, {}) == {"integer", "null"}
+    assert schema_types({"$ref": "#/$defs/M"}, {"M": {"type": "object"}}) == {"object"}
+    assert schema_types({"enum": ["a", 1]}, {}) == {"string", "integer"}
+    assert schema_types({"type": ["string", "null"]}, {}) == {"string", "null"}
+    assert schema_types({}, {}) is None
+    assert schema_types({"anyOf": [{}, {"type": "null"}]}, {}) is None
+    assert convert_value("null", {"integer", "null"}) is None
+    assert convert_value("7", {"integer", "null"}) == 7
+    assert convert_value("7.0", {"integer"}) == 7
+    assert convert_value("1e3", {"number"}) == 1000.0
+    assert convert_value("FALSE", {"boolean"}) is False
+    assert convert_value("null", {"string"}) == "null"
+    assert convert_value("12", {"string", "integer"}) == 12
+    assert convert_value('{"a": 1}', {"object"}) == {"a": 1}
+    assert convert_value("[1]", None) == [1]
+    assert convert_value("hello", None) == "hello"
+    for raw, types in [("1.5", {"integer"}), ("NaN", {"number"}), ("[1]", {"object"})]:
+        with pytest.raises(ValueError, match="expected"):
+            convert_value(raw, types)
+
+
+def test_arguments_merge_json_and_pairs() -> None:
+    tool = {"inputSchema": {"properties": {"n": {"type": "integer"}}}}
+    assert build_arguments(["n=2", "other=x"], '{"n": 1, "m": true}', tool) == {
+        "n": 2,
+        "m": True,
+        "other": "x",
+    }
+    for pairs, text, message in [
+        (["n"], None, "not key=value"),
+        (["n=1", "n=2"], None, "given twice"),
+        ([], "{", "not valid JSON"),
+        ([], "[1]", "JSON object"),
+    ]:
+        with pytest.raises(CLIError, match=message) as raised:
+            build_arguments(pairs, text, tool)
+        assert raised.value.status == 2
+
+
+def test_the_table_without_tools_or_parameters() -> None:
+    assert tools_table([]) == "(no tools)"
+    table = tools_table([{"name": "x", "description": None, "inputSchema": {}}])
+    assert table.splitlines()[1].split() == ["x", "-"]
+
+
+def test_token_scopes_default_to_every_scope_the_app_uses() -> None:
+    app = SecureMCP("scopes")
+    app.add_tool(lambda: 1, name="a", scopes={"read"})
+    app.add_tool(lambda: 2, name="b", scopes={"write"})
+    assert security_policy([], app) is None
+    policy = security_policy(["full", "reader:read"], app)
+    assert policy is not None
+    assert policy.authenticator is not None
+    assert policy.authenticator.authenticate("full", now=0).scopes == {"read", "write"}
+    assert policy.authenticator.authenticate("reader", now=0).scopes == {"read"}
+    with pytest.raises(CLIError, match="invalid --token"):
+        security_policy(["bad token"], app)
+
+
+@pytest.fixture
+def live_url() -> Iterator[str]:
+    """A server in a thread of this process, for main() called in process."""
+    app = SecureMCP("in-process")
+
+    @app.tool()
+    def double(n: int) -> int:
+        return 2 * n
+
+    @app.tool()
+    def fail() -> None:
+        raise ValueError("broken")
+
+    transport = WebSocketTransport(
+        app, shutdown_grace=1, close_timeout=1, security=security_policy(["tok"], app)
+    )
+    with start_blocking_portal() as portal:
+        future, port = portal.start_task(transport.serve, "127.0.0.1", 0)
+        try:
+            yield f"ws://127.0.0.1:{port}"
+        finally:
+            portal.call(transport.shutdown)
+            future.result(TIMEOUT)
+
+
+def test_main_in_process(
+    live_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["ping", live_url]) == 1
+    assert capsys.readouterr().err.endswith("HTTP 401 (a token is needed: --token)\n")
+    monkeypatch.setenv("SECUREMCP_TOKEN", "tok")
+    assert main(["call", live_url, "double", "n=21"]) == 0
+    assert json.loads(capsys.readouterr().out) == 42
+    assert main(["tools", live_url, "--timeout", "0"]) == 0
+    assert "n: integer (required)" in capsys.readouterr().out
+    assert main(["ping", live_url]) == 0
+    assert capsys.readouterr().out.startswith(f"pong from {live_url} in ")
+    assert main(["call", live_url, "double", "n=x"]) == 2
+    assert capsys.readouterr().err == "error: n='x': expected integer\n"
+    assert main(["call", live_url, "double", "--json", '{"n": "x"}']) == 1
+    assert capsys.readouterr().err.startswith("error -32602: ")
+    assert main(["call", live_url, "fail", "--dialect", "mcp"]) == 1
+    assert capsys.readouterr().err == "error: Tool execution error: broken\n"
+    assert main(["call", live_url, "double", "n=4", "--dialect", "mcp"]) == 0
+    assert json.loads(capsys.readouterr().out) == 8
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "message"),
+    [
+        (["ping", "ws://127.0.0.1:1", "--count", "0"], 2, "--count must be at least 1"),
+        (["ping", "http://127.0.0.1:1"], 2, "unsupported URL scheme"),
+        (["ping", "ws://127.0.0.1:1", "--cafile", "nope.pem"], 2, "cannot load CA file"),
+        (["serve", "x:app", "--tls-key", "k.pem"], 2, "--tls-key needs --tls-cert"),
+        (["serve", "x:app", "--uvloop", "--backend", "trio"], 2, "asyncio backend only"),
+    ],
+)
+def test_usage_errors_in_process(
+    argv: list[str], status: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == status
+    assert message in capsys.readouterr().err
+
+
+@pytest.fixture
+def in_app_dir(app_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Run in ``app_dir`` with ``sys.path`` and ``sys.modules`` restored afterwards."""
+    monkeypatch.chdir(app_dir)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    try:
+        yield app_dir
+    finally:
+        sys.modules.pop("cli_app", None)
+
+
+def test_serve_errors_in_process(in_app_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for spec, message in [
+        ("no_such_module", "cannot import module 'no_such_module'"),
+        ("cli_app:missing", "has no attribute 'missing'"),
+        ("cli_app:not_an_app", "is not a SecureMCP app (it is a 'int')"),
+        ("cli_app:a b", "invalid app"),
+    ]:
+        assert main(["serve", spec]) != 0
+        assert message in capsys.readouterr().err
+    (in_app_dir / "broken_dep.py").write_text("import no_such_dependency\n")
+    assert main(["serve", "broken_dep"]) == 1
+    assert "importing 'broken_dep' failed" in capsys.readouterr().err
+    sys.modules.pop("broken_dep", None)
+    (in_app_dir / "bad.pem").write_text("not a certificate\n")
+    assert main(["serve", "cli_app:app", "--tls-cert", "bad.pem"]) == 2
+    assert "cannot load TLS certificate bad.pem" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        assert main(["serve", "cli_app:app", "--port", port, "--log-level", "error"]) == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_an_unreachable_server_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        assert main(["tools", f"ws://127.0.0.1:{port}"]) == 1
+    assert capsys.readouterr().err == (
+        f"error: cannot connect to ws://127.0.0.1:{port}: Connection refused\n"
+    )
+
+
+def test_python_dash_m_runs_main(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["securemcp", "--version"])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_module("securemcp", run_name="__main__")
+    assert exited.value.code == 0
+
+
+def test_interrupted_client_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    import securemcp.cli
+
+    def interrupted(*_: Any, **__: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(securemcp.cli, "_run_client", interrupted)
+    assert main(["ping", "ws://127.0.0.1:1"]) == 130
