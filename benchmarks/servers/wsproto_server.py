@@ -1,0 +1,107 @@
+"""The ceiling of a wsproto design: bare wsproto on an ``asyncio.Protocol``, JSON echo.
+
+No task per connection or per call, no locks, no validation: bytes in,
+``wsproto`` events, ``json`` both ways, bytes out, all inside
+``data_received``. Runs from either environment (only wsproto is needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Event,
+    Ping,
+    Request,
+    TextMessage,
+)
+
+WELCOME = json.dumps(
+    {"id": "welcome", "result": {"message": "Connected to bench", "tools": ["echo"]}}
+)
+
+
+HOST = "127.0.0.1"
+
+
+def raise_fd_limit() -> None:
+    """Allow as many open files as the hard limit does (S4 opens 2,000 connections)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def announce(port: int) -> None:
+    """Tell the orchestrator the bound port (it reads this line from the log)."""
+    print(f"[bench] listening on ws://{HOST}:{port}", file=sys.stderr, flush=True)
+
+
+def echo(message: str) -> dict[str, str]:
+    """The tool: echo a message back, without any sleep."""
+    return {"echoed": message}
+
+
+class EchoProtocol(asyncio.Protocol):
+    """One connection: the WebSocket handshake, then JSON requests answered inline."""
+
+    def __init__(self) -> None:
+        self.ws = WSConnection(ConnectionType.SERVER)
+        self.transport: asyncio.Transport | None = None
+        self.parts: list[str] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        out = bytearray()
+        for event in self.ws.events():
+            out += self.handle(event)
+        if out and self.transport is not None:
+            self.transport.write(bytes(out))
+
+    def handle(self, event: Event) -> bytes:
+        ws = self.ws
+        if isinstance(event, TextMessage):
+            self.parts.append(event.data)
+            if not event.message_finished:
+                return b""
+            text, self.parts = "".join(self.parts), []
+            request = json.loads(text)
+            params = request.get("params") or {}
+            result = echo(**params.get("params", {}))
+            return ws.send(TextMessage(json.dumps({"id": request.get("id"), "result": result})))
+        if isinstance(event, Request):
+            return ws.send(AcceptConnection()) + ws.send(TextMessage(WELCOME))
+        if isinstance(event, Ping):
+            return ws.send(event.response())
+        if isinstance(event, CloseConnection):
+            reply = ws.send(event.response())
+            if self.transport is not None:
+                self.transport.write(reply)
+                self.transport.close()
+            return b""
+        return b""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
+async def main() -> None:
+    """Serve until killed."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(EchoProtocol, HOST, 0, backlog=4096)
+    announce(server.sockets[0].getsockname()[1])
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    raise_fd_limit()
+    asyncio.run(main())
