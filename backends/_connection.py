@@ -50,6 +50,7 @@ from securemcp.protocol import (
     ConnectionClosed,
     ConnectionState,
     HandshakeRequest,
+    HTTPRequest,
     Limits,
     PongReceived,
     RequestId,
@@ -57,8 +58,10 @@ from securemcp.protocol import (
     ToolCall,
 )
 from securemcp.protocol.mcp import SUBPROTOCOL as MCP_SUBPROTOCOL
+from securemcp.pubsub import Broker
 from securemcp.security import HandshakeRefused, SecurityPolicy
 
+from ._pubsub import ConnectionSession
 from ._security import Admission, ConnectionGuard, security_logger
 
 __all__ = ["ServerSettings", "ServerSideConnection"]
@@ -88,6 +91,14 @@ class ServerSettings:
     """The security policy, with the connection caps it keeps for this server."""
     subprotocols: tuple[str, ...] = ()
     """The subprotocols this server speaks, in order of preference."""
+    broker: Broker | None = None
+    """Where tools publish and connections subscribe (``None``: no broadcast)."""
+    http_handler: HTTPHandler | None = None
+    """Answers plain HTTP GETs (see ``WebSocketTransport``); ``None``: HTTP 400."""
+
+
+HTTPHandler = Callable[[HTTPRequest], "tuple[int, list[tuple[str, str]], bytes] | None"]
+"""``handler(request) -> (status, headers, body)``, or ``None`` for 404 Not Found."""
 
 
 def _deadline_in(seconds: float | None) -> float:
@@ -112,6 +123,7 @@ class ServerSideConnection:
             settings.app,
             limits=settings.limits,
             mask_errors=settings.guard.policy.mask_errors,
+            http=settings.http_handler is not None,
         )
         remote = stream.extra(SocketAttribute.remote_address, None)
         self.peer = "?" if remote is None else str(remote)
@@ -127,7 +139,13 @@ class ServerSideConnection:
         # it drains them and then says goodbye (see go_away()).
         self._scope = anyio.CancelScope(shield=True)
         self._tg: anyio.abc.TaskGroup | None = None
-        self._write_lock = anyio.Lock()
+        # One writer at a time: the task that finds nobody writing becomes the
+        # writer and sends until the core has nothing left. A flag, not a lock:
+        # everything here runs on the event loop's thread, and an anyio lock
+        # costs a current-task lookup per acquire (12% of the CPU of 100
+        # connections with one call each in flight).
+        self._writing = False
+        self._write_idle: anyio.Event | None = None
         # Keyed by request id (unique among calls in flight, the core sees to
         # that): ToolCall events compare equal to one another, whatever their id.
         self._calls: dict[RequestId, tuple[ToolCall, anyio.CancelScope]] = {}
@@ -138,6 +156,7 @@ class ServerSideConnection:
         self._closing = False
         self._going_away = False
         self._flush_scheduled = False
+        self._session: ConnectionSession | None = None
 
     @property
     def calls_in_flight(self) -> int:
@@ -151,6 +170,9 @@ class ServerSideConnection:
         logger.debug("connection from %s", self.peer)
         try:
             with self._scope:
+                # go_away() may have come first; our streams do not all check
+                # for cancellation on every call, so look once here.
+                await anyio.lowlevel.checkpoint_if_cancelled()
                 self._scope.deadline = _deadline_in(self.settings.handshake_timeout)
                 if self.settings.ssl is not None:
                     self._stream = await TLSStream.wrap(
@@ -176,6 +198,8 @@ class ServerSideConnection:
                 what = "handshake" if self.conn.state is ConnectionState.CONNECTING else "close"
                 logger.debug("%s timeout on the connection from %s", what, self.peer)
             self._cancel_calls("Connection closed")
+            if self._session is not None:
+                self._session.close()
             self._release()
             with anyio.CancelScope(shield=True):
                 try:
@@ -229,14 +253,25 @@ class ServerSideConnection:
             else:
                 conn.receive_data(data)
             self._handle_events()
-            await self._flush()
+            await self._flush(wait=True)
 
     # Writing
 
-    async def _flush(self) -> None:
-        # Taking the bytes inside the lock keeps them in the core's order; a
-        # task waiting for the lock is how a slow reader slows us down.
-        async with self._write_lock:
+    async def _flush(self, *, wait: bool = False) -> None:
+        """Write everything the core has to send.
+
+        If another task is writing, it sends what we added too (it loops until
+        the core is empty): return at once, or with ``wait`` once it is done,
+        which is how the reader loop lets a slow peer slow it down.
+        """
+        if self._writing:
+            if wait:
+                if self._write_idle is None:
+                    self._write_idle = anyio.Event()
+                await self._write_idle.wait()
+            return
+        self._writing = True
+        try:
             while True:
                 data = self.conn.data_to_send()
                 # Draining the output can unpause buffered requests.
@@ -251,6 +286,11 @@ class ServerSideConnection:
                     self._handle_events()
                     self._scope.cancel()
                     return
+        finally:
+            self._writing = False
+            if self._write_idle is not None:
+                self._write_idle.set()
+                self._write_idle = None
 
     # Events
 
@@ -271,6 +311,8 @@ class ServerSideConnection:
                     self._cancel_call(event.call)
                 elif isinstance(event, HandshakeRequest):
                     self._decide(event)
+                elif isinstance(event, HTTPRequest):
+                    self._answer_http(event)
                 elif isinstance(event, PongReceived):
                     if event.payload == self._pong_payload:
                         self._pong.set()
@@ -300,6 +342,17 @@ class ServerSideConnection:
             return
         self._admission = admission
         principal = admission.principal
+        broker = self.settings.broker
+        if broker is not None:
+            # Before accept(): requests pipelined behind the handshake run in it.
+            self._session = ConnectionSession(
+                self.conn,
+                broker,
+                wake=self._schedule_flush,
+                handle_events=self._handle_events,
+                peer=self.peer,
+            )
+            self.conn.session = self._session
         self.conn.accept(self._choose_subprotocol(admission.subprotocols), principal=principal)
         logger.debug(
             "connection from %s accepted for %s",
@@ -314,6 +367,20 @@ class ServerSideConnection:
             self._tg.start_soon(self._keepalive, interval, self.settings.ping_timeout)
         if principal is not None and principal.expires_at is not None:
             self._tg.start_soon(self._expire, principal.subject, principal.expires_at)
+
+    def _answer_http(self, request: HTTPRequest) -> None:
+        handler = self.settings.http_handler
+        answer: tuple[int, list[tuple[str, str]], bytes] | None = None
+        if handler is not None:  # pragma: no branch - the core emits these only with one
+            try:
+                answer = handler(request)
+            except Exception:
+                logger.exception("http_handler failed for %s %s", request.method, request.path)
+                answer = (500, [], b"Internal Server Error\n")
+        if answer is None:
+            answer = (404, [], b"Not Found\n")
+        status, headers, body = answer
+        self.conn.respond(status, body, headers)
 
     def _choose_subprotocol(self, offered: tuple[str, ...]) -> str | None:
         """The subprotocol to answer with: ours, in our order of preference, if offered.
@@ -397,11 +464,33 @@ class ServerSideConnection:
                 refusal = RateLimited("Rate limit exceeded", data={"retry_after": retry})
                 self.conn.fail(call, refusal)
                 return
-        scope = anyio.CancelScope()
-        self._calls[call.id] = (call, scope)
         if call.progress is not None and call.progress.token is not None:
             call.progress.bind(self._progress_sink(call))
+        if call.tool.runs_inline:
+            self._run_inline(call)
+            return
+        scope = anyio.CancelScope()
+        self._calls[call.id] = (call, scope)
         self._tg.start_soon(self._run_call, call, scope)
+
+    def _run_inline(self, call: ToolCall) -> None:
+        # The tool's coroutine cannot suspend (Tool.runs_inline), so one step
+        # finishes it: no task, no cancel scope, and its answer joins the others
+        # of this read in one write. That is a task spawn saved per call, the
+        # largest single cost of small calls under load (benchmarks/RESULTS.md).
+        coro = call.tool.fn(**call.arguments)
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            self.conn.complete(call, done.value)
+            return
+        except Exception as exc:  # noqa: BLE001 - a tool's failure is its caller's answer
+            self._report_failure(call, exc)
+            return
+        # Unreachable for a tool that truly never awaits; refuse rather than run
+        # a half-started coroutine outside any event loop.
+        coro.close()
+        self._report_failure(call, RuntimeError("tool suspended although it has no await"))
 
     def _cancel_call(self, call: ToolCall) -> None:
         """The client cancelled ``call`` (MCP): stop it; the core sends no answer."""
@@ -457,10 +546,16 @@ class ServerSideConnection:
         if calls:
             self._on_call_done()
 
+    def _report_failure(self, call: ToolCall, error: Exception) -> None:
+        if not isinstance(error, RPCError) and not self.conn.mask_errors:
+            # When masking, the core logs it once, with the correlation id.
+            logger.error("tool %r raised", call.tool.name, exc_info=error)
+        self.conn.fail(call, error)
+
     async def _run_call(self, call: ToolCall, scope: anyio.CancelScope) -> None:
         tool = call.tool
         result: Any = None
-        error: BaseException | None = None
+        error: Exception | None = None
         with scope:
             try:
                 if tool.is_async:
@@ -480,20 +575,15 @@ class ServerSideConnection:
             return
         del self._calls[call.id]
         if error is not None:
-            if not isinstance(error, RPCError) and not self.conn.mask_errors:
-                # When masking, the core logs it once, with the correlation id.
-                logger.error("tool %r raised", tool.name, exc_info=error)
-            self.conn.fail(call, error)
+            self._report_failure(call, error)
         else:
             self.conn.complete(call, result)
         self._on_call_done()
         self._handle_events()
-        if not self._write_lock.locked():
-            await self._flush()
-        # Otherwise the writer holding the lock sends our answer before it lets
-        # go (it loops until the core has nothing left): waiting for the lock
-        # would only pile up finished calls, results and all, behind a peer that
-        # does not read (tests/security: the 10 000 pipelined requests).
+        # Not waiting for a writer already at work: it sends our answer too, and
+        # waiting would only pile up finished calls, results and all, behind a
+        # peer that does not read (tests/security: the 10 000 pipelined requests).
+        await self._flush()
 
     # Keepalive
 

@@ -14,6 +14,7 @@ close frames.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import math
@@ -28,9 +29,11 @@ from anyio.abc import SocketAttribute
 
 from securemcp.app import SecureMCP
 from securemcp.protocol import Limits
+from securemcp.pubsub import Broker, LocalBroker
 from securemcp.security import SecurityPolicy
 
-from ._connection import ServerSettings, ServerSideConnection
+from ._asyncio_native import open_native_listener
+from ._connection import HTTPHandler, ServerSettings, ServerSideConnection
 from ._security import ConnectionGuard
 
 __all__ = ["WebSocketTransport"]
@@ -144,6 +147,23 @@ class WebSocketTransport:
     429 over its per-principal or per-address connection caps), closes a
     connection with 1008 when its credentials expire, rate-limits tool calls
     (-31029) and says whether tool errors are masked. See ``docs/security.md``.
+
+    ``broker`` (default: a new :class:`~securemcp.pubsub.LocalBroker`) carries
+    the broadcast: tools subscribe their connection to topics and publish
+    notifications through their :class:`~securemcp.Context`. Delivery never
+    waits for a slow client: one whose unsent output would pass
+    ``Limits.max_pending_output`` is closed with 1013 (Try Again Later).
+    Connections leave every topic when they end.
+
+    ``http_handler(request)``, when given, answers plain HTTP ``GET`` requests
+    on the same port (a page next to the WebSocket endpoint): it returns
+    ``(status, headers, body)``, or ``None`` for 404. Other methods get 405.
+    Without it, any request that is not a WebSocket upgrade gets 400.
+
+    On asyncio the sockets are asyncio's own transports behind anyio's stream
+    interface (``backends/_asyncio_native.py``), which halves the per-message
+    cost of anyio's asyncio streams; ``native_asyncio=False`` uses anyio's.
+    On trio, anyio's streams are used either way.
     """
 
     def __init__(
@@ -159,6 +179,9 @@ class WebSocketTransport:
         max_connections: int = 1000,
         ssl: ssl_module.SSLContext | None = None,
         security: SecurityPolicy | None = None,
+        broker: Broker | None = None,
+        http_handler: HTTPHandler | None = None,
+        native_asyncio: bool = True,
     ) -> None:
         for name, value in (
             ("handshake_timeout", handshake_timeout),
@@ -174,12 +197,15 @@ class WebSocketTransport:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
         self.app = app
+        self.native_asyncio = native_asyncio
         self.max_connections = max_connections
         self.shutdown_grace = shutdown_grace
         self.ssl = ssl
         if security is not None and not isinstance(security, SecurityPolicy):
             raise TypeError("security must be a SecurityPolicy")
         self.security = SecurityPolicy() if security is None else security
+        self.broker: Broker = LocalBroker() if broker is None else broker
+        """The broadcast broker every connection of this transport shares."""
         self._settings = ServerSettings(
             app=app,
             limits=limits,
@@ -189,6 +215,8 @@ class WebSocketTransport:
             close_timeout=close_timeout,
             ssl=ssl,
             guard=ConnectionGuard(self.security),
+            broker=self.broker,
+            http_handler=http_handler,
         )
         self._servers: set[_Server] = set()
 
@@ -211,13 +239,7 @@ class WebSocketTransport:
         after :meth:`shutdown`; when cancelled, shuts down gracefully first,
         then lets the cancellation through. Binding errors raise ``OSError``.
         """
-        multi = await anyio.create_tcp_listener(local_host=host, local_port=port)
-        # One listener per address the host resolves to; every backend's is a SocketListener.
-        listeners = [
-            listener
-            for listener in multi.listeners
-            if isinstance(listener, anyio.abc.SocketListener)
-        ]
+        listeners = await self._listen(host, port)
         bound = listeners[0].extra(SocketAttribute.local_port)
         scheme = "wss" if self.ssl is not None else "ws"
         logger.info("[WS] Starting WebSocket server on %s://%s:%d", scheme, _url_host(host), bound)
@@ -234,12 +256,24 @@ class WebSocketTransport:
                             task_status.started(bound)
                 finally:
                     with anyio.CancelScope(shield=True):
-                        await multi.aclose()
+                        for listener in listeners:
+                            await listener.aclose()
                         logger.info("[WS] Shutting down")
                         await server.drain(self.shutdown_grace)
                         logger.info("[WS] Server stopped")
         finally:
             self._servers.discard(server)
+
+    async def _listen(self, host: str, port: int) -> list[anyio.abc.SocketListener]:
+        if self.native_asyncio and _running_on_asyncio():
+            return [await open_native_listener(host, port)]
+        multi = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        # One listener per address the host resolves to; every backend's is a SocketListener.
+        return [
+            listener
+            for listener in multi.listeners
+            if isinstance(listener, anyio.abc.SocketListener)
+        ]
 
     def shutdown(self) -> None:
         """Stop serving gracefully: :meth:`serve` then returns.
@@ -306,6 +340,14 @@ class WebSocketTransport:
     ) -> None:
         await self.serve(host, port, task_status=task_status)
         scope.cancel()
+
+
+def _running_on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _configure_logging(level: int) -> None:

@@ -6,6 +6,7 @@ registered, so a call costs one validation and nothing else.
 
 from __future__ import annotations
 
+import dis
 import functools
 import inspect
 import re
@@ -43,6 +44,30 @@ def _is_async_callable(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - async callable instances count too
     )
+
+
+# Instructions with which a coroutine can give control back to its event loop.
+_SUSPENDING_OPS = frozenset(
+    {
+        "GET_AWAITABLE",
+        "SEND",
+        "YIELD_VALUE",
+        "BEFORE_ASYNC_WITH",
+        "GET_AITER",
+        "GET_ANEXT",
+        "END_ASYNC_FOR",
+    }
+)
+
+
+def _never_suspends(fn: Callable[..., Any]) -> bool:
+    # A coroutine function with no await, async with or async for in its own
+    # code runs to completion on its first step; nested functions have code of
+    # their own and do not count. Anything but a plain function is assumed to
+    # suspend.
+    if not (inspect.isfunction(fn) and inspect.iscoroutinefunction(fn)):
+        return False
+    return not any(ins.opname in _SUSPENDING_OPS for ins in dis.get_instructions(fn.__code__))
 
 
 def _errors_for_wire(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
@@ -93,6 +118,9 @@ class Tool:
     """A human-friendly display name (MCP ``title``)."""
     annotations: Mapping[str, Any] | None = None
     """MCP tool annotations (``readOnlyHint``, ``destructiveHint``, ...), as given."""
+    runs_inline: bool = False
+    """An async tool whose code never awaits: its coroutine finishes on its first
+    step, so a backend may run it in place instead of paying for a task."""
 
     @classmethod
     def from_function(
@@ -179,6 +207,7 @@ class Tool:
             description=description,
             fn=fn,
             is_async=_is_async_callable(fn),
+            runs_inline=_never_suspends(fn),
             input_schema=input_schema,
             output_schema=_output_schema(hints.get("return", signature.return_annotation)),
             scopes=frozenset(scopes),

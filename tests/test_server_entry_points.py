@@ -41,7 +41,7 @@ print("run() returned", flush=True)
 """
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("backend", ["asyncio", "asyncio+uvloop", "trio"])
 def test_run_logs_the_seed_lines_and_stops_cleanly_on_sigint(backend: str) -> None:
     with subprocess.Popen(
         [sys.executable, "-c", SERVER_SCRIPT, backend],
@@ -73,9 +73,13 @@ def test_run_logs_the_seed_lines_and_stops_cleanly_on_sigint(backend: str) -> No
     assert "Traceback" not in err
 
 
-def test_uvloop_backend_without_uvloop_is_a_clear_error() -> None:
-    if importlib.util.find_spec("uvloop") is not None:
-        pytest.skip("uvloop is installed")
+def test_uvloop_backend_without_uvloop_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    find_spec = importlib.util.find_spec
+
+    def without_uvloop(name: str, package: str | None = None) -> Any:
+        return None if name == "uvloop" else find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_uvloop)
     with pytest.raises(RuntimeError, match="uvloop"):
         WebSocketTransport(SecureMCP("uvloop")).run(backend="asyncio+uvloop")
 

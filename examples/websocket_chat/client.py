@@ -1,7 +1,9 @@
-"""WebSocket chat client: lists the tools, chats, reads the history, and calls tools concurrently.
+"""WebSocket chat client: a walk through every tool, or a live view of one room.
 
 Run ``python client.py`` while ``python server.py`` is running (options: ``--url``,
-``--username``, ``--backend asyncio|trio``). Several clients at once share one history.
+``--username``, ``--room``, ``--token``, ``--backend asyncio|trio``). Several clients at once
+share one history. ``python client.py --follow [--room ROOM]`` joins a room and prints
+each message the moment somebody sends it, until Ctrl+C.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -17,10 +20,18 @@ import anyio
 from securemcp import SecureMCPError
 from securemcp.transport import WebSocketClient
 
+DEFAULT_ROOM = "general"
 
-async def run(url: str, username: str) -> None:
+
+def _line(message: dict[str, Any]) -> str:
+    return f"[{message['timestamp']}] {message['username']}: {message['message']}"
+
+
+async def run(url: str, username: str, room: str, token: str | None) -> None:
     """Walk through everything the chat server offers, printing each step."""
-    async with WebSocketClient(url) as client:
+    # The seed calls carry no room; "general" is the server's default.
+    where: dict[str, Any] = {} if room == DEFAULT_ROOM else {"room": room}
+    async with WebSocketClient(url, token=token) as client:
         print(f"Connected to {url}")
 
         print("\n1. Available tools:")
@@ -29,14 +40,15 @@ async def run(url: str, username: str) -> None:
 
         print("\n2. Sending chat messages:")
         for text in ("Hello, world!", "SecureMCP over WebSocket is fast.", "Goodbye for now."):
-            sent = await client.invoke_tool("send_message", {"username": username, "message": text})
-            message = sent["message"]
-            print(f"   [{message['timestamp']}] {message['username']}: {message['message']}")
+            sent = await client.invoke_tool(
+                "send_message", {"username": username, "message": text, **where}
+            )
+            print(f"   {_line(sent['message'])}")
 
         print("\n3. Message history:")
-        history = await client.invoke_tool("get_messages", {"limit": 10})
+        history = await client.invoke_tool("get_messages", {"limit": 10, **where})
         for message in history["messages"]:
-            print(f"   [{message['timestamp']}] {message['username']}: {message['message']}")
+            print(f"   {_line(message)}")
         print(f"   ({len(history['messages'])} shown, {history['total']} in total)")
 
         print("\n4. Statistics:")
@@ -72,21 +84,52 @@ async def run(url: str, username: str) -> None:
     print("Done.")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the demo; a one-line error and exit code 1 when the server cannot be reached."""
+async def follow(url: str, room: str, token: str | None, backlog: int) -> None:
+    """Join ``room`` and print its messages as they arrive (the last ``backlog`` first)."""
+    async with WebSocketClient(url, token=token) as client:
+        joined = await client.invoke_tool("join_room", {"room": room})
+        if backlog:
+            history = await client.invoke_tool("get_messages", {"limit": backlog, "room": room})
+            for message in history["messages"]:
+                print(_line(message))
+        print(
+            f"Following #{room} on {url} ({joined['members']} member(s) here); Ctrl+C to stop",
+            flush=True,
+        )
+        async for method, params in client.notifications():
+            if method == "chat.message" and params.get("room") == room:
+                print(_line(params), flush=True)
+            elif method == "chat.cleared" and params.get("room") == room:
+                print(f"--- #{room} history cleared ---", flush=True)
+    raise SecureMCPError("the server closed the connection")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo (or follow a room); one line on stderr and exit 1 when the server fails us."""
     parser = argparse.ArgumentParser(description="SecureMCP WebSocket chat client")
     parser.add_argument("--url", default="ws://localhost:8765", help="server URL")
     parser.add_argument("--username", default=f"user-{os.getpid()}", help="your chat name")
+    parser.add_argument("--room", default=DEFAULT_ROOM, help="room to use (default general)")
+    parser.add_argument("--token", default=None, help="bearer token (the admin token, say)")
+    parser.add_argument(
+        "--follow", action="store_true", help="print the room's messages live until Ctrl+C"
+    )
+    parser.add_argument(
+        "--history", type=int, default=0, help="with --follow: show this many past messages first"
+    )
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     args = parser.parse_args(argv)
     try:
-        anyio.run(run, args.url, args.username, backend=args.backend)
+        if args.follow:
+            anyio.run(follow, args.url, args.room, args.token, args.history, backend=args.backend)
+        else:
+            anyio.run(run, args.url, args.username, args.room, args.token, backend=args.backend)
     except (OSError, SecureMCPError) as exc:
         print(f"error: cannot talk to the chat server at {args.url}: {exc}", file=sys.stderr)
         return 1
-
     except KeyboardInterrupt:
-        return 130
+        # Stopping --follow is the normal way out of it.
+        return 0 if args.follow else 130
     return 0
 
 

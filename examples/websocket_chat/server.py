@@ -1,35 +1,72 @@
-"""WebSocket chat server: many clients share one chat history through SecureMCP tools.
+"""WebSocket chat server: rooms, live messages and a durable history, as SecureMCP tools.
 
-Run it with ``python server.py`` (options: ``--host``, ``--port``, ``--backend asyncio|trio``)
-and talk to it with ``python client.py``.
+Run it with ``python server.py`` (options: ``--db``, ``--admin-token``, ``--rate``, ``--burst``,
+``--host``, ``--port``, ``--backend asyncio|trio``) and talk to it with ``python client.py``.
+
+Every client that joins a room receives each message sent there as a
+``chat.message`` notification the moment it is stored. The history lives in
+SQLite (``--db``, default ``chat.db``); clearing it needs the admin token.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections import deque
+import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field
 
-from securemcp import SecureMCP
+from securemcp import (
+    Context,
+    InvalidParams,
+    Principal,
+    RateLimiter,
+    SecureMCP,
+    SecurityPolicy,
+    StaticTokenAuthenticator,
+)
+from securemcp.protocol import HTTPRequest
+from securemcp.store import MemoryMessageStore, MessageStore, SQLiteMessageStore
 from securemcp.transport import WebSocketTransport
 
-MAX_HISTORY = 10_000
-"""Messages kept; the oldest are dropped past this, so memory stays bounded."""
-
-app = SecureMCP("websocket-chat", "A chat room whose history every client shares.")
-
-_history: deque[dict[str, str]] = deque(maxlen=MAX_HISTORY)
+DEFAULT_ROOM = "general"
+MAX_ROOMS_PER_CONNECTION = 32
+"""Rooms one connection may have joined at once (each subscription costs server memory)."""
+MESSAGE_NOTIFICATION = "chat.message"
+"""The notification every member of a room receives for each message sent there."""
+CLEARED_NOTIFICATION = "chat.cleared"
+"""The notification members of a room receive when an admin clears its history."""
+ADMIN_TOKEN_ENV = "CHAT_ADMIN_TOKEN"
 
 Username = Annotated[
     str,
-    Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$", description="Who speaks"),
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="Who speaks: 1-64 characters, no control characters",
+    ),
 ]
 MessageText = Annotated[
     str,
-    Field(min_length=1, max_length=4096, description="The message, at most 4096 characters"),
+    Field(
+        min_length=1,
+        max_length=4096,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="The message: 1-4096 characters, no control characters",
+    ),
+]
+Room = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="A room name: 1-64 letters, digits, '_' or '-'",
+    ),
 ]
 
 
@@ -37,65 +74,223 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-@app.tool()
-async def send_message(username: Username, message: MessageText) -> dict[str, Any]:
-    """Send a chat message to everybody connected."""
-    entry = {"username": username, "message": message, "timestamp": _now()}
-    _history.append(entry)
-    return {"status": "sent", "message": entry}
+def topic(room: str) -> str:
+    """The broadcast topic of ``room``."""
+    return f"room:{room}"
 
 
-@app.tool()
-async def get_messages(
-    limit: Annotated[int, Field(ge=1, le=1000, description="How many recent messages")] = 10,
-) -> dict[str, Any]:
-    """Retrieve the most recent chat messages, oldest first."""
-    recent = list(_history)[-limit:]
-    return {"messages": recent, "total": len(_history)}
+def create_app(store: MessageStore) -> SecureMCP:
+    """The chat's tools over ``store``; the transport supplies the broadcast."""
+    app = SecureMCP("websocket-chat", "Chat rooms with a shared, durable history.")
+
+    @app.tool()
+    async def send_message(
+        username: Username, message: MessageText, ctx: Context, room: Room = DEFAULT_ROOM
+    ) -> dict[str, Any]:
+        """Send a message to a room; every client that joined it receives it at once."""
+        stored = (await store.append(room, username, message)).as_dict()
+        # Stored (committed) before anyone hears of it or the sender gets its answer.
+        ctx.publish(topic(room), MESSAGE_NOTIFICATION, stored)
+        return {"status": "sent", "message": stored}
+
+    @app.tool()
+    async def get_messages(
+        limit: Annotated[int, Field(ge=1, le=1000, description="How many messages")] = 10,
+        room: Room = DEFAULT_ROOM,
+        before: Annotated[
+            int | None, Field(ge=1, description="Only messages with an id below this")
+        ] = None,
+    ) -> dict[str, Any]:
+        """A room's most recent messages, oldest first; page back with before=<oldest id>."""
+        messages = await store.list(room, before=before, limit=limit)
+        return {
+            "messages": [stored.as_dict() for stored in messages],
+            "total": await store.count(room),
+            "room": room,
+        }
+
+    @app.tool()
+    async def get_stats() -> dict[str, Any]:
+        """Chat statistics: total messages and the users who have spoken."""
+        users = await store.users()
+        return {"total_messages": await store.count(), "unique_users": len(users), "users": users}
+
+    @app.tool(scopes={"admin"})
+    async def clear_history(ctx: Context, room: Room | None = None) -> dict[str, Any]:
+        """Delete the history of one room, or of every room (needs the admin token)."""
+        deleted = await store.clear(room)
+        rooms = [room] if room is not None else _joined_rooms(ctx)
+        for name in rooms:
+            ctx.publish(topic(name), CLEARED_NOTIFICATION, {"room": name})
+        return {"status": "cleared", "messages_deleted": deleted}
+
+    @app.tool()
+    async def echo(message: MessageText) -> dict[str, Any]:
+        """Echo a message back (useful for testing)."""
+        return {"echoed": message, "timestamp": _now()}
+
+    @app.tool()
+    async def join_room(room: Room, ctx: Context) -> dict[str, Any]:
+        """Receive every message sent to the room from now on, as chat.message notifications."""
+        if room not in _rooms_of(ctx) and len(ctx.subscriptions) >= MAX_ROOMS_PER_CONNECTION:
+            raise InvalidParams(
+                f"Invalid params: a connection may join at most {MAX_ROOMS_PER_CONNECTION} rooms"
+            )
+        ctx.subscribe(topic(room))
+        return {"status": "joined", "room": room, "members": ctx.subscriber_count(topic(room))}
+
+    @app.tool()
+    async def leave_room(room: Room, ctx: Context) -> dict[str, Any]:
+        """Stop receiving the room's messages."""
+        ctx.unsubscribe(topic(room))
+        return {"status": "left", "room": room, "members": ctx.subscriber_count(topic(room))}
+
+    @app.tool()
+    async def list_rooms(ctx: Context) -> dict[str, Any]:
+        """Every room with members or messages: name, members connected, messages stored."""
+        counts = await store.rooms()
+        names = sorted({DEFAULT_ROOM, *counts, *_joined_rooms(ctx)})
+        return {
+            "rooms": [
+                {
+                    "name": name,
+                    "members": ctx.subscriber_count(topic(name)),
+                    "messages": counts.get(name, 0),
+                }
+                for name in names
+            ]
+        }
+
+    return app
 
 
-@app.tool()
-async def get_stats() -> dict[str, Any]:
-    """Chat statistics: total messages and the users who have spoken."""
-    users = sorted({entry["username"] for entry in _history})
-    return {"total_messages": len(_history), "unique_users": len(users), "users": users}
+def _rooms_of(ctx: Context) -> set[str]:
+    return {name.removeprefix("room:") for name in ctx.subscriptions if name.startswith("room:")}
 
 
-@app.tool()
-async def clear_history() -> dict[str, Any]:
-    """Delete the whole chat history."""
-    deleted = len(_history)
-    _history.clear()
-    return {"status": "cleared", "messages_deleted": deleted}
+def _joined_rooms(ctx: Context) -> list[str]:
+    """Rooms that somebody on this server has joined."""
+    return [name.removeprefix("room:") for name in ctx.topics() if name.startswith("room:")]
 
 
-@app.tool()
-async def echo(message: MessageText) -> dict[str, Any]:
-    """Echo a message back (useful for testing)."""
-    return {"echoed": message, "timestamp": _now()}
+HTTPAnswer = tuple[int, list[tuple[str, str]], bytes]
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+"""The browser page (``index.html``, ``app.js``, ``style.css``), served on the chat's port."""
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
+# The page loads nothing from elsewhere: the policy makes that a rule for the
+# browser too, and keeps the page out of other sites' frames ('self' in
+# connect-src covers ws:// and wss:// to this same host).
+_PAGE_HEADERS = [
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-cache"),
+]
 
 
-def main(argv: list[str] | None = None) -> None:
+def load_page(directory: Path = STATIC_DIR) -> dict[str, HTTPAnswer]:
+    """The page's answers by request path (``/`` is ``index.html``), read once.
+
+    Only these exact paths are ever served: no request can reach another file.
+    """
+    files = {
+        f"/{path.name}": (
+            200,
+            [("Content-Type", _CONTENT_TYPES[path.suffix]), *_PAGE_HEADERS],
+            path.read_bytes(),
+        )
+        for path in sorted(directory.iterdir())
+        if path.suffix in _CONTENT_TYPES and path.is_file()
+    }
+    files["/"] = files["/index.html"]
+    return files
+
+
+_PAGE = load_page()
+
+
+def http_handler(request: HTTPRequest) -> HTTPAnswer | None:
+    """Answer plain HTTP GETs on the chat's port (the browser page); ``None``: 404."""
+    return _PAGE.get(request.path.partition("?")[0])
+
+
+def open_store(db: str) -> MessageStore:
+    """The store ``--db`` names: an SQLite file, ``:memory:``, or ``memory`` (no SQLite)."""
+    if db == "memory":
+        return MemoryMessageStore()
+    return SQLiteMessageStore(db)
+
+
+def security_policy(admin_token: str | None, rate: float, burst: float) -> SecurityPolicy:
+    """Anonymous users may chat; the admin token grants the ``admin`` scope."""
+    authenticator = (
+        None
+        if admin_token is None
+        else StaticTokenAuthenticator({admin_token: Principal("admin", frozenset({"admin"}))})
+    )
+    # A generous bound on every call, and the chat's own on sending, per
+    # connection (anonymous) or per principal (the admin).
+    limiter = RateLimiter(
+        max(rate * 20, 100.0), max(burst * 20, 200.0), per_tool={"send_message": (rate, burst)}
+    )
+    return SecurityPolicy(authenticator=authenticator, allow_anonymous=True, rate_limiter=limiter)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     """Print the banner and serve until Ctrl+C."""
     parser = argparse.ArgumentParser(description="SecureMCP WebSocket chat server")
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any)")
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument(
+        "--db",
+        default="chat.db",
+        help="SQLite history file (default chat.db; ':memory:' or 'memory' keep nothing)",
+    )
+    parser.add_argument(
+        "--admin-token",
+        default=os.environ.get(ADMIN_TOKEN_ENV),
+        help=f"token that may clear the history (default: ${ADMIN_TOKEN_ENV}; none: nobody can)",
+    )
+    parser.add_argument("--rate", type=float, default=5.0, help="messages per second per client")
+    parser.add_argument("--burst", type=float, default=10.0, help="message burst per client")
     args = parser.parse_args(argv)
+    try:
+        policy = security_policy(args.admin_token or None, args.rate, args.burst)
+    except ValueError as exc:
+        parser.error(str(exc))
 
+    store = open_store(args.db)
+    app = create_app(store)
     rule = "=" * 60
     print(rule)
     print("WebSocket Chat Server")
     print(rule)
     print("Starting server...")
     print(f"Registered tools: {list(app.tools)}")
+    print(f"History: {args.db}")
+    print(f"Admin token: {'set' if args.admin_token else 'not set (clear_history disabled)'}")
     print()
     print(f"Server will be available at: ws://localhost:{args.port}")
     print("Press Ctrl+C to stop")
     print(rule)
     print(flush=True)
 
-    WebSocketTransport(app).run(host=args.host, port=args.port, backend=args.backend)
+    transport = WebSocketTransport(app, security=policy, http_handler=http_handler)
+    try:
+        transport.run(host=args.host, port=args.port, backend=args.backend)
+    finally:
+        if isinstance(store, SQLiteMessageStore):
+            store.close()
 
 
 if __name__ == "__main__":

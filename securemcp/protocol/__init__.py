@@ -15,6 +15,7 @@ from .events import (
     ErrorReceived,
     Event,
     HandshakeRequest,
+    HTTPRequest,
     NotificationReceived,
     PongReceived,
     ResponseReceived,
@@ -23,6 +24,7 @@ from .events import (
 )
 from .jsonrpc import RequestId
 from .limits import Limits
+from .push import encode_notification, text_frame
 from .server import ServerConnection
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "ConnectionState",
     "ErrorReceived",
     "Event",
+    "HTTPRequest",
     "HandshakeRequest",
     "Limits",
     "NotificationReceived",
@@ -44,4 +47,6 @@ __all__ = [
     "ServerConnection",
     "ToolCall",
     "Welcome",
+    "encode_notification",
+    "text_frame",
 ]

@@ -96,6 +96,12 @@ class _Endpoint:
         self._head_size = 0
         self._head_lines = 0
         self._head_tail = b""
+        # The head's bytes, kept only by a server that answers plain HTTP
+        # requests itself (bounded by max_handshake_size like the count).
+        self._keep_head = False
+        # The head's first bytes: enough to tell a HEAD request, whose answer has no body.
+        self._head_start = b""
+        self._head_chunks: list[bytes] = []
         self._deflate = (
             BoundedPerMessageDeflate(self.limits.max_message_size)
             if self.limits.permessage_deflate
@@ -148,6 +154,8 @@ class _Endpoint:
         Runs before wsproto sees ``data``, so a head over the limit is never
         buffered. Lines are counted as h11 splits them (on line feeds).
         """
+        if len(self._head_start) < 5:
+            self._head_start += data[: 5 - len(self._head_start)]
         window = self._head_tail + data
         end = _END_OF_HEAD.search(window)
         head = data if end is None else window[len(self._head_tail) : end.end()]
@@ -165,6 +173,8 @@ class _Endpoint:
             raise HandshakeTooLarge(f"handshake exceeds {limits.max_handshake_size} bytes")
         if headers > limits.max_header_count:
             raise HandshakeTooLarge(f"handshake has more than {limits.max_header_count} headers")
+        if self._keep_head:
+            self._head_chunks.append(head)
 
     def receive_eof(self) -> None:
         """The peer closed its side of the socket (or the backend gave up on it)."""

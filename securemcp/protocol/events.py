@@ -20,6 +20,7 @@ __all__ = [
     "Connected",
     "ErrorReceived",
     "Event",
+    "HTTPRequest",
     "HandshakeRequest",
     "NotificationReceived",
     "PongReceived",
@@ -48,6 +49,27 @@ class HandshakeRequest(Event):
     """Every request header as (lower-case name, value), in order."""
     subprotocols: tuple[str, ...]
     extensions: tuple[str, ...]
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or ``None``."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key == wanted), None)
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRequest(Event):
+    """A plain HTTP ``GET`` that is not a WebSocket upgrade (a browser fetching a page).
+
+    Only emitted by a server connection built with ``http=True``; answer it
+    with :meth:`~securemcp.protocol.ServerConnection.respond`, after which the
+    connection is closed. Without ``http=True`` such a request gets HTTP 400.
+    """
+
+    method: str
+    path: str
+    """The request target, query string included."""
+    headers: tuple[tuple[str, str], ...]
+    """Every request header as (lower-case name, value), in order."""
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or ``None``."""

@@ -44,7 +44,9 @@ class Limits:
     reading (``wants_read`` is false) until a call completes."""
     max_pending_output: int = 4 * 1024 * 1024
     """Bytes waiting in ``data_to_send`` past which the core stops reading input,
-    so that a peer that does not read its answers cannot grow the buffer."""
+    so that a peer that does not read its answers cannot grow the buffer. The
+    broadcast honours it too: a connection whose backlog a notification would
+    push past it is closed with 1013 (Try Again Later) instead."""
     max_handshake_size: int = 16 * 1024
     """Bytes of the opening handshake's HTTP head (request line, headers, blank
     line), at most 16 KiB; a server answers a larger head with HTTP 431 before

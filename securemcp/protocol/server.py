@@ -6,7 +6,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pydantic_core
 from wsproto import ConnectionType
@@ -30,10 +30,13 @@ from ..errors import (
 from ..progress import Progress
 from ..tools import Tool
 from .connection import ConnectionState, HandshakeTooLarge, _Endpoint
-from .events import CallCancelled, HandshakeRequest, ToolCall
+from .events import CallCancelled, HandshakeRequest, HTTPRequest, ToolCall
 from .jsonrpc import RequestId, is_request_id, loads
 from .limits import Limits
 from .mcp import SUBPROTOCOL, TOOLS_CALL, MCPSession, tool_error_result
+
+if TYPE_CHECKING:
+    from ..pubsub import Session
 
 __all__ = ["ServerConnection"]
 
@@ -63,10 +66,22 @@ class ServerConnection(_Endpoint):
     """
 
     def __init__(
-        self, app: SecureMCP, *, limits: Limits | None = None, mask_errors: bool = False
+        self,
+        app: SecureMCP,
+        *,
+        limits: Limits | None = None,
+        mask_errors: bool = False,
+        http: bool = False,
     ) -> None:
         super().__init__(ConnectionType.SERVER, limits)
         self.app = app
+        # With http, a plain GET becomes an HTTPRequest event for the driver
+        # to answer (a page next to the WebSocket endpoint) instead of a 400.
+        self._keep_head = http
+        self._awaiting_http = False
+        self.session: Session | None = None
+        """The driver's broadcast session for this connection, handed to tools in
+        their :class:`~securemcp.Context` (``None``: no broadcast)."""
         self.mask_errors = mask_errors
         """Hide tool exception texts and internal errors behind a correlation id."""
         self.subprotocol: str | None = None
@@ -112,6 +127,7 @@ class ServerConnection(_Endpoint):
             )
         )
         self._awaiting_decision = False
+        self._head_chunks.clear()
         self._state = ConnectionState.OPEN
         self.subprotocol = subprotocol
         if subprotocol == SUBPROTOCOL:
@@ -153,17 +169,24 @@ class ServerConnection(_Endpoint):
                 body = ""
         payload = body.encode() if isinstance(body, str) else body
         headers = [
-            (name.encode("latin-1"), value.encode("latin-1")) for name, value in extra_headers
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in extra_headers
+            # Framing is ours to decide: the body is sent whole, then the connection closes.
+            if name.lower() not in ("content-length", "connection", "transfer-encoding")
         ]
-        headers += [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(payload)).encode()),
-            (b"connection", b"close"),
-        ]
+        if not any(name.lower() == b"content-type" for name, _ in headers):
+            headers.append((b"content-type", b"text/plain; charset=utf-8"))
+        # An answer to HEAD has no body: h11 refuses one, and wsproto then
+        # declares the length itself.
+        has_body = self._head_start != b"HEAD "
+        if has_body:
+            headers.append((b"content-length", str(len(payload)).encode()))
+        headers.append((b"connection", b"close"))
         self._write(
-            self._ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+            self._ws.send(RejectConnection(status_code=status, headers=headers, has_body=has_body))
         )
-        self._write(self._ws.send(RejectData(data=payload)))
+        if has_body:
+            self._write(self._ws.send(RejectData(data=payload)))
         self._awaiting_decision = False
         self._state = ConnectionState.CLOSED
 
@@ -182,14 +205,59 @@ class ServerConnection(_Endpoint):
 
     def _handshake_failed(self, exc: RemoteProtocolError | UnicodeError) -> None:
         # Not a WebSocket upgrade (plain HTTP, wrong method, bad headers, oversized head).
+        if self._awaiting_http:  # pragma: no cover - wsproto only buffers what follows
+            return  # More bytes after a plain request: it is answered once, then closed.
         if isinstance(exc, HandshakeTooLarge):
             self._reject(431, f"Request Header Fields Too Large: {exc}\n")
             return
-        self._reject(400, f"Bad Request: {exc}\n")
+        request = self._plain_request() if self._keep_head else None
+        self._head_chunks.clear()
+        if request is None:
+            self._reject(400, f"Bad Request: {exc}\n")
+        elif request.method != "GET":
+            self._reject(405, "Method Not Allowed\n", [("allow", "GET")])
+        else:
+            self._awaiting_http = True
+            self._events.append(request)
+
+    def _plain_request(self) -> HTTPRequest | None:
+        """The request whose head was kept, if it is well formed and no upgrade attempt."""
+        if self._head_open:
+            return None  # The head is incomplete: h11 found it malformed.
+        lines = b"".join(self._head_chunks).decode("latin-1").split("\n")
+        parts = lines[0].rstrip("\r").split(" ")
+        if len(parts) != 3 or not parts[0].isalpha() or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
+            return None
+        headers: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            line = line.rstrip("\r")
+            if not line:
+                continue
+            name, colon, value = line.partition(":")
+            if not colon or not name or name != name.strip():
+                return None
+            headers.append((name.lower(), value.strip()))
+        if any(name == "upgrade" for name, _ in headers):
+            return None  # A WebSocket upgrade gone wrong stays a 400.
+        return HTTPRequest(parts[0], parts[1], tuple(headers))
+
+    def respond(
+        self, status: int, body: bytes | str = b"", headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """Answer an :class:`HTTPRequest` with ``status``, ``headers`` and ``body``, then close.
+
+        ``Content-Length`` and ``Connection: close`` are added (any given are
+        replaced); ``Content-Type`` defaults to ``text/plain; charset=utf-8``.
+        """
+        if not self._awaiting_http:
+            raise LocalProtocolError("respond() is only valid after an HTTPRequest event")
+        self._awaiting_http = False
+        self._reject(status, body, headers)
 
     def _may_process(self) -> bool:
         return (
             not self._awaiting_decision
+            and not self._awaiting_http
             and len(self._calls) < self.limits.max_in_flight
             and self._outgoing_size < self.limits.max_pending_output
         )
@@ -337,6 +405,33 @@ class ServerConnection(_Endpoint):
         self._send_json(message)
         return True
 
+    @property
+    def pending_output(self) -> int:
+        """Bytes waiting in ``data_to_send()``: what a slow reader has let pile up."""
+        return self._outgoing_size
+
+    @property
+    def compressed(self) -> bool:
+        """Whether permessage-deflate was negotiated: frames must then be encoded per connection."""
+        return self._deflate is not None and self._deflate._accepted_offer
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue a frame encoded beforehand (see :func:`~securemcp.protocol.encode_notification`).
+
+        Encode once, send to many: a broadcast builds the frame once for every
+        connection. Returns ``False`` when the connection is not open. Refused
+        (``LocalProtocolError``) on a :attr:`compressed` connection, whose frames
+        must be compressed: use :meth:`notify` there.
+        """
+        if self._state is ConnectionState.CONNECTING:
+            raise LocalProtocolError("cannot send before the handshake is accepted")
+        if self.compressed:
+            raise LocalProtocolError("send_frame() on a compressed connection: use notify()")
+        if self._state is not ConnectionState.OPEN:
+            return False
+        self._write(frame)
+        return True
+
     # Dispatch
 
     def _on_message(self, text: str) -> None:
@@ -481,7 +576,9 @@ class ServerConnection(_Endpoint):
             )
         kwargs = tool.validate(arguments)
         if tool.context_param is not None:
-            kwargs[tool.context_param] = Context(self.principal, request_id, tool.name)
+            kwargs[tool.context_param] = Context(
+                self.principal, request_id, tool.name, self.session
+            )
         progress: Progress | None = None
         if tool.progress_param is not None:
             # Always a Progress, so the tool need not care whether the caller listens.

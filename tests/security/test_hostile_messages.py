@@ -202,7 +202,7 @@ async def server_stops_reading(connection: ServerSideConnection) -> None:
     stuck = 0
     while connection.conn.wants_read and stuck < 10:
         await anyio.sleep(0.005)
-        stuck = stuck + 1 if connection._write_lock.locked() else 0
+        stuck = stuck + 1 if connection._writing else 0
 
 
 async def flood(

@@ -1,0 +1,143 @@
+"""One connection's end of the broadcast: subscriber for the broker, session for its tools.
+
+Delivery never waits: a notification's frame is appended to the connection's
+output and a flush is scheduled. A connection whose unsent output would pass
+``Limits.max_pending_output`` is closed with 1013 (Try Again Later, "too
+slow") and unsubscribed, so one slow reader costs at most that bound (plus
+the write already under way) and never delays the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio.from_thread
+import anyio.lowlevel
+
+from securemcp.protocol import CloseCode, ConnectionState, ServerConnection
+from securemcp.pubsub import Broker, Notification, check_topic
+
+__all__ = ["ConnectionSession"]
+
+logger = logging.getLogger("securemcp")
+
+_T = TypeVar("_T")
+
+TOO_SLOW = "too slow: broadcast backlog over the limit"
+"""The reason of the 1013 close sent to a subscriber that cannot keep up."""
+
+
+class ConnectionSession:
+    """A connection's :class:`~securemcp.pubsub.Subscriber` and :class:`~securemcp.pubsub.Session`.
+
+    ``wake`` makes the connection write its output soon; ``handle_events``
+    lets it act on what the core reported (after a close). Build it on the
+    event loop's thread: worker threads hop back to that loop.
+    """
+
+    def __init__(
+        self,
+        conn: ServerConnection,
+        broker: Broker,
+        *,
+        wake: Callable[[], None],
+        handle_events: Callable[[], None],
+        peer: str = "?",
+    ) -> None:
+        self.conn = conn
+        self.broker = broker
+        self._wake = wake
+        self._handle_events = handle_events
+        self._peer = peer
+        self._topics: set[str] = set()
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        self.dropped = False
+        """Whether the connection was closed for falling behind (1013)."""
+
+    # Subscriber
+
+    def deliver(self, notification: Notification) -> bool:
+        """Queue ``notification``'s frame; close with 1013 instead of buffering past the bound."""
+        conn = self.conn
+        if conn.state is not ConnectionState.OPEN:
+            return False
+        mcp = conn.mcp is not None
+        if conn.compressed:
+            # Each compressed connection encodes its own frame (deflate state differs).
+            size = len(notification.frame(jsonrpc_2=mcp))
+            if not self._room_for(size):
+                return False
+            conn.notify(notification.method, notification.params)
+        else:
+            frame = notification.frame(jsonrpc_2=mcp)
+            if not self._room_for(len(frame)):
+                return False
+            conn.send_frame(frame)
+        self._wake()
+        return True
+
+    def _room_for(self, size: int) -> bool:
+        conn = self.conn
+        pending = conn.pending_output
+        # A frame larger than the bound still goes to a client that keeps up.
+        if pending == 0 or pending + size <= conn.limits.max_pending_output:
+            return True
+        logger.info("closing the connection from %s with 1013: %s", self._peer, TOO_SLOW)
+        self.dropped = True
+        self.close()
+        conn.close(CloseCode.TRY_AGAIN_LATER, TOO_SLOW)
+        self._handle_events()
+        self._wake()
+        return False
+
+    # Session (for tools; any thread)
+
+    def _on_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if threading.get_ident() == self._loop_thread:
+            return fn(*args)
+        return anyio.from_thread.run_sync(fn, *args, token=self._token)
+
+    def subscribe(self, topic: str) -> None:
+        """Subscribe this connection to ``topic``."""
+        check_topic(topic)
+        self._on_loop(self._subscribe, topic)
+
+    def _subscribe(self, topic: str) -> None:
+        if self.conn.state is not ConnectionState.OPEN:
+            return  # Closing: a subscription now would outlive unsubscribe_all.
+        self.broker.subscribe(topic, self)
+        self._topics.add(topic)
+
+    def unsubscribe(self, topic: str) -> bool:
+        """Unsubscribe this connection from ``topic``; whether it was subscribed."""
+        return self._on_loop(self._unsubscribe, topic)
+
+    def _unsubscribe(self, topic: str) -> bool:
+        self._topics.discard(topic)
+        return self.broker.unsubscribe(topic, self)
+
+    def publish(self, topic: str, method: str, params: Any = None) -> int:
+        """Publish ``method(params)`` to ``topic``; how many connections got it."""
+        return self._on_loop(self.broker.publish, topic, method, params)
+
+    def subscriber_count(self, topic: str) -> int:
+        """How many connections are subscribed to ``topic``."""
+        return self._on_loop(self.broker.subscriber_count, topic)
+
+    def topics(self) -> list[str]:
+        """The topics that have at least one subscriber."""
+        return self._on_loop(self.broker.topics)
+
+    @property
+    def subscriptions(self) -> frozenset[str]:
+        """The topics this connection is subscribed to."""
+        return self._on_loop(frozenset, self._topics)
+
+    def close(self) -> None:
+        """The connection is ending: leave every topic (on the loop's thread)."""
+        self._topics.clear()
+        self.broker.unsubscribe_all(self)

@@ -1,0 +1,120 @@
+"""The message stores: the same behaviour in memory and in SQLite."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from securemcp.store import MemoryMessageStore, MessageStore, SQLiteMessageStore
+
+
+@pytest.fixture(params=["memory", "sqlite-file", "sqlite-memory"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
+    made: MessageStore
+    if request.param == "memory":
+        made = MemoryMessageStore()
+    elif request.param == "sqlite-file":
+        made = SQLiteMessageStore(str(tmp_path / "chat.db"))
+    else:
+        made = SQLiteMessageStore(":memory:")
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
+@pytest.mark.anyio
+async def test_append_numbers_and_stamps_messages(store: MessageStore) -> None:
+    first = await store.append("general", "Ann", "hello")
+    second = await store.append("other", "Bob", "hi")
+    assert second.id > first.id
+    assert (first.room, first.username, first.message) == ("general", "Ann", "hello")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", first.timestamp)
+    assert first.as_dict() == {
+        "id": first.id,
+        "room": "general",
+        "username": "Ann",
+        "message": "hello",
+        "timestamp": first.timestamp,
+    }
+
+
+@pytest.mark.anyio
+async def test_list_pages_backwards_oldest_first(store: MessageStore) -> None:
+    sent = [await store.append("r", "Ann", f"m{index}") for index in range(25)]
+    await store.append("elsewhere", "Bob", "not in r")
+    latest = await store.list("r", limit=10)
+    assert [m.message for m in latest] == [f"m{index}" for index in range(15, 25)]
+    page = await store.list("r", before=latest[0].id, limit=10)
+    assert [m.message for m in page] == [f"m{index}" for index in range(5, 15)]
+    last = await store.list("r", before=page[0].id, limit=10)
+    assert [m.message for m in last] == [f"m{index}" for index in range(5)]
+    assert await store.list("r", before=sent[0].id, limit=10) == []
+    assert await store.list("nobody", limit=5) == []
+    with pytest.raises(ValueError, match="limit"):
+        await store.list("r", limit=0)
+
+
+@pytest.mark.anyio
+async def test_counts_users_rooms_and_clear(store: MessageStore) -> None:
+    for room, user in [("b", "Cyd"), ("a", "Ann"), ("a", "Bob"), ("b", "Ann")]:
+        await store.append(room, user, "x")
+    assert await store.count() == 4
+    assert await store.count("a") == 2
+    assert await store.count("zzz") == 0
+    assert await store.users() == ["Ann", "Bob", "Cyd"]
+    assert await store.rooms() == {"a": 2, "b": 2}
+    assert await store.clear("a") == 2
+    assert await store.clear("a") == 0
+    assert await store.rooms() == {"b": 2}
+    assert await store.clear() == 2
+    assert await store.count() == 0
+    # Ids keep increasing after a clear: a page boundary never names a new message.
+    again = await store.append("a", "Ann", "y")
+    assert again.id > 4
+
+
+@pytest.mark.anyio
+async def test_the_memory_store_drops_the_oldest_past_its_bound() -> None:
+    store = MemoryMessageStore(max_messages=3)
+    await store.append("lonely", "Ann", "first")
+    for index in range(5):
+        await store.append("a" if index % 2 else "b", "Ann", f"m{index}")
+    assert await store.count() == 3
+    kept = await store.list("a", limit=10) + await store.list("b", limit=10)
+    assert sorted(m.message for m in kept) == ["m2", "m3", "m4"]
+    assert await store.rooms() == {"a": 1, "b": 2}
+    with pytest.raises(ValueError, match="max_messages"):
+        MemoryMessageStore(max_messages=0)
+
+
+@pytest.mark.anyio
+async def test_sqlite_keeps_messages_across_reopening(tmp_path: Path) -> None:
+    path = str(tmp_path / "chat.db")
+    first = SQLiteMessageStore(path, synchronous="FULL")
+    stored = await first.append("general", "Ann", "persisted")
+    await first.aclose()
+    await first.aclose()  # twice: harmless
+    second = SQLiteMessageStore(path)
+    try:
+        assert await second.list("general") == [stored]
+        assert (tmp_path / "chat.db-wal").exists(), "WAL mode"
+    finally:
+        second.close()
+        second.close()
+
+
+def test_sqlite_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteMessageStore(":memory:", synchronous="OFF")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_a_bad_database_path_raises_and_leaks_nothing(tmp_path: Path) -> None:
+    (tmp_path / "not-a-db").write_bytes(b"this is no database" * 100)
+    store = SQLiteMessageStore(str(tmp_path / "not-a-db"))
+    with pytest.raises(Exception, match="not a database"):
+        await store.count()
