@@ -1,0 +1,68 @@
+"""S6 on SecureMCP: rooms as broadcast topics, ``send_message`` publishing to its room.
+
+Runs from the project's environment::
+
+    python benchmarks/servers/securemcp_broadcast_server.py --backend trio
+
+It logs ``[WS] Starting WebSocket server on ws://127.0.0.1:PORT``. The tools
+are the chat example's broadcast path without its store and rate limit, so
+that the fan-out is what is measured: ``join_room`` subscribes the caller to
+the room's topic, ``send_message`` publishes a ``chat.message`` notification
+there (``ctx.publish``). Limits are raised as in ``securemcp_server.py``
+(10,000 connections); every other setting is the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import resource
+from datetime import UTC, datetime
+from typing import Any
+
+from securemcp import Context, SecureMCP
+from securemcp.transport import WebSocketTransport
+
+HOST = "127.0.0.1"
+
+app = SecureMCP("bench-broadcast")
+_ids = itertools.count(1)
+
+
+@app.tool()
+async def join_room(room: str, ctx: Context) -> dict[str, Any]:
+    """Subscribe the caller's connection to ``room``."""
+    ctx.subscribe(room)
+    return {"status": "joined", "room": room, "members": ctx.subscriber_count(room)}
+
+
+@app.tool()
+async def send_message(
+    username: str, message: str, ctx: Context, room: str = "general"
+) -> dict[str, Any]:
+    """Build the chat message and publish it to every member of ``room``."""
+    entry = {
+        "id": next(_ids),
+        "room": room,
+        "username": username,
+        "message": message,
+        "timestamp": datetime.now(UTC).isoformat(),
+    }
+    ctx.publish(room, "chat.message", entry)
+    return {"status": "sent", "message": entry}
+
+
+def main() -> None:
+    """Serve on port 0 until SIGTERM."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", default="asyncio")
+    args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    transport = WebSocketTransport(app, max_connections=10_000)
+    transport.run(HOST, 0, backend=args.backend, log_level=logging.INFO)
+
+
+if __name__ == "__main__":
+    main()
