@@ -281,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"Admin token: {'set' if args.admin_token else 'not set (clear_history disabled)'}")
     print()
     print(f"Server will be available at: ws://localhost:{args.port}")
+    print(f"Chat page: http://localhost:{args.port}/")
     print("Press Ctrl+C to stop")
     print(rule)
     print(flush=True)
