@@ -27,21 +27,17 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import re
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from types import EllipsisType, TracebackType
 from typing import Any, NamedTuple, Self
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from securemcp import __version__ as securemcp_version
-from securemcp.auth import SUBPROTOCOL_TOKEN_PREFIX
 from securemcp.errors import (
     ConnectionClosed,
     HandshakeRejected,
@@ -69,6 +65,13 @@ from securemcp.protocol import ConnectionClosed as ClosedEvent
 from securemcp.protocol.mcp import SUBPROTOCOL as MCP_SUBPROTOCOL
 from securemcp.protocol.mcp import TOOLS_CALL
 
+from ._client_target import (
+    connect_error,
+    header_pairs,
+    parse_url,
+    tls_context,
+    with_token,
+)
 from .mcp_client import (
     ProgressCallback,
     ProgressUpdate,
@@ -87,28 +90,6 @@ logger = logging.getLogger("securemcp.client")
 _READ_SIZE = 65536
 _MAX_QUEUED_PROGRESS = 64
 
-# Headers the handshake itself sets; a second copy from the caller would make
-# the upgrade ambiguous, so they are refused up front.
-_RESERVED_HEADERS = frozenset(
-    {
-        "host",
-        "upgrade",
-        "connection",
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-protocol",
-        "sec-websocket-extensions",
-    }
-)
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
-
-# RFC 6750's b64token, and the narrower form a subprotocol entry allows (an
-# RFC 7230 token: no "/" or "=").
-_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-_SUBPROTOCOL_TOKEN = re.compile(r"[A-Za-z0-9\-._~+]+")
-
 NotificationHandler = Callable[[str, Any], Any]
 """``on_notification(method, params)``; it may return an awaitable, which is awaited."""
 
@@ -118,119 +99,6 @@ class Notification(NamedTuple):
 
     method: str
     params: Any
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    secure: bool
-    host: str
-    port: int
-    host_header: str
-    resource: str
-
-
-def _parse_url(url: str) -> _Target:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("ws", "wss"):
-        raise ValueError(f"unsupported URL scheme {parts.scheme!r} in {url!r}: use ws:// or wss://")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(
-            "credentials in the URL are not supported (they end up in logs): "
-            "pass headers={'Authorization': 'Bearer ...'} instead"
-        )
-    if parts.fragment:
-        raise ValueError(f"a WebSocket URL cannot have a fragment: {url!r}")
-    host = parts.hostname
-    if not host:
-        raise ValueError(f"no host in {url!r}")
-    try:
-        explicit_port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"invalid port in {url!r}") from exc
-    secure = scheme == "wss"
-    default_port = 443 if secure else 80
-    port = default_port if explicit_port is None else explicit_port
-    host_header = f"[{host}]" if ":" in host else host
-    if port != default_port:
-        host_header += f":{port}"
-    resource = parts.path or "/"
-    if parts.query:
-        resource += "?" + parts.query
-    return _Target(secure, host, port, host_header, resource)
-
-
-def _header_pairs(
-    headers: Mapping[str, str] | Iterable[tuple[str, str]],
-) -> tuple[tuple[str, str], ...]:
-    pairs = tuple(headers.items() if isinstance(headers, Mapping) else headers)
-    for name, value in pairs:
-        if not name or not set(name) <= _TOKEN_CHARS:
-            raise ValueError(f"invalid header name {name!r}")
-        if any(ch in value for ch in "\r\n\0"):
-            raise ValueError(f"invalid characters in the value of header {name!r}")
-        if name.lower() in _RESERVED_HEADERS:
-            raise ValueError(f"header {name!r} is set by the WebSocket handshake itself")
-    return pairs
-
-
-def _with_token(
-    token: str,
-    in_subprotocol: bool,
-    headers: tuple[tuple[str, str], ...],
-    subprotocols: tuple[str, ...],
-) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
-    """Add ``token`` to the handshake: the headers and subprotocols to send.
-
-    The messages never quote the token: exceptions end up in logs.
-    """
-    if not isinstance(token, str):
-        raise TypeError("token must be a string")
-    # Two credentials make the server refuse the handshake (ambiguous): say it here.
-    if any(name.lower() == "authorization" for name, _ in headers) or any(
-        entry.startswith(SUBPROTOCOL_TOKEN_PREFIX) for entry in subprotocols
-    ):
-        raise ValueError("token given twice: in headers/subprotocols and as token=")
-    if in_subprotocol:
-        # A subprotocol entry must be an HTTP token: base64url without padding.
-        if not _SUBPROTOCOL_TOKEN.fullmatch(token):
-            raise ValueError(
-                "a token sent as a subprotocol may contain only letters, digits and -._~+"
-            )
-        return headers, (*subprotocols, SUBPROTOCOL_TOKEN_PREFIX + token)
-    if not _BEARER_TOKEN.fullmatch(token):
-        raise ValueError("a bearer token may contain only letters, digits and -._~+/ (then =)")
-    return (*headers, ("Authorization", f"Bearer {token}")), subprotocols
-
-
-def _tls_context(
-    target: _Target, ssl: ssl_module.SSLContext | bool | None
-) -> ssl_module.SSLContext | None:
-    if not target.secure:
-        if ssl not in (None, False):
-            raise ValueError("ssl is only valid with a wss:// URL")
-        return None
-    if ssl is False:
-        raise ValueError("a wss:// URL needs TLS: ssl=False is contradictory")
-    if isinstance(ssl, ssl_module.SSLContext):
-        return ssl
-    return ssl_module.create_default_context()
-
-
-def _connect_error(exc: OSError, url: str) -> OSError:
-    # anyio reports "All connection attempts failed" with the real errors as its
-    # cause (a group when several addresses were tried); users expect the real
-    # ConnectionRefusedError, so surface the first one, without any group.
-    cause = exc.__cause__
-    if isinstance(cause, OSError):
-        first = cause
-    elif isinstance(cause, BaseExceptionGroup):
-        first = next((e for e in cause.exceptions if isinstance(e, OSError)), exc)
-    else:
-        return exc
-    if first.errno is None:
-        return first
-    return type(first)(first.errno, f"cannot connect to {url}: {first.strerror}")
 
 
 class _Pending:
@@ -344,12 +212,12 @@ class WebSocketClient:
         if max_queued_notifications < 1:
             raise ValueError("max_queued_notifications must be at least 1")
         self.url = url
-        self._target = _parse_url(url)
-        self._ssl_context = _tls_context(self._target, ssl)
-        self._headers = _header_pairs(headers)
+        self._target = parse_url(url)
+        self._ssl_context = tls_context(self._target, ssl)
+        self._headers = header_pairs(headers)
         self._subprotocols = tuple(subprotocols)
         if token is not None:
-            self._headers, self._subprotocols = _with_token(
+            self._headers, self._subprotocols = with_token(
                 token, token_in_subprotocol, self._headers, self._subprotocols
             )
         elif token_in_subprotocol:
@@ -492,7 +360,7 @@ class WebSocketClient:
                 else:
                     stream = await anyio.connect_tcp(target.host, target.port)
             except OSError as exc:
-                raise _connect_error(exc, self.url) from None
+                raise connect_error(exc, self.url) from None
             try:
                 await self._handshake(stream)
             except BaseException:
