@@ -329,6 +329,11 @@ class ServerSideConnection:
 
     def _decide(self, request: HandshakeRequest) -> None:
         if self._refuse or self._draining():
+            security_logger.warning(
+                "handshake from %s refused with 503: %s",
+                self.peer,
+                "server shutting down" if self._draining() else "max_connections reached",
+            )
             self.conn.reject(503)
             return
         try:

@@ -556,7 +556,10 @@ async def test_a_request_that_is_not_an_upgrade_gets_400() -> None:
 
 
 @pytest.mark.anyio
-async def test_past_max_connections_the_upgrade_is_refused_with_503() -> None:
+async def test_past_max_connections_the_upgrade_is_refused_with_503(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="securemcp.security")
     async with serving(quick(demo_app(), max_connections=1)) as port, connect(port) as first:
         with anyio.fail_after(TIMEOUT):
             async with await anyio.connect_tcp("127.0.0.1", port) as stream:
@@ -567,6 +570,7 @@ async def test_past_max_connections_the_upgrade_is_refused_with_503() -> None:
             assert isinstance(rejected, ConnectionRejected)
             assert rejected.status_code == 503
             assert result_of(await first.request("ping")) == {"pong": True}
+    assert "refused with 503: max_connections reached" in caplog.text
 
 
 # TLS and other clients
