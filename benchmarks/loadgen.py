@@ -30,33 +30,22 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import resource
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-SendText = Callable[[str], None]
-Opener = Callable[[str, "Caller", str | None], Awaitable[Callable[[], None]]]
+# Run as a script, this file finds its sibling module on sys.path[0]; mypy knows it by package.
+if TYPE_CHECKING:
+    from benchmarks.wsclient import Opener, SendText, open_many, run_workload, server_cpu_seconds
+else:
+    from wsclient import Opener, SendText, open_many, run_workload, server_cpu_seconds
 
 MESSAGE = "hello from the benchmark"
 """The text echoed when no ``--payload`` size is given (24 bytes)."""
 
 MCP_VERSION = "2025-06-18"
 """The protocol version the MCP dialect's ``initialize`` asks for."""
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def server_cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process ``pid`` so far, from ``/proc``."""
-    with open(f"/proc/{pid}/stat") as file:
-        stat = file.read()
-    # The command name may hold spaces; the fields after its closing parenthesis do not.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def server_rss_kib(pid: int) -> int:
@@ -167,112 +156,11 @@ class Caller:
             self._call()
 
 
-async def open_picows(url: str, caller: Caller, subprotocol: str | None) -> Callable[[], None]:
-    """Connect with picows; returns the function that closes the connection."""
-    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
-
-    class Listener(WSListener):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.parts: list[bytes] = []
-
-        def on_ws_connected(self, transport: WSTransport) -> None:
-            caller.opened(lambda text: transport.send(WSMsgType.TEXT, text.encode()))
-
-        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-            kind = frame.msg_type
-            if kind is WSMsgType.TEXT or kind is WSMsgType.CONTINUATION:
-                if frame.fin and not self.parts:
-                    caller.received(frame.get_payload_as_utf8_text())
-                    return
-                self.parts.append(frame.get_payload_as_bytes())
-                if frame.fin:
-                    data, self.parts = b"".join(self.parts), []
-                    caller.received(data.decode())
-            elif kind is WSMsgType.CLOSE:
-                transport.send_close(frame.get_close_code())
-                transport.disconnect()
-
-        def on_ws_disconnected(self, transport: WSTransport) -> None:
-            caller.closed()
-
-    headers = {"Sec-WebSocket-Protocol": subprotocol} if subprotocol else None
-    transport, _listener = await ws_connect(
-        Listener, url, extra_headers=headers, max_frame_size=16 * 1024 * 1024
-    )
-
-    def close() -> None:
-        if not transport.is_disconnected:
-            transport.send_close()
-            transport.disconnect()
-
-    return close
-
-
-async def open_websockets(url: str, caller: Caller, subprotocol: str | None) -> Callable[[], None]:
-    """Connect with the ``websockets`` client (the fallback); returns the closing function."""
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
-    from websockets.typing import Subprotocol
-
-    protocols = [Subprotocol(subprotocol)] if subprotocol else None
-    ws = await connect(url, subprotocols=protocols, compression=None, max_size=None)
-    outgoing: asyncio.Queue[str] = asyncio.Queue()
-
-    async def write() -> None:
-        while True:
-            await ws.send(await outgoing.get())
-
-    async def read() -> None:
-        try:
-            async for message in ws:
-                caller.received(message if isinstance(message, str) else message.decode())
-        except ConnectionClosed:
-            pass
-        finally:
-            caller.closed()
-
-    tasks = [asyncio.create_task(write()), asyncio.create_task(read())]
-    caller.opened(outgoing.put_nowait)
-
-    def close() -> None:
-        tasks[0].cancel()
-        tasks.append(asyncio.create_task(ws.close()))
-
-    return close
-
-
-def choose_client() -> tuple[Opener, str]:
-    """picows where installed, else websockets; and the name to report."""
-    try:
-        import picows
-    except ImportError:
-        from importlib.metadata import version
-
-        return open_websockets, f"websockets {version('websockets')} (fallback)"
-    return open_picows, f"picows {picows.__version__}"
-
-
 def percentile(ordered: list[float], fraction: float) -> float:
     """The value at ``fraction`` of a sorted list (nearest rank); 0 when empty."""
     if not ordered:
         return 0.0
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def open_many(
-    opener: Opener, url: str, callers: list[Caller], subprotocol: str | None, parallel: int
-) -> list[Callable[[], None]]:
-    """Open a connection per caller, ``parallel`` handshakes at a time; wait until each is ready."""
-    gate = asyncio.Semaphore(parallel)
-    closers: list[Callable[[], None]] = []
-
-    async def one(caller: Caller) -> None:
-        async with gate:
-            closers.append(await opener(url, caller, subprotocol))
-            await asyncio.wait_for(caller.ready, 30)
-
-    await asyncio.gather(*(one(caller) for caller in callers))
-    return closers
 
 
 async def run_load(args: argparse.Namespace, opener: Opener) -> dict[str, Any]:
@@ -356,20 +244,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--idle", type=int, default=0, help="S4: idle connections to open")
     args = parser.parse_args()
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    opener, client = choose_client()
     workload = run_idle if args.idle else run_load
-    try:
-        import uvloop
-    except ImportError:
-        result = asyncio.run(workload(args, opener))
-        loop = "asyncio"
-    else:
-        result = uvloop.run(workload(args, opener))
-        loop = "uvloop"
-    result["client"] = f"{client} on {loop}"
-    print(json.dumps(result))
+    print(json.dumps(run_workload(lambda opener: workload(args, opener))))
 
 
 if __name__ == "__main__":

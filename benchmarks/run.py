@@ -29,31 +29,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import importlib.metadata
-import importlib.util
-import json
-import os
-import platform
-import re
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-HERE = Path(__file__).resolve().parent
-SERVERS_DIR = HERE / "servers"
-PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
-RESULTS = HERE / "RESULTS.md"
+# Run as a script, this file finds its sibling module on sys.path[0]; mypy knows it by package.
+if TYPE_CHECKING:
+    from benchmarks import harness
+else:
+    import harness
+
+HERE = harness.HERE
+SERVERS_DIR = harness.SERVERS_DIR
 SECTION = "## Servers and peers over loopback"
 COMMAND = "bash benchmarks/setup_peers.sh && .venv/bin/python benchmarks/run.py"
-PORT_LINE = re.compile(r"ws://127\.0\.0\.1:(\d+)")
 
 
 @dataclass(frozen=True)
@@ -92,13 +84,9 @@ MCP = ("M1", "M2")
 
 
 @dataclass(frozen=True)
-class Server:
+class Server(harness.Server):
     """A server to measure: how to start it and which workloads it speaks."""
 
-    name: str
-    description: str
-    argv: tuple[str, ...]
-    peers_env: bool
     workloads: tuple[str, ...]
     securemcp: bool = False
     needs: str | None = None
@@ -130,57 +118,11 @@ SERVERS = [
 ]  # fmt: skip
 
 
-def available_servers() -> list[Server]:
-    """The servers this machine can run: the peers only where their environment exists."""
-    return [
-        server
-        for server in SERVERS
-        if (not server.peers_env or PEERS_PYTHON.exists())
-        and (server.needs is None or importlib.util.find_spec(server.needs) is not None)
-    ]
-
-
-def _pin(cpu: int) -> None:
-    if len(os.sched_getaffinity(0)) >= 2:
-        os.sched_setaffinity(0, {cpu})
-
-
 @contextlib.contextmanager
 def running(server: Server) -> Iterator[tuple[int, int]]:
     """Start ``server`` on port 0, pinned to CPU 0; yield (port, pid); stop it."""
-    python = str(PEERS_PYTHON) if server.peers_env else sys.executable
-    with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(
-            [python, *server.argv],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=lambda: _pin(0),
-        )
-        try:
-            deadline = time.monotonic() + 30
-            port = None
-            while port is None:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(f"{server.name} did not start:\n{log.read()}")
-                time.sleep(0.05)
-                log.seek(0)
-                match = PORT_LINE.search(log.read())
-                port = int(match.group(1)) if match else None
-            yield port, process.pid
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def loadgen_python() -> str:
-    """picows lives in the peers' environment; without it the loadgen falls back."""
-    return str(PEERS_PYTHON) if PEERS_PYTHON.exists() else sys.executable
+    with harness.running(server.name, server.argv, server.peers_env) as (port, pid):
+        yield port, pid
 
 
 def measure(
@@ -188,7 +130,7 @@ def measure(
 ) -> dict[str, Any]:
     """Run the load generator once against a running server; its JSON figures."""
     argv = [
-        loadgen_python(), str(HERE / "loadgen.py"),
+        harness.client_python(), str(HERE / "loadgen.py"),
         "--url", f"ws://127.0.0.1:{port}/", "--server-pid", str(pid),
         "--dialect", workload.dialect,
         "--connections", str(workload.connections), "--depth", str(workload.depth),
@@ -196,13 +138,7 @@ def measure(
         "--warmup", str(warmup), "--duration", str(duration),
         "--idle", str(idle if workload.idle else 0),
     ]  # fmt: skip
-    done = subprocess.run(
-        argv, capture_output=True, text=True, timeout=120, preexec_fn=lambda: _pin(1)
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"loadgen failed on {workload.key}:\n{done.stderr}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return harness.run_client(argv, f"loadgen failed on {workload.key}", 120)
 
 
 def one_round(
@@ -225,9 +161,7 @@ def one_round(
                     yield server, workload, result
 
 
-def load_average() -> float:
-    """The 1-minute load average."""
-    return float(Path("/proc/loadavg").read_text().split()[0])
+load_average = harness.load_average
 
 
 def wait_for_quiet(threshold: float, patience: float) -> None:
@@ -242,31 +176,13 @@ def wait_for_quiet(threshold: float, patience: float) -> None:
 
 
 def _versions() -> dict[str, str]:
-    names = ["securemcp", "anyio", "trio", "wsproto", "pydantic", "uvloop"]
-    found = {}
-    for name in names:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            found[name] = importlib.metadata.version(name)
-    if PEERS_PYTHON.exists():
-        peers = ["picows", "nextmcp", "websockets", "uvloop", "mcp", "uvicorn", "wsproto"]
-        code = (
-            "import importlib.metadata as m, json;"
-            f"print(json.dumps({{n: m.version(n) for n in {peers!r}}}))"
-        )
-        out = subprocess.run([str(PEERS_PYTHON), "-c", code], capture_output=True, text=True)
-        if out.returncode == 0:
-            for name, version in json.loads(out.stdout).items():
-                found.setdefault(name, version)
-                if found[name] != version:
-                    found[name] += f" (peers: {version})"
+    found = harness.own_versions(["securemcp", "anyio", "trio", "wsproto", "pydantic", "uvloop"])
+    peers = ["picows", "nextmcp", "websockets", "uvloop", "mcp", "uvicorn", "wsproto"]
+    for name, version in harness.peer_versions(peers).items():
+        found.setdefault(name, version)
+        if found[name] != version:
+            found[name] += f" (peers: {version})"
     return found
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def _fmt(value: float, unit: str) -> str:
@@ -307,16 +223,9 @@ def markdown(
         "20 s included); the peers run with their defaults (websockets `max_size` raised to "
         "4 MiB in the hand-written server).",
         "",
-        f"- Date: {meta['date']}",
-        f"- Machine: {meta['cores']} cores, {meta['cpu']}, Linux {platform.release()}; "
-        f"1-minute load average {meta['load_before']:.2f} before the run, "
-        f"{meta['load_after']:.2f} after (the machine is shared: compare ratios within this run)",
-        f"- Python {platform.python_version()}; "
-        + ", ".join(f"{name} {version}" for name, version in meta["versions"].items()),
-        f"- Regenerate: `{meta['command']}`",
-        "",
-        "Servers:",
-        "",
+        *harness.conditions(
+            meta, "before the run", "(the machine is shared: compare ratios within this run)"
+        ),
     ]
     lines += [f"- `{server.name}`: {server.description}" for server in servers]
     for workload in workloads:
@@ -439,91 +348,42 @@ def targets(results: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def write_section(section: str) -> None:
-    """Replace (or append) this benchmark's section of RESULTS.md, keeping the others."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(SECTION)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        following = text.find("\n## ", start + len(SECTION))
-        rest = "" if following == -1 else text[following + 1 :]
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    RESULTS.write_text(text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the section; write it into RESULTS.md unless smoke."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="every server x workload, ~1 s")
-    parser.add_argument("--runs", type=int, default=3)
+    harness.add_options(parser, "every server x workload, ~1 s")
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--idle", type=int, default=2000, help="S4's idle connections")
-    parser.add_argument("--only", default="", help="comma-separated server names")
     parser.add_argument("--workloads", default="", help="comma-separated workload keys")
-    parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
-                        help="write RESULTS.md (default: yes, except with --smoke)")  # fmt: skip
     parser.add_argument("--wait-load", type=float, default=0.8,
                         help="wait (15 min at most) for the 1-minute load to go below")  # fmt: skip
-    parser.add_argument("--json", type=Path, help="also dump every run's figures here")
     args = parser.parse_args(argv)
     if args.smoke:
         args.runs, args.warmup, args.duration, args.idle = 1, 0.1, 0.4, 50
-    write = (not args.smoke) if args.write is None else args.write
 
-    servers = available_servers()
-    if args.only:
-        wanted = set(args.only.split(","))
-        servers = [s for s in servers if s.name in wanted]
+    servers = harness.chosen(SERVERS, args.only)
     workloads = WORKLOADS
     if args.workloads:
         keys = set(args.workloads.split(","))
         workloads = [w for w in WORKLOADS if w.key in keys]
-    missing = [s.name for s in SERVERS if s not in available_servers()]
-    if missing:
-        print(f"not available here (skipped): {', '.join(missing)}", file=sys.stderr)
 
     if not args.smoke:
         wait_for_quiet(args.wait_load, 15 * 60)
     load_before = load_average()
     started = time.monotonic()
-    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    client = ""
+    runs = harness.Collector()
     for round_number in range(1, args.runs + 1):
         for server, workload, result in one_round(servers, workloads, args):
-            client = result.pop("client", client)
-            results.setdefault((server.name, workload.key), []).append(result)
             figure = _fmt(result[workload.metric], workload.unit)
-            print(
-                f"[round {round_number}] {server.name:18} {workload.key}: {figure} "
-                f"{workload.unit}  (errors {result['errors']})",
-                file=sys.stderr,
-                flush=True,
-            )
-    meta = {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": os.cpu_count(),
-        "cpu": _cpu_model(),
-        "load_before": load_before,
-        "load_after": load_average(),
-        "versions": _versions(),
-        "client": client,
-        "warmup": args.warmup,
-        "duration": args.duration,
-        "runs": args.runs,
-        "command": COMMAND,
-    }
-    section = markdown(results, servers, workloads, meta)
-    print(section)
+            summary = f"{figure} {workload.unit}  (errors {result['errors']})"
+            runs.add(round_number, server.name, workload.key, result, summary)
+    meta = runs.meta(
+        load_before, _versions(), args.runs, COMMAND, warmup=args.warmup, duration=args.duration
+    )
+    section = markdown(runs.results, servers, workloads, meta)
+    harness.report(args, SECTION, section, meta, runs.results)
     print(f"total {time.monotonic() - started:.0f} s", file=sys.stderr)
-    if args.json:
-        rows = [
-            {"server": name, "workload": key, "runs": runs} for (name, key), runs in results.items()
-        ]
-        args.json.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    if write:
-        write_section(section)
     return 0
 
 

@@ -14,11 +14,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "benchmarks" / ".venv-peers" / "bin" / "python"
+RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 SEED = {"S1", "S2", "S3", "S4", "S5"}
 MCP = {"M1", "M2"}
 
@@ -42,32 +44,47 @@ def expected_rows() -> dict[str, set[str]]:
     return rows
 
 
-@pytest.mark.timeout(600)
-def test_smoke_run_reports_every_server_and_workload(tmp_path: Path) -> None:
+def run_smoke(
+    script: str, tmp_path: Path, timeout: float
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, Any]]:
+    """Run ``benchmarks/SCRIPT --smoke``: server -> workload -> its one run's figures; the meta.
+
+    Checks what every smoke run must show: it succeeded, each row holds one run
+    without errors, the markdown section names every server, and RESULTS.md is
+    left alone.
+    """
     out = tmp_path / "smoke.json"
-    results_md = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    results_md = RESULTS_MD.read_text()
     done = subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--smoke", "--json", str(out)],
+        [sys.executable, f"benchmarks/{script}", "--smoke", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=540,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
-    seen: dict[str, set[str]] = {}
+    seen: dict[str, dict[str, dict[str, Any]]] = {}
     for row in report["results"]:
-        seen.setdefault(row["server"], set()).add(row["workload"])
         (run,) = row["runs"]
         assert run["errors"] == 0, row
-        if row["workload"] == "S4":
-            # Every idle connection was opened and stayed open.
-            assert run["connections"] == 50, row
-        else:
-            assert run["calls"] > 0, row
-    assert seen == expected_rows()
-    # The markdown section names every server, and --smoke leaves RESULTS.md alone.
+        seen.setdefault(row["server"], {})[row["workload"]] = run
     for server in seen:
         assert f"`{server}`" in done.stdout
-    assert (ROOT / "benchmarks" / "RESULTS.md").read_text() == results_md
+    assert RESULTS_MD.read_text() == results_md
+    meta: dict[str, Any] = report["meta"]
+    return seen, meta
+
+
+@pytest.mark.timeout(600)
+def test_smoke_run_reports_every_server_and_workload(tmp_path: Path) -> None:
+    seen, _meta = run_smoke("run.py", tmp_path, 540)
+    for server, runs in seen.items():
+        for workload, run in runs.items():
+            if workload == "S4":
+                # Every idle connection was opened and stayed open.
+                assert run["connections"] == 50, (server, run)
+            else:
+                assert run["calls"] > 0, (server, workload, run)
+    assert {server: set(runs) for server, runs in seen.items()} == expected_rows()

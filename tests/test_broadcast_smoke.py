@@ -10,15 +10,11 @@ servers always run (uvloop's where uvloop is installed); nextmcp only where
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-PEERS = ROOT / "benchmarks" / ".venv-peers" / "bin" / "python"
+from .test_bench_smoke import PEERS, run_smoke
 
 
 def expected_servers() -> set[str]:
@@ -33,30 +29,14 @@ def expected_servers() -> set[str]:
 
 @pytest.mark.timeout(300)
 def test_smoke_run_delivers_every_message_on_every_server(tmp_path: Path) -> None:
-    out = tmp_path / "smoke.json"
-    results_md = (ROOT / "benchmarks" / "RESULTS.md").read_text()
-    done = subprocess.run(
-        [sys.executable, "benchmarks/broadcast_bench.py", "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(out.read_text())
-    seen: dict[str, set[str]] = {}
-    for row in report["results"]:
-        seen.setdefault(row["server"], set()).add(row["workload"])
-        (run,) = row["runs"]
-        assert run["errors"] == 0, row
-        assert run["closed"] == 0, row
-        # Every measured message reached each of the 20 receivers (the run waits for that).
-        assert run["messages"] == 20, row
-        assert run["deliveries"] == 20 * report["meta"]["receivers"], row
-        assert run["lag_max_ms"] >= run["lag_p50_ms"] > 0, row
-    assert seen == {name: {"B1", "B2"} for name in expected_servers()}
-    for name in seen:
-        assert f"`{name}`" in done.stdout
-    # --smoke leaves RESULTS.md alone.
-    assert (ROOT / "benchmarks" / "RESULTS.md").read_text() == results_md
+    seen, meta = run_smoke("broadcast_bench.py", tmp_path, 240)
+    for server, runs in seen.items():
+        for workload, run in runs.items():
+            assert run["closed"] == 0, (server, workload, run)
+            # Every measured message reached each of the 20 receivers (the run waits for that).
+            assert run["messages"] == 20, (server, workload, run)
+            assert run["deliveries"] == 20 * meta["receivers"], (server, workload, run)
+            assert run["lag_max_ms"] >= run["lag_p50_ms"] > 0, (server, workload, run)
+    assert {server: set(runs) for server, runs in seen.items()} == {
+        name: {"B1", "B2"} for name in expected_servers()
+    }

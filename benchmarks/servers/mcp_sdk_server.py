@@ -8,33 +8,24 @@ usually deployed.
 
 from __future__ import annotations
 
-import resource
-import socket
-import sys
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from mcp.server.fastmcp import FastMCP
 from mcp.server.websocket import websocket_server
 
+# Run as a script, this file finds its sibling module on sys.path[0]; mypy knows it by package.
+if TYPE_CHECKING:
+    from benchmarks.servers._common import listening_socket, raise_fd_limit
+else:
+    from _common import listening_socket, raise_fd_limit
+
 warnings.simplefilter("ignore", DeprecationWarning)
 
 server = FastMCP("bench")
-
-
-HOST = "127.0.0.1"
-
-
-def raise_fd_limit() -> None:
-    """Allow as many open files as the hard limit does (S4 opens 2,000 connections)."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def announce(port: int) -> None:
-    """Tell the orchestrator the bound port (it reads this line from the log)."""
-    print(f"[bench] listening on ws://{HOST}:{port}", file=sys.stderr, flush=True)
+LOWLEVEL = server._mcp_server
+"""FastMCP's protocol server, which runs over any pair of streams."""
 
 
 @server.tool()
@@ -48,17 +39,13 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] != "websocket":
         return
     async with websocket_server(scope, receive, send) as (read, write):
-        lowlevel = server._mcp_server
-        await lowlevel.run(read, write, lowlevel.create_initialization_options())
+        await LOWLEVEL.run(read, write, LOWLEVEL.create_initialization_options())
 
 
 def main() -> None:
     """Bind a free port, announce it, serve until killed."""
     raise_fd_limit()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((HOST, 0))
-    sock.listen(4096)
-    announce(sock.getsockname()[1])
+    sock = listening_socket(4096)
     config = uvicorn.Config(app, lifespan="off", log_level="warning", backlog=4096)
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -10,17 +10,18 @@ joins the room too) gets each ``chat.message``. Served through
 
 from __future__ import annotations
 
-import asyncio
-import resource
-import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nextmcp import NextMCP
 from nextmcp.transport.websocket import WebSocketTransport, WSMessage
-from websockets.asyncio.server import serve
 
-HOST = "127.0.0.1"
+# Served as nextmcp_server.py serves. Run as a script, this file finds that sibling on
+# sys.path[0]; mypy knows it by package.
+if TYPE_CHECKING:
+    from benchmarks.servers.nextmcp_server import run
+else:
+    from nextmcp_server import run
 
 app = NextMCP("bench-broadcast")
 transport = WebSocketTransport(app)
@@ -49,16 +50,5 @@ async def send_message(username: str, message: str, room: str = "general") -> di
     return {"status": "sent", "message": entry}
 
 
-async def main() -> None:
-    """Serve until killed."""
-    async with serve(transport.handle_connection, HOST, 0) as server:
-        transport.server = server
-        port = server.sockets[0].getsockname()[1]
-        print(f"[bench] listening on ws://{HOST}:{port}", file=sys.stderr, flush=True)
-        await asyncio.Event().wait()
-
-
 if __name__ == "__main__":
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    asyncio.run(main())
+    run(transport)

@@ -9,28 +9,19 @@ through ``websockets.serve`` exactly as ``start()`` does, on port 0.
 from __future__ import annotations
 
 import asyncio
-import resource
-import sys
+from typing import TYPE_CHECKING
 
 from nextmcp import NextMCP
 from nextmcp.transport.websocket import WebSocketTransport
 from websockets.asyncio.server import serve
 
+# Run as a script, this file finds its sibling module on sys.path[0]; mypy knows it by package.
+if TYPE_CHECKING:
+    from benchmarks.servers._common import HOST, announce_bound, raise_fd_limit
+else:
+    from _common import HOST, announce_bound, raise_fd_limit
+
 app = NextMCP("bench")
-
-
-HOST = "127.0.0.1"
-
-
-def raise_fd_limit() -> None:
-    """Allow as many open files as the hard limit does (S4 opens 2,000 connections)."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def announce(port: int) -> None:
-    """Tell the orchestrator the bound port (it reads this line from the log)."""
-    print(f"[bench] listening on ws://{HOST}:{port}", file=sys.stderr, flush=True)
 
 
 @app.tool()
@@ -39,15 +30,19 @@ async def echo(message: str) -> dict[str, str]:
     return {"echoed": message}
 
 
-async def main() -> None:
-    """Serve until killed."""
-    transport = WebSocketTransport(app)
+async def serve_forever(transport: WebSocketTransport) -> None:
+    """Serve the transport's connections on port 0 as ``start()`` would, until killed."""
     async with serve(transport.handle_connection, HOST, 0) as server:
         transport.server = server
-        announce(server.sockets[0].getsockname()[1])
+        announce_bound(server.sockets)
         await asyncio.Event().wait()
 
 
-if __name__ == "__main__":
+def run(transport: WebSocketTransport) -> None:
+    """Raise the fd limit, then serve ``transport`` until killed."""
     raise_fd_limit()
-    asyncio.run(main())
+    asyncio.run(serve_forever(transport))
+
+
+if __name__ == "__main__":
+    run(WebSocketTransport(app))

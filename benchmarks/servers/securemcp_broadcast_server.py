@@ -17,14 +17,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
-import resource
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from securemcp import Context, SecureMCP
 from securemcp.transport import WebSocketTransport
 
-HOST = "127.0.0.1"
+# Run as a script, this file finds its sibling module on sys.path[0]; mypy knows it by package.
+if TYPE_CHECKING:
+    from benchmarks.servers._common import HOST, raise_fd_limit
+else:
+    from _common import HOST, raise_fd_limit
 
 app = SecureMCP("bench-broadcast")
 _ids = itertools.count(1)
@@ -58,8 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", default="asyncio")
     args = parser.parse_args()
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_fd_limit()
     transport = WebSocketTransport(app, max_connections=10_000)
     transport.run(HOST, 0, backend=args.backend, log_level=logging.INFO)
 

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
+from typing import TYPE_CHECKING
 
 from securemcp import SecureMCP
 from securemcp.protocol import Limits
 from securemcp.transport import WebSocketTransport
 
-HOST = "127.0.0.1"
-
-
-def raise_fd_limit() -> None:
-    """Allow as many open files as the hard limit does (S4 opens 2,000 connections)."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+# Run as a script, this file finds its sibling module on sys.path[0]; mypy knows it by package.
+if TYPE_CHECKING:
+    from benchmarks.servers._common import HOST, raise_fd_limit
+else:
+    from _common import HOST, raise_fd_limit
 
 
 app = SecureMCP("bench")

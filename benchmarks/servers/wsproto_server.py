@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
-import sys
+from typing import TYPE_CHECKING
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -22,28 +21,11 @@ from wsproto.events import (
     TextMessage,
 )
 
-WELCOME = json.dumps(
-    {"id": "welcome", "result": {"message": "Connected to bench", "tools": ["echo"]}}
-)
-
-
-HOST = "127.0.0.1"
-
-
-def raise_fd_limit() -> None:
-    """Allow as many open files as the hard limit does (S4 opens 2,000 connections)."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def announce(port: int) -> None:
-    """Tell the orchestrator the bound port (it reads this line from the log)."""
-    print(f"[bench] listening on ws://{HOST}:{port}", file=sys.stderr, flush=True)
-
-
-def echo(message: str) -> dict[str, str]:
-    """The tool: echo a message back, without any sleep."""
-    return {"echoed": message}
+# Run as a script, this file finds its sibling module on sys.path[0]; mypy knows it by package.
+if TYPE_CHECKING:
+    from benchmarks.servers._common import HOST, WELCOME, announce_bound, echo, raise_fd_limit
+else:
+    from _common import HOST, WELCOME, announce_bound, echo, raise_fd_limit
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -97,7 +79,7 @@ async def main() -> None:
     """Serve until killed."""
     loop = asyncio.get_running_loop()
     server = await loop.create_server(EchoProtocol, HOST, 0, backlog=4096)
-    announce(server.sockets[0].getsockname()[1])
+    announce_bound(server.sockets)
     async with server:
         await server.serve_forever()
 
