@@ -150,8 +150,11 @@ class ServerSideConnection:
         # that): ToolCall events compare equal to one another, whatever their id.
         self._calls: dict[RequestId, tuple[ToolCall, anyio.CancelScope]] = {}
         self._paused = False
-        self._resume = anyio.Event()
-        self._pong = anyio.Event()
+        self._resume: anyio.Event | None = None
+        # Keepalive state, advanced by the server's keepalive_tick(): a task per
+        # connection for it would cost ~5 KiB per idle connection.
+        self._next_ping = math.inf
+        self._pong_deadline: float | None = None
         self._pong_payload = b""
         self._closing = False
         self._going_away = False
@@ -241,6 +244,7 @@ class ServerSideConnection:
                 self._paused = True
                 self._resume = anyio.Event()
                 await self._resume.wait()
+                self._resume = None
                 self._paused = False
                 continue
             try:
@@ -315,7 +319,7 @@ class ServerSideConnection:
                     self._answer_http(event)
                 elif isinstance(event, PongReceived):
                     if event.payload == self._pong_payload:
-                        self._pong.set()
+                        self._pong_deadline = None
                 elif isinstance(event, ConnectionClosed):
                     logger.debug(
                         "connection from %s closed with code %d %s",
@@ -324,7 +328,11 @@ class ServerSideConnection:
                         event.reason,
                     )
                     self._cancel_calls("Connection closed")
-        if self._paused and (conn.wants_read or conn.state is ConnectionState.CLOSED):
+        if (
+            self._resume is not None
+            and self._paused
+            and (conn.wants_read or conn.state is ConnectionState.CLOSED)
+        ):
             self._resume.set()
 
     def _decide(self, request: HandshakeRequest) -> None:
@@ -369,7 +377,7 @@ class ServerSideConnection:
             return
         interval = self.settings.ping_interval
         if interval is not None:
-            self._tg.start_soon(self._keepalive, interval, self.settings.ping_timeout)
+            self._next_ping = anyio.current_time() + interval
         if principal is not None and principal.expires_at is not None:
             self._tg.start_soon(self._expire, principal.subject, principal.expires_at)
 
@@ -592,32 +600,32 @@ class ServerSideConnection:
 
     # Keepalive
 
-    async def _keepalive(self, interval: float, pong_deadline: float | None) -> None:
+    def keepalive_tick(self, now: float) -> None:
+        """Ping the peer when a ping is due; close with 1011 if its pong is overdue.
+
+        Called by the server for every connection a few times per interval.
+        """
         conn = self.conn
-        while True:
-            await anyio.sleep(interval)
-            if conn.state is not ConnectionState.OPEN or self._tg is None:
-                return
-            self._pong = pong = anyio.Event()
-            self._pong_payload = os.urandom(4)
-            conn.ping(self._pong_payload)
-            # Written by another task so that the pong deadline never cuts a
-            # write in half: a stuck write is ended by the close deadline instead.
-            self._tg.start_soon(self._flush)
-            if pong_deadline is None:
-                continue
-            while not pong.is_set():
-                with anyio.move_on_after(pong_deadline):
-                    await pong.wait()
-                if pong.is_set():
-                    break
-                if self._paused:
-                    # We are not reading, so the pong may be sitting unread:
-                    # give the peer a full deadline once reading resumes.
-                    await self._resume.wait()
-                    continue
+        settings = self.settings
+        if conn.state is not ConnectionState.OPEN or self._tg is None:
+            return
+        if self._pong_deadline is not None and settings.ping_timeout is not None:
+            if self._paused:
+                # We are not reading, so the pong may be sitting unread: the
+                # peer gets a full deadline from when reading resumes.
+                self._pong_deadline = now + settings.ping_timeout
+            elif now >= self._pong_deadline:
                 logger.debug("keepalive timeout on the connection from %s", self.peer)
                 conn.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
                 self._handle_events()
-                self._tg.start_soon(self._flush)
-                return
+                self._schedule_flush()
+            return
+        if settings.ping_interval is not None and now >= self._next_ping:
+            self._pong_payload = os.urandom(4)
+            conn.ping(self._pong_payload)
+            self._next_ping = now + settings.ping_interval
+            if settings.ping_timeout is not None:
+                self._pong_deadline = now + settings.ping_timeout
+            # Written by another task, so that a stuck write never holds up the
+            # server's ticks; the close deadline ends a write that never finishes.
+            self._schedule_flush()

@@ -116,6 +116,20 @@ class _Server:
             self.admitted -= admitted
             self._notify()
 
+    async def keepalive_loop(self) -> None:
+        """Tick every connection's keepalive a few times per interval (one task per server)."""
+        interval = self.settings.ping_interval
+        if interval is None:
+            return
+        timeout = self.settings.ping_timeout
+        # Pings go out, and overdue pongs are noticed, within a quarter of the shorter period.
+        tick = min(interval, interval if timeout is None else timeout) / 4
+        while True:
+            await anyio.sleep(tick)
+            now = anyio.current_time()
+            for connection in list(self.connections):
+                connection.keepalive_tick(now)
+
     async def drain(self, shutdown_grace: float | None) -> None:
         """Wait for the calls in flight, then close every connection with 1001."""
         self.draining = True
@@ -252,6 +266,7 @@ class WebSocketTransport:
                         async with anyio.create_task_group() as accepting:
                             for listener in listeners:
                                 accepting.start_soon(server.accept_loop, listener, tg)
+                            accepting.start_soon(server.keepalive_loop)
                             logger.info("[WS] Server started successfully")
                             task_status.started(bound)
                 finally:
