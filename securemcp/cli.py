@@ -533,39 +533,49 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     serve_parser.set_defaults(handler=serve)
 
-    tools_parser = commands.add_parser(
-        "tools",
-        help="list a server's tools",
-        formatter_class=formatter,
-        epilog=_TOOLS_EXAMPLES,
-        description="List the server's tools with their parameters.",
-    )
-    _add_client_options(tools_parser)
-    tools_parser.set_defaults(handler=_tools)
+    def client_command(
+        name: str,
+        summary: str,
+        description: str,
+        epilog: str,
+        handler: Callable[[argparse.Namespace], int],
+    ) -> argparse.ArgumentParser:
+        command = commands.add_parser(
+            name,
+            help=summary,
+            formatter_class=formatter,
+            epilog=epilog,
+            description=description,
+        )
+        _add_client_options(command)
+        command.set_defaults(handler=handler)
+        return command
 
-    call_parser = commands.add_parser(
-        "call",
-        help="call one tool",
-        formatter_class=formatter,
-        epilog=_CALL_EXAMPLES,
-        description="Call one tool and print its result as JSON.",
+    client_command(
+        "tools",
+        "list a server's tools",
+        "List the server's tools with their parameters.",
+        _TOOLS_EXAMPLES,
+        _tools,
     )
-    _add_client_options(call_parser)
+    call_parser = client_command(
+        "call",
+        "call one tool",
+        "Call one tool and print its result as JSON.",
+        _CALL_EXAMPLES,
+        _call,
+    )
     call_parser.add_argument("tool", metavar="TOOL", help="the tool's name")
     call_parser.add_argument("pairs", nargs="*", metavar="key=value", help="one argument each")
     call_parser.add_argument("--json", metavar="OBJECT", help="the arguments as a JSON object")
-    call_parser.set_defaults(handler=_call)
-
-    ping_parser = commands.add_parser(
+    ping_parser = client_command(
         "ping",
-        help="measure the round-trip time",
-        formatter_class=formatter,
-        epilog=_PING_EXAMPLES,
-        description="Send ping requests and print each round-trip time.",
+        "measure the round-trip time",
+        "Send ping requests and print each round-trip time.",
+        _PING_EXAMPLES,
+        _ping,
     )
-    _add_client_options(ping_parser)
     ping_parser.add_argument("--count", type=int, default=1, metavar="N", help="default: 1")
-    ping_parser.set_defaults(handler=_ping)
     return parser
 
 
