@@ -34,6 +34,26 @@ YIELD_EVERY = 16
 """Reads served without waiting before one is made to yield to other tasks."""
 
 
+class _Wakeup:
+    """One task waiting for the protocol (bytes to read, or room to write)."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    async def wait(self) -> None:
+        self._future = asyncio.get_running_loop().create_future()
+        try:
+            await self._future
+        finally:
+            self._future = None
+
+    def wake(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+
 class _Protocol(asyncio.Protocol):
     """Buffers what the transport reads and wakes the one task waiting for it."""
 
@@ -46,9 +66,9 @@ class _Protocol(asyncio.Protocol):
         self.reading_paused = False
         self.eof = False
         self.error: BaseException | None = None
-        self.read_waiter: asyncio.Future[None] | None = None
+        self.readable = _Wakeup()
         self.write_paused = False
-        self.drain_waiter: asyncio.Future[None] | None = None
+        self.drained = _Wakeup()
         self.accepted: asyncio.Queue[NativeStream] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -63,34 +83,26 @@ class _Protocol(asyncio.Protocol):
         if self.buffered > HIGH_WATER and not self.reading_paused and self.transport:
             self.transport.pause_reading()
             self.reading_paused = True
-        self._wake_reader()
+        self.readable.wake()
 
     def eof_received(self) -> bool:
         self.eof = True
-        self._wake_reader()
+        self.readable.wake()
         return True  # Keep our side open: the connection code decides when to close.
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         self.error = exc
-        self._wake_reader()
+        self.readable.wake()
         self.write_paused = False
-        self._wake(self.drain_waiter)
+        self.drained.wake()
 
     def pause_writing(self) -> None:
         self.write_paused = True
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self._wake(self.drain_waiter)
-
-    def _wake_reader(self) -> None:
-        self._wake(self.read_waiter)
-
-    @staticmethod
-    def _wake(waiter: asyncio.Future[None] | None) -> None:
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self.drained.wake()
 
 
 class NativeStream(anyio.abc.SocketStream):
@@ -123,12 +135,7 @@ class NativeStream(anyio.abc.SocketStream):
                 if protocol.error is not None:
                     raise anyio.BrokenResourceError from protocol.error
                 raise anyio.EndOfStream
-            waiter = asyncio.get_running_loop().create_future()
-            protocol.read_waiter = waiter
-            try:
-                await waiter
-            finally:
-                protocol.read_waiter = None
+            await protocol.readable.wait()
         chunk = protocol.chunks.pop(0)
         if len(chunk) > max_bytes:
             chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
@@ -149,12 +156,7 @@ class NativeStream(anyio.abc.SocketStream):
         # asyncio's transport buffers the write; past its high-water mark it asks
         # us to pause, and waiting here is what lets a slow reader slow us down.
         while protocol.write_paused:
-            waiter = asyncio.get_running_loop().create_future()
-            protocol.drain_waiter = waiter
-            try:
-                await waiter
-            finally:
-                protocol.drain_waiter = None
+            await protocol.drained.wait()
             if protocol.error is not None or self._transport.is_closing():
                 raise anyio.BrokenResourceError from protocol.error
 
@@ -166,7 +168,7 @@ class NativeStream(anyio.abc.SocketStream):
         if not self._closed:
             self._closed = True
             self._transport.close()
-            self._protocol._wake_reader()
+            self._protocol.readable.wake()
         await anyio.lowlevel.checkpoint()
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Generator, Iterable
+from collections.abc import AsyncIterator, Generator, Iterable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import anyio
 from pydantic import BaseModel, Field
 
 from securemcp import InvalidParams, RPCError, SecureMCP, ToolError
@@ -25,6 +27,7 @@ from securemcp.protocol import (
     ServerConnection,
     ToolCall,
 )
+from securemcp.transport import WebSocketTransport
 
 __all__ = [
     "MASK",
@@ -374,3 +377,12 @@ def parse_server_messages(data: bytes) -> list[dict[str, Any]]:
         assert opcode == OP_TEXT, f"expected a text frame, got opcode {opcode:#x}"
         messages.append(json.loads(payload))
     return messages
+
+
+@asynccontextmanager
+async def serving(transport: WebSocketTransport) -> AsyncIterator[int]:
+    """Run ``transport`` on a free loopback port for the block; yields the port."""
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(transport.serve, "127.0.0.1", 0)
+        yield port
+        tg.cancel_scope.cancel()

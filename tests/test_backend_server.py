@@ -40,6 +40,8 @@ from securemcp.protocol import (
 )
 from securemcp.transport import WebSocketTransport
 
+from .helpers import serving
+
 TIMEOUT = 10.0
 """Bound of every test's network activity; generous, tests finish far sooner."""
 
@@ -143,15 +145,6 @@ async def connect(
         assert isinstance(welcome, Welcome)
         client.welcome = welcome
         yield client
-
-
-@asynccontextmanager
-async def serving(transport: WebSocketTransport) -> AsyncIterator[int]:
-    """Run ``transport`` on a free loopback port for the block; yields the port."""
-    async with anyio.create_task_group() as tg:
-        port = await tg.start(transport.serve, "127.0.0.1", 0)
-        yield port
-        tg.cancel_scope.cancel()
 
 
 def quick(app: SecureMCP, **options: Any) -> WebSocketTransport:

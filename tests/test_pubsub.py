@@ -7,8 +7,7 @@ import json
 import secrets
 import socket
 import tracemalloc
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
@@ -22,7 +21,13 @@ from securemcp.protocol import Limits, ServerConnection, encode_notification, te
 from securemcp.pubsub import Broker, LocalBroker, Notification, Subscriber, check_topic
 from securemcp.transport import WebSocketClient, WebSocketTransport
 
-from .helpers import UPGRADE_REQUEST, open_server, parse_server_messages, split_server_frames
+from .helpers import (
+    UPGRADE_REQUEST,
+    open_server,
+    parse_server_messages,
+    serving,
+    split_server_frames,
+)
 
 WAIT = 10.0
 """Upper bound of every wait: a failure ends the test instead of hanging it."""
@@ -215,14 +220,6 @@ def broadcast_app() -> SecureMCP:
         return ctx.topics()
 
     return app
-
-
-@asynccontextmanager
-async def serving(transport: WebSocketTransport) -> AsyncIterator[int]:
-    async with anyio.create_task_group() as tg:
-        port = await tg.start(transport.serve, "127.0.0.1", 0)
-        yield port
-        tg.cancel_scope.cancel()
 
 
 async def next_note(client: WebSocketClient) -> tuple[str, Any]:
