@@ -304,6 +304,14 @@ def _check_handshake_outcome(server: ServerConnection) -> None:
         [request] = events
         assert isinstance(request, HandshakeRequest)
         server.accept()
-        assert server.state is ConnectionState.OPEN
+        if server.state is not ConnectionState.OPEN:
+            # Bytes after the head are read as frames once the upgrade is
+            # accepted: junk there fails the connection, with a close frame.
+            assert server.state is ConnectionState.CLOSED
+            [closed] = server.events_received()
+            assert isinstance(closed, ConnectionClosed)
+            assert closed.code in (1002, 1003, 1007)
+            _, _, frames = server.data_to_send().partition(b"\r\n\r\n")
+            assert split_server_frames(frames)[-1][0] == OP_CLOSE
     else:
         assert server.state is ConnectionState.CONNECTING

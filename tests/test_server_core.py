@@ -109,19 +109,32 @@ def test_accept_with_subprotocol_and_headers(app: SecureMCP) -> None:
     assert pair.server.subprotocol == pair.client.subprotocol == "mcp"
 
 
-def test_frames_sent_before_the_decision_are_not_dispatched(app: SecureMCP) -> None:
-    # RFC 6455 clients wait for the 101 before sending frames; wsproto's server keeps
-    # whatever came early in h11's buffer, so such frames are never dispatched (and
-    # never half-parsed). The connection itself works normally afterwards.
+def test_frames_sent_before_the_decision_wait_for_it(app: SecureMCP) -> None:
+    # RFC 6455 clients wait for the 101 before sending frames; one that does not
+    # has its frames held, unparsed, until the upgrade is decided, then served
+    # in order by the accepted connection (and never by a refused one).
     server = ServerConnection(app)
     server.receive_data(UPGRADE_REQUEST + text_frame({"id": 1, "method": "ping"}))
     assert [type(e) for e in server.events_received()] == [HandshakeRequest]
     assert not server.wants_read  # the decision is pending
+    assert server.data_to_send() == b""
     server.accept(welcome=False)
     _, _, frames = server.data_to_send().partition(b"\r\n\r\n")
-    assert frames == b""
+    assert parse_server_messages(frames) == [{"id": 1, "result": {"pong": True}}]
     server.receive_data(text_frame({"id": 2, "method": "ping"}))
     assert parse_server_messages(server.data_to_send()) == [{"id": 2, "result": {"pong": True}}]
+
+
+def test_frames_sent_before_a_refusal_are_never_read(app: SecureMCP) -> None:
+    server = ServerConnection(app)
+    server.receive_data(UPGRADE_REQUEST + text_frame({"id": 1, "method": "ping"}))
+    assert [type(e) for e in server.events_received()] == [HandshakeRequest]
+    server.reject(403)
+    assert server.data_to_send().startswith(b"HTTP/1.1 403 ")
+    assert server.state is ConnectionState.CLOSED
+    server.receive_data(text_frame({"id": 2, "method": "ping"}))
+    assert server.data_to_send() == b""
+    assert server.events_received() == []
 
 
 def test_reject_gives_the_client_the_status_and_body(app: SecureMCP) -> None:

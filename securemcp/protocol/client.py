@@ -20,7 +20,7 @@ from .events import (
     ResponseReceived,
     Welcome,
 )
-from .jsonrpc import RequestId, is_request_id, loads
+from .jsonrpc import RequestId, is_request_id, is_utf8, loads
 from .limits import Limits
 
 __all__ = ["ClientConnection"]
@@ -70,8 +70,10 @@ class ClientConnection(_Endpoint):
         headers = [
             (name.encode("latin-1"), value.encode("latin-1")) for name, value in extra_headers
         ]
+        handshake = self._handshake
+        assert handshake is not None  # connect() comes first
         self._write(
-            self._ws.send(
+            handshake.send(
                 Request(
                     host=host,
                     target=path,
@@ -126,7 +128,7 @@ class ClientConnection(_Endpoint):
 
     def _on_handshake_event(self, event: WSEvent) -> None:
         if isinstance(event, AcceptConnection):
-            self._state = ConnectionState.OPEN
+            self._opened(event.extensions)
             self.subprotocol = event.subprotocol
             self._events.append(Connected(event.subprotocol, _pairs(event.extra_headers)))
         elif isinstance(event, RejectConnection):
@@ -134,6 +136,14 @@ class ClientConnection(_Endpoint):
             self._reject_headers = _pairs(event.headers)
             if not event.has_body:
                 self._rejected()
+                return
+            # The body's first bytes came with the head: the handshake reads them now.
+            early, self._early = self._early, b""
+            if early and self._handshake is not None:
+                try:
+                    self._handshake.receive_data(early)
+                except RemoteProtocolError as exc:
+                    self._handshake_failed(exc)
         elif isinstance(event, RejectData):
             room = self.limits.max_message_size - len(self._reject_body)
             self._reject_body += event.data[: max(room, 0)]
@@ -156,10 +166,12 @@ class ClientConnection(_Endpoint):
         self._pending.clear()
         return ids
 
-    def _on_message(self, text: str) -> None:
+    def _on_message(self, data: bytes) -> None:
         try:
-            message = loads(text, self.limits.max_json_depth)
+            message = loads(data, self.limits.max_json_depth)
         except ParseError:
+            if not is_utf8(data):
+                self._invalid_utf8()
             return  # A server that sends garbage gets no say in our state.
         if not isinstance(message, dict):
             return

@@ -3,27 +3,31 @@
 Bytes go in through ``receive_data``/``receive_eof``; events come out of
 ``events_received()`` and bytes to write out of ``data_to_send()``. Nothing
 here blocks, reads a clock or touches a socket.
+
+wsproto does the WebSocket work in two layers, driven directly: its
+:class:`~wsproto.handshake.H11Handshake` (h11 underneath) for the opening
+handshake, then its :class:`~wsproto.frame_protocol.FrameDecoder` for the
+frames, which parses, unmasks and inflates them. Above that layer this module
+assembles messages itself: a message stays bytes until the JSON parser reads
+it (which also proves it is UTF-8), so the common message costs no event
+objects, no generators and no incremental decoder. The handshake object is
+dropped once the upgrade is done: an idle connection keeps only its frame
+decoder.
 """
 
 from __future__ import annotations
 
 import re
+import struct
 from enum import Enum
 from typing import Any
 
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState as WSState
-from wsproto.events import (
-    BytesMessage,
-    CloseConnection,
-    Message,
-    Ping,
-    Pong,
-    RejectConnection,
-    TextMessage,
-)
+from wsproto import ConnectionType
 from wsproto.events import Event as WSEvent
+from wsproto.events import RejectConnection
 from wsproto.extensions import Extension
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, ParseFailed
+from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
 from ..errors import LocalProtocolError
@@ -37,6 +41,34 @@ __all__ = ["CloseCode", "ConnectionState", "HandshakeTooLarge"]
 # The end of an HTTP head as h11 finds it: a line feed, an optional carriage
 # return, a line feed.
 _END_OF_HEAD = re.compile(b"\n\r?\n")
+
+_TEXT, _BINARY, _CONTINUATION = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION
+_PING, _PONG, _CLOSE = Opcode.PING, Opcode.PONG, Opcode.CLOSE
+
+# A server's control frames carry no per-connection state on the way out, so
+# one encoder serves every server connection that negotiated no extension.
+_SERVER_FRAMES = FrameProtocol(client=False, extensions=[])
+
+_FIN_TEXT = 0x81
+"""FIN bit set, opcode 0x1 (text): a whole message in one frame."""
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented text frame (a server's) carrying ``payload`` (UTF-8).
+
+    The one frame a server sends on every answer and every broadcast, built
+    here rather than by wsproto's encoder, which takes text only (a second
+    UTF-8 encoding) and copies the payload twice; everything else (control
+    frames, masked client frames, compressed frames) is wsproto's.
+    """
+    size = len(payload)
+    if size < 126:
+        header = bytes((_FIN_TEXT, size))
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", _FIN_TEXT, 126, size)
+    else:
+        header = struct.pack("!BBQ", _FIN_TEXT, 127, size)
+    return header + payload
 
 
 class HandshakeTooLarge(RemoteProtocolError):
@@ -78,19 +110,55 @@ class CloseCode:
     TRY_AGAIN_LATER = 1013
 
 
+# Close codes a peer may not send (RFC 6455 §7.4.1-2): the local-only ones,
+# and the protocol range's codes that are unassigned.
+_ASSIGNED_CLOSE_CODES = frozenset({*range(1000, 1004), *range(1007, 1015)})
+
+
+def _close_payload(payload: bytes) -> tuple[int, str]:
+    """The peer's close code and reason, validated as RFC 6455 §7.4 says."""
+    if not payload:
+        return CloseCode.NO_STATUS, ""
+    if len(payload) == 1:
+        raise ParseFailed("CLOSE with 1 byte payload")
+    (code,) = struct.unpack("!H", payload[:2])
+    if not (code in _ASSIGNED_CLOSE_CODES or 3000 <= code <= 4999):
+        raise ParseFailed(f"CLOSE with invalid code {code}")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseFailed(
+            f"invalid UTF-8 in the close reason: {exc}", CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        ) from None
+    return code, reason
+
+
 class _Endpoint:
     """Common machinery of :class:`ServerConnection` and :class:`ClientConnection`."""
 
+    _client = False
+
     def __init__(self, role: ConnectionType, limits: Limits | None) -> None:
         self.limits = limits if limits is not None else Limits()
-        self._ws = WSConnection(role)
+        self._client = role is ConnectionType.CLIENT
+        self._handshake: H11Handshake | None = H11Handshake(role)
+        # After the upgrade: wsproto's frame parser, and what encodes our control frames.
+        self._frames: FrameDecoder | None = None
+        # A client gets an encoder of its own when it opens (see _opened).
+        self._sender = _SERVER_FRAMES
+        self._compressed_out = False
         self._state = ConnectionState.CONNECTING
         self._events: list[Event] = []
         self._outgoing: list[bytes] = []
         self._outgoing_size = 0
-        self._fragments: list[str] = []
+        # The message being assembled: its opcode, its parts, its size and frames.
+        self._opcode: Opcode | None = None
+        self._fragments: list[bytes] = []
         self._message_size = 0
         self._frame_count = 0
+        # Bytes that followed the handshake head in the same read, kept for
+        # the frame parser until the upgrade is decided.
+        self._early = b""
         # The opening handshake's HTTP head, counted before wsproto buffers it.
         self._head_open = True
         self._head_size = 0
@@ -107,10 +175,11 @@ class _Endpoint:
             if self.limits.permessage_deflate
             else None
         )
+        self._close_sent = False
         self._close_code: int | None = None
         self._close_reason = ""
-        # True while input sits unprocessed in wsproto's buffer because a limit
-        # paused us; only then is re-running the parser worth its cost.
+        # True while input sits unprocessed because a limit paused us; only
+        # then is re-running the parser worth its cost.
         self._held = False
 
     # The driver's interface
@@ -131,16 +200,21 @@ class _Endpoint:
 
     def close_expected(self) -> bool:
         """True once the backend should expect the socket to close: start the close timer."""
-        return self._state in (ConnectionState.CLOSING, ConnectionState.CLOSED)
+        return self._state is ConnectionState.CLOSING or self._state is ConnectionState.CLOSED
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the socket. A peer's violation never raises here."""
+        frames = self._frames
+        if frames is not None:
+            # The hot path: an open connection.
+            if data and self._state is not ConnectionState.CLOSED:
+                frames.receive_bytes(data)
+                self._process()
+            return
         if self._state is ConnectionState.CLOSED or not data:
             return
         try:
-            if self._head_open:
-                self._count_head(data)
-            self._ws.receive_data(data)
+            self._receive_handshake(data)
         except (RemoteProtocolError, UnicodeError) as exc:
             # wsproto decodes some handshake headers itself (Host as IDNA, token
             # lists as ASCII) and lets UnicodeError through for bad bytes there.
@@ -148,18 +222,39 @@ class _Endpoint:
             return
         self._process()
 
-    def _count_head(self, data: bytes) -> None:
-        """Count the handshake head in ``data``; raise before a limit is passed.
+    def _receive_handshake(self, data: bytes) -> None:
+        handshake = self._handshake
+        assert handshake is not None  # dropped only once frames flow
+        if not self._head_open:
+            if self._client:
+                handshake.receive_data(data)  # the body of a refusal
+            else:
+                # Frames pipelined behind the request: the core holds input
+                # while the upgrade is decided, so this is at most one read.
+                self._early += data
+            return
+        end = self._count_head(data)
+        handshake.receive_data(data[:end])
+        if end < len(data):
+            if self._client:
+                self._early = data[end:]
+            else:
+                self._early += data[end:]
+
+    def _count_head(self, data: bytes) -> int:
+        """Count the handshake head in ``data``; how much of ``data`` the head takes.
 
         Runs before wsproto sees ``data``, so a head over the limit is never
-        buffered. Lines are counted as h11 splits them (on line feeds).
+        buffered (raises :class:`HandshakeTooLarge`). Lines are counted as h11
+        splits them (on line feeds).
         """
         if len(self._head_start) < 5:
             self._head_start += data[: 5 - len(self._head_start)]
         window = self._head_tail + data
         end = _END_OF_HEAD.search(window)
-        head = data if end is None else window[len(self._head_tail) : end.end()]
-        self._head_size += len(head)
+        taken = len(data) if end is None else end.end() - len(self._head_tail)
+        head = data[:taken]
+        self._head_size += taken
         self._head_lines += head.count(b"\n")
         if end is not None:
             self._head_open = False
@@ -175,6 +270,7 @@ class _Endpoint:
             raise HandshakeTooLarge(f"handshake has more than {limits.max_header_count} headers")
         if self._keep_head:
             self._head_chunks.append(head)
+        return taken
 
     def receive_eof(self) -> None:
         """The peer closed its side of the socket (or the backend gave up on it)."""
@@ -183,24 +279,28 @@ class _Endpoint:
 
     def events_received(self) -> list[Event]:
         """The events produced since the last call, oldest first."""
-        events, self._events = self._events, []
+        events = self._events
+        if events:
+            self._events = []
         return events
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the socket, in order; empty when there is nothing."""
-        if not self._outgoing:
+        outgoing = self._outgoing
+        if not outgoing:
             return b""
-        data = b"".join(self._outgoing)
-        self._outgoing.clear()
+        data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
+        outgoing.clear()
         self._outgoing_size = 0
         # Draining the output may lift the output limit that paused input.
-        self._resume()
+        if self._held:
+            self._process()
         return data
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a WebSocket ping (keepalive); the pong arrives as :class:`PongReceived`."""
         if self._state is ConnectionState.OPEN:
-            self._write(self._ws.send(Ping(payload=payload)))
+            self._write(bytes(self._sender.ping(payload)))
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake. Harmless on a connection already closing or closed."""
@@ -208,7 +308,7 @@ class _Endpoint:
             raise LocalProtocolError("cannot close a connection before its handshake is done")
         if self._state is ConnectionState.OPEN:
             self._close_code, self._close_reason = code, reason
-            self._write(self._ws.send(CloseConnection(code=code, reason=reason or None)))
+            self._send_close(code, reason)
             self._state = ConnectionState.CLOSING
 
     # Hooks for the server and the client
@@ -222,11 +322,28 @@ class _Endpoint:
     def _handshake_failed(self, exc: RemoteProtocolError | UnicodeError) -> None:
         raise NotImplementedError
 
-    def _on_message(self, text: str) -> None:
+    def _on_message(self, data: bytes) -> None:
+        """One complete text message, as the bytes the peer sent (UTF-8 not yet checked)."""
         raise NotImplementedError
 
     def _unanswered(self) -> tuple[jsonrpc.RequestId, ...]:
         raise NotImplementedError
+
+    def _opened(self, extensions: list[Extension]) -> None:
+        """The upgrade is done: frames flow from now on, through ``extensions``."""
+        enabled = [extension for extension in extensions if extension.enabled()]
+        self._frames = FrameDecoder(self._client, enabled)
+        if enabled or self._client:
+            # Compression keeps state per connection, and a client masks every
+            # frame it sends: both need an encoder of their own.
+            self._sender = FrameProtocol(self._client, enabled)
+            self._compressed_out = bool(enabled)
+        self._handshake = None
+        self._head_chunks.clear()
+        self._state = ConnectionState.OPEN
+        early, self._early = self._early, b""
+        if early:
+            self._frames.receive_bytes(early)
 
     # Internals
 
@@ -234,8 +351,23 @@ class _Endpoint:
         self._outgoing.append(data)
         self._outgoing_size += len(data)
 
+    def _send_payload(self, payload: bytes) -> None:
+        """Send one text message whose UTF-8 bytes are ``payload``."""
+        if self._client or self._compressed_out:
+            self._write(bytes(self._sender.send_data(payload.decode())))
+        else:
+            self._write(text_frame(payload))
+
     def _send_json(self, value: Any) -> None:
-        self._write(self._ws.send(Message(data=jsonrpc.dumps(value))))
+        self._send_payload(jsonrpc.dumps_bytes(value))
+
+    def _send_close(self, code: int, reason: str) -> None:
+        self._close_sent = True
+        if code == CloseCode.NO_STATUS:
+            # Echoing a close that carried no code: an empty close frame.
+            self._write(bytes(self._sender.close()))
+        else:
+            self._write(bytes(self._sender.close(code, reason or None)))
 
     def _finish(self, code: int, reason: str) -> None:
         self._state = ConnectionState.CLOSED
@@ -257,47 +389,86 @@ class _Endpoint:
         self._frame_count = 0
         self.close(code, reason)
 
-    def _resume(self) -> None:
-        if self._held:
-            self._process()
-
     def _process(self) -> None:
         if not self._may_process():
             self._held = True
             return
         self._held = False
-        for event in self._ws.events():
-            if isinstance(event, TextMessage):
-                self._on_text(event)
-            elif isinstance(event, BytesMessage):
-                if self._state is ConnectionState.OPEN:
-                    self._fail(CloseCode.UNSUPPORTED_DATA, "binary messages are not supported")
-            elif isinstance(event, Ping):
-                if self._ws.state is WSState.OPEN:
-                    self._write(self._ws.send(event.response()))
-            elif isinstance(event, Pong):
-                self._events.append(PongReceived(bytes(event.payload)))
-            elif isinstance(event, CloseConnection):
-                self._on_close(event)
-            else:
-                self._on_handshake_event(event)
+        frames = self._frames
+        if frames is None:
+            self._process_handshake()
+            return
+        while True:
+            try:
+                frame = frames.process_buffer()
+            except ParseFailed as exc:
+                # wsproto could not parse the peer's frames (bad opcode, an
+                # unmasked frame, a message inflating past the limit...): the
+                # stream cannot be trusted any more, so fail at once.
+                self._broken(int(exc.code), str(exc))
+                return
+            if frame is None:
+                return
+            opcode = frame.opcode
+            payload: Any = frame.payload
+            if opcode is _TEXT or opcode is _CONTINUATION or opcode is _BINARY:
+                self._on_data(opcode, payload, frame.frame_finished, frame.message_finished)
+            elif opcode is _PING:
+                if not self._close_sent:
+                    self._write(bytes(self._sender.pong(payload)))
+            elif opcode is _PONG:
+                self._events.append(PongReceived(bytes(payload)))
+            else:  # _CLOSE: the only other opcode wsproto's parser lets through
+                try:
+                    code, reason = _close_payload(payload)
+                except ParseFailed as exc:
+                    self._broken(int(exc.code), str(exc))
+                    return
+                self._on_close(code, reason)
             if self._state is ConnectionState.CLOSED or not self._may_process():
-                # Leave the rest in wsproto's buffer: it is at most one read,
+                # Leave the rest in the parser's buffer: it is at most one read,
                 # since the backend stops reading while we are paused.
                 self._held = True
-                break
+                return
 
-    def _on_text(self, event: TextMessage) -> None:
-        if self._state is not ConnectionState.OPEN:
+    def _process_handshake(self) -> None:
+        handshake = self._handshake
+        assert handshake is not None
+        for event in handshake.events():
+            self._on_handshake_event(event)
+            if self._frames is not None:
+                # Accepted (a client's upgrade answer): frames may have followed it.
+                self._process()
+                return
+            if not self._may_process():
+                self._held = True
+                return
+
+    def _on_data(self, opcode: Opcode, payload: bytes, frame_done: bool, fin: bool) -> None:
+        # wsproto hands over a frame's payload as it arrives; a frame that is
+        # still arriving continues as CONTINUATION, like the next frame would.
+        if opcode is _CONTINUATION:
+            if self._opcode is None:
+                self._broken(CloseCode.PROTOCOL_ERROR, "unexpected CONTINUATION")
+                return
+        elif self._opcode is not None:
+            self._broken(CloseCode.PROTOCOL_ERROR, f"expected CONTINUATION, got {opcode!r}")
             return
-        data = event.data
-        # isascii() is O(1) on CPython; only non-ASCII text pays for encoding.
-        self._message_size += len(data) if data.isascii() else len(data.encode())
+        else:
+            self._opcode = opcode
+        if self._state is not ConnectionState.OPEN:
+            if frame_done and fin:
+                self._opcode = None
+            return  # Closing: the peer's messages go unread.
+        if self._opcode is _BINARY:
+            self._fail(CloseCode.UNSUPPORTED_DATA, "binary messages are not supported")
+            return
+        self._message_size += len(payload)
         if self._message_size > self.limits.max_message_size:
             self._fail(CloseCode.MESSAGE_TOO_BIG, self._too_big())
             return
-        if not event.message_finished:
-            if event.frame_finished:
+        if not (frame_done and fin):
+            if frame_done:
                 self._frame_count += 1
                 # This frame ended and the message goes on: it needs one more.
                 if self._frame_count >= self.limits.max_fragments:
@@ -306,33 +477,37 @@ class _Endpoint:
                         f"message has more than {self.limits.max_fragments} fragments",
                     )
                     return
-            if data:
-                self._fragments.append(data)
+            if payload:
+                self._fragments.append(payload)
             return
         if self._fragments:
-            self._fragments.append(data)
-            data = "".join(self._fragments)
+            self._fragments.append(payload)
+            payload = b"".join(self._fragments)
             self._fragments.clear()
+        self._opcode = None
         self._message_size = 0
         self._frame_count = 0
-        self._on_message(data)
+        self._on_message(payload)
 
-    def _on_close(self, event: CloseConnection) -> None:
-        ws_state = self._ws.state
-        if ws_state is WSState.REMOTE_CLOSING:
+    def _invalid_utf8(self) -> None:
+        """The message just read is not UTF-8: RFC 6455 ends the connection with 1007."""
+        self._broken(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
+
+    def _on_close(self, code: int, reason: str) -> None:
+        if not self._close_sent:
             # The peer started the closing handshake: answer and we are done.
-            self._write(self._ws.send(event.response()))
-            self._finish(int(event.code), event.reason or "")
-        elif ws_state is WSState.CLOSED:
-            # The peer's answer to our close frame.
-            code = self._close_code if self._close_code is not None else int(event.code)
-            self._finish(code, self._close_reason or event.reason or "")
-        else:
-            # wsproto could not parse the peer's frames (bad opcode, invalid
-            # UTF-8, unmasked frame, a message inflating past the limit...);
-            # its parser is dead, so fail at once.
-            code = int(event.code)
-            reason = self._too_big() if code == CloseCode.MESSAGE_TOO_BIG else event.reason or ""
-            if self._state is ConnectionState.OPEN:
-                self._write(self._ws.send(CloseConnection(code=code, reason=reason)))
+            self._send_close(code, reason)
             self._finish(code, reason)
+        else:
+            # The peer's answer to our close frame.
+            ours = self._close_code
+            self._finish(ours if ours is not None else code, self._close_reason or reason)
+
+    def _broken(self, code: int, reason: str) -> None:
+        """The peer broke the protocol: close with ``code`` and stop reading it."""
+        if code == CloseCode.MESSAGE_TOO_BIG:
+            reason = self._too_big()  # wsproto's text is "error in extension"
+        if self._state is ConnectionState.OPEN:
+            self._send_close(code, reason)
+        self._fragments.clear()
+        self._finish(code, reason)

@@ -9,7 +9,7 @@ import pydantic_core
 
 from ..errors import ParseError
 
-__all__ = ["RequestId", "dumps", "is_request_id", "loads"]
+__all__ = ["RequestId", "dumps", "dumps_bytes", "is_request_id", "is_utf8", "loads"]
 
 RequestId: TypeAlias = str | int
 """A JSON-RPC request id as SecureMCP accepts it: a string or an integer."""
@@ -27,10 +27,12 @@ def _depth_exceeds(value: Any, max_depth: int) -> bool:
     return False
 
 
-def loads(text: str, max_depth: int) -> Any:
+def loads(text: bytes | str, max_depth: int) -> Any:
     """Parse one JSON text; anything but strict JSON within ``max_depth`` raises ParseError.
 
     ``NaN`` and ``Infinity`` are refused, and so are lone surrogate escapes.
+    Bytes are read as UTF-8 and refused unless they are: a text parsed from
+    bytes was valid UTF-8 (see :func:`is_utf8` to tell the two failures apart).
     """
     try:
         value = pydantic_core.from_json(text, allow_inf_nan=False)
@@ -40,11 +42,26 @@ def loads(text: str, max_depth: int) -> Any:
     # counting is done in C and saves the walk for every ordinary message.
     if (
         isinstance(value, (dict, list))
-        and text.count("{") + text.count("[") > max_depth
+        and _brackets(text) > max_depth
         and _depth_exceeds(value, max_depth)
     ):
         raise ParseError(f"Parse error: JSON nested deeper than {max_depth} levels")
     return value
+
+
+def _brackets(text: bytes | str) -> int:
+    if isinstance(text, bytes):
+        return text.count(b"{") + text.count(b"[")
+    return text.count("{") + text.count("[")
+
+
+def is_utf8(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8 (a text frame that is not must close with 1007)."""
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def dumps(value: Any) -> str:
@@ -53,6 +70,11 @@ def dumps(value: Any) -> str:
     Raises ``pydantic_core.PydanticSerializationError`` for values JSON cannot hold,
     ``NaN`` and the infinities included.
     """
+    return dumps_bytes(value).decode()
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """:func:`dumps`, as the UTF-8 bytes that go on the wire (no text round trip)."""
     data = pydantic_core.to_json(value)
     # pydantic_core writes non-finite floats as the bare words NaN/Infinity, which
     # are not JSON: the peer would refuse the whole message. Only a hit pays for a
@@ -62,7 +84,7 @@ def dumps(value: Any) -> str:
     # large payloads (256 KiB: 5 us against 250 us, as long as to_json itself).
     if (b"N" in data and b"NaN" in data) or (b"I" in data and b"Infinity" in data):
         json.loads(data, parse_constant=_refuse_constant)
-    return data.decode()
+    return data
 
 
 def _refuse_constant(word: str) -> NoReturn:

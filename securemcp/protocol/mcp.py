@@ -17,11 +17,9 @@ import base64
 import binascii
 from typing import TYPE_CHECKING, Any
 
-import pydantic_core
-
 from ..errors import InvalidParams, InvalidRequest, MethodNotFound, RPCError, SecureMCPError
 from ..tools import Tool
-from .jsonrpc import RequestId, dumps, is_request_id, loads
+from .jsonrpc import RequestId, dumps_bytes, is_request_id, loads
 
 if TYPE_CHECKING:
     from .server import ServerConnection
@@ -132,12 +130,12 @@ class MCPSession:
 
     # Envelopes
 
-    def on_text(self, text: str) -> None:
-        """Handle one complete text message."""
+    def on_text(self, data: bytes) -> None:
+        """Handle one complete text message (its UTF-8 bytes)."""
         try:
-            message = loads(text, self._conn.limits.max_json_depth)
+            message = loads(data, self._conn.limits.max_json_depth)
         except RPCError as exc:
-            self._answer_error(None, exc)
+            self._conn._parse_failed(data, exc, True)
             return
         self.on_message(message)
 
@@ -296,22 +294,32 @@ class MCPSession:
             return tool_error_result(_validation_text(exc))
         return NO_ANSWER
 
-    def tool_result(self, tool: Tool, result: Any) -> dict[str, Any]:
-        """The ``tools/call`` result for a tool that returned ``result``.
+    def tool_answer(self, request_id: RequestId, tool: Tool, result: Any) -> bytes:
+        """The whole ``tools/call`` answer for a tool that returned ``result``, as bytes.
 
-        Raises ``pydantic_core.PydanticSerializationError`` for a value JSON cannot hold.
+        The result is encoded once: its JSON is the ``text`` content (escaped
+        as a JSON string) and, for an object result of a tool with an output
+        schema, spliced in as ``structuredContent`` unchanged, so a large
+        result does not cost two full encodings. Raises
+        ``pydantic_core.PydanticSerializationError`` for a value JSON cannot hold.
         """
-        plain = pydantic_core.to_jsonable_python(result)
-        text = plain if isinstance(plain, str) else dumps(plain)
-        answer: dict[str, Any] = {"content": [{"type": "text", "text": text}]}
+        encoded = dumps_bytes(result)
+        text = dumps_bytes(result if isinstance(result, str) else encoded.decode())
+        parts = [
+            b'{"jsonrpc":"2.0","id":',
+            dumps_bytes(request_id),
+            b',"result":{"content":[{"type":"text","text":',
+            text,
+            b"}]",
+        ]
         if (
             tool.output_schema is not None
-            and isinstance(plain, dict)
+            and encoded[:1] == b"{"
             and self._at_least(_TITLES_AND_OUTPUT)
         ):
-            answer["structuredContent"] = plain
-        answer["isError"] = False
-        return answer
+            parts += (b',"structuredContent":', encoded)
+        parts.append(b',"isError":false}}')
+        return b"".join(parts)
 
     # Progress
 

@@ -9,27 +9,12 @@ every connection that negotiated no extension: encode them once with
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 from . import jsonrpc
+from .connection import text_frame
 
 __all__ = ["encode_notification", "text_frame"]
-
-_FIN_TEXT = 0x81
-"""FIN bit set, opcode 0x1 (text): a whole message in one frame."""
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, unfragmented text frame (a server's) carrying ``payload`` (UTF-8)."""
-    size = len(payload)
-    if size < 126:
-        header = bytes((_FIN_TEXT, size))
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", _FIN_TEXT, 126, size)
-    else:
-        header = struct.pack("!BBQ", _FIN_TEXT, 127, size)
-    return header + payload
 
 
 def encode_notification(method: str, params: Any = None, *, jsonrpc_2: bool = False) -> bytes:
@@ -43,4 +28,4 @@ def encode_notification(method: str, params: Any = None, *, jsonrpc_2: bool = Fa
     message["method"] = method
     if params is not None:
         message["params"] = params
-    return text_frame(jsonrpc.dumps(message).encode())
+    return text_frame(jsonrpc.dumps_bytes(message))

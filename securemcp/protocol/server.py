@@ -31,7 +31,7 @@ from ..progress import Progress
 from ..tools import Tool
 from .connection import ConnectionState, HandshakeTooLarge, _Endpoint
 from .events import CallCancelled, HandshakeRequest, HTTPRequest, ToolCall
-from .jsonrpc import RequestId, is_request_id, loads
+from .jsonrpc import RequestId, dumps_bytes, is_request_id, is_utf8, loads
 from .limits import Limits
 from .mcp import SUBPROTOCOL, TOOLS_CALL, MCPSession, tool_error_result
 
@@ -114,16 +114,18 @@ class ServerConnection(_Endpoint):
         headers = [
             (name.encode("latin-1"), value.encode("latin-1")) for name, value in extra_headers
         ]
+        handshake = self._handshake
+        assert handshake is not None  # a decision is awaited, so the handshake is on
+        extensions = self._extensions()
         self._write(
-            self._ws.send(
+            handshake.send(
                 AcceptConnection(
-                    subprotocol=subprotocol, extra_headers=headers, extensions=self._extensions()
+                    subprotocol=subprotocol, extra_headers=headers, extensions=extensions
                 )
             )
         )
         self._awaiting_decision = False
-        self._head_chunks.clear()
-        self._state = ConnectionState.OPEN
+        self._opened(extensions)
         self.subprotocol = subprotocol
         if subprotocol == SUBPROTOCOL:
             self._mcp = MCPSession(self)
@@ -177,11 +179,13 @@ class ServerConnection(_Endpoint):
         if has_body:
             headers.append((b"content-length", str(len(payload)).encode()))
         headers.append((b"connection", b"close"))
+        handshake = self._handshake
+        assert handshake is not None  # only a connection still in its handshake is refused
         self._write(
-            self._ws.send(RejectConnection(status_code=status, headers=headers, has_body=has_body))
+            handshake.send(RejectConnection(status_code=status, headers=headers, has_body=has_body))
         )
         if has_body:
-            self._write(self._ws.send(RejectData(data=payload)))
+            self._write(handshake.send(RejectData(data=payload)))
         self._awaiting_decision = False
         self._state = ConnectionState.CLOSED
 
@@ -328,14 +332,13 @@ class ServerConnection(_Endpoint):
         """Answer ``call`` with the tool's ``result`` (any JSON-serialisable value)."""
         if not self._take(call):
             return
-        message: dict[str, Any] = {"jsonrpc": "2.0"} if call.jsonrpc else {}
-        message["id"] = call.id
         try:
             if call.method == TOOLS_CALL and self._mcp is not None:
-                message["result"] = self._mcp.tool_result(call.tool, result)
+                payload = self._mcp.tool_answer(call.id, call.tool, result)
+            elif call.jsonrpc:
+                payload = dumps_bytes({"jsonrpc": "2.0", "id": call.id, "result": result})
             else:
-                message["result"] = result
-            self._send_json(message)
+                payload = dumps_bytes({"id": call.id, "result": result})
         except pydantic_core.PydanticSerializationError as exc:
             # Serialisation happens before anything is written, so nothing partial went out.
             self._answer_error(
@@ -345,7 +348,10 @@ class ServerConnection(_Endpoint):
                 ),
                 call.jsonrpc,
             )
-        self._resume()
+        else:
+            self._send_payload(payload)
+        if self._held:
+            self._process()
 
     def fail(self, call: ToolCall, exc: BaseException) -> None:
         """Answer ``call`` with an error: an :class:`RPCError` as it is, anything else as -32000."""
@@ -366,7 +372,8 @@ class ServerConnection(_Endpoint):
             self._send_json({"jsonrpc": "2.0", "id": call.id, "result": tool_error_result(text)})
         else:
             self._answer_error(call.id, exc, call.jsonrpc)
-        self._resume()
+        if self._held:
+            self._process()
 
     def _take(self, call: ToolCall) -> bool:
         if self._calls.get(call.id) is not call:
@@ -429,14 +436,14 @@ class ServerConnection(_Endpoint):
 
     # Dispatch
 
-    def _on_message(self, text: str) -> None:
+    def _on_message(self, data: bytes) -> None:
         if self._mcp is not None:
-            self._mcp.on_text(text)
+            self._mcp.on_text(data)
             return
         try:
-            message = loads(text, self.limits.max_json_depth)
+            message = loads(data, self.limits.max_json_depth)
         except RPCError as exc:
-            self._answer_error(None, exc, False)
+            self._parse_failed(data, exc, False)
             return
         first, self._seen_message = not self._seen_message, True
         if (
@@ -500,6 +507,13 @@ class ServerConnection(_Endpoint):
             answer["id"] = request_id
             answer["result"] = result
             self._send_json(answer)
+
+    def _parse_failed(self, data: bytes, exc: RPCError, jsonrpc: bool) -> None:
+        """Answer a message that did not parse: -32700, or close 1007 if it is not even UTF-8."""
+        if is_utf8(data):
+            self._answer_error(None, exc, jsonrpc)
+        else:
+            self._invalid_utf8()
 
     def _answer_error(self, request_id: RequestId | None, exc: RPCError, jsonrpc: bool) -> None:
         error: dict[str, Any] = {"code": exc.code, "message": exc.message}
