@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio.from_thread
@@ -20,7 +21,7 @@ import anyio.lowlevel
 from securemcp.protocol import CloseCode, ConnectionState, ServerConnection
 from securemcp.pubsub import Broker, Notification, check_topic
 
-__all__ = ["ConnectionSession"]
+__all__ = ["ConnectionSession", "LoopThread"]
 
 logger = logging.getLogger("securemcp")
 
@@ -30,12 +31,31 @@ TOO_SLOW = "too slow: broadcast backlog over the limit"
 """The reason of the 1013 close sent to a subscriber that cannot keep up."""
 
 
+@dataclass(frozen=True, slots=True)
+class LoopThread:
+    """An event loop's thread, for code in worker threads that must act on the loop."""
+
+    thread: int
+    """The loop thread's identity (``threading.get_ident()``)."""
+    token: anyio.lowlevel.EventLoopToken
+
+    @classmethod
+    def current(cls) -> LoopThread:
+        """The running loop (call it from a task on that loop)."""
+        return cls(threading.get_ident(), anyio.lowlevel.current_token())
+
+    def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(*args)`` on the loop and return its result: from a worker thread only."""
+        return anyio.from_thread.run_sync(fn, *args, token=self.token)
+
+
 class ConnectionSession:
     """A connection's :class:`~securemcp.pubsub.Subscriber` and :class:`~securemcp.pubsub.Session`.
 
     ``wake`` makes the connection write its output soon; ``handle_events``
-    lets it act on what the core reported (after a close). Build it on the
-    event loop's thread: worker threads hop back to that loop.
+    lets it act on what the core reported (after a close); ``pending`` tells
+    how many bytes the peer has yet to receive. Worker threads hop back to
+    ``loop``.
     """
 
     def __init__(
@@ -45,16 +65,18 @@ class ConnectionSession:
         *,
         wake: Callable[[], None],
         handle_events: Callable[[], None],
+        pending: Callable[[], int],
+        loop: LoopThread,
         peer: str = "?",
     ) -> None:
         self.conn = conn
         self.broker = broker
         self._wake = wake
         self._handle_events = handle_events
+        self._pending = pending
         self._peer = peer
         self._topics: set[str] = set()
-        self._token = anyio.lowlevel.current_token()
-        self._loop_thread = threading.get_ident()
+        self._loop = loop
         self.dropped = False
         """Whether the connection was closed for falling behind (1013)."""
 
@@ -82,7 +104,7 @@ class ConnectionSession:
 
     def _room_for(self, size: int) -> bool:
         conn = self.conn
-        pending = conn.pending_output
+        pending = self._pending()
         # A frame larger than the bound still goes to a client that keeps up.
         if pending == 0 or pending + size <= conn.limits.max_pending_output:
             return True
@@ -97,9 +119,9 @@ class ConnectionSession:
     # Session (for tools; any thread)
 
     def _on_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
-        if threading.get_ident() == self._loop_thread:
+        if threading.get_ident() == self._loop.thread:
             return fn(*args)
-        return anyio.from_thread.run_sync(fn, *args, token=self._token)
+        return self._loop.run(fn, *args)
 
     def subscribe(self, topic: str) -> None:
         """Subscribe this connection to ``topic``."""

@@ -18,6 +18,7 @@ import asyncio
 import importlib.util
 import logging
 import math
+import resource
 import signal
 import ssl as ssl_module
 import sys
@@ -25,6 +26,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import sniffio
 from anyio.abc import SocketAttribute
 
 from securemcp.app import SecureMCP
@@ -32,8 +34,10 @@ from securemcp.protocol import Limits
 from securemcp.pubsub import Broker, LocalBroker
 from securemcp.security import SecurityPolicy
 
-from ._asyncio_native import open_native_listener
-from ._connection import HTTPHandler, ServerSettings, ServerSideConnection
+from ._anyio_server import StreamConnection, serve_listener
+from ._asyncio_server import ServerProtocol, WriteBatch, open_asyncio_server
+from ._driver import HTTPHandler, ServerSettings
+from ._pubsub import LoopThread
 from ._security import ConnectionGuard
 
 __all__ = ["WebSocketTransport"]
@@ -55,19 +59,101 @@ def _check_timeout(name: str, value: float | None) -> None:
         raise ValueError(f"{name} must be a positive number of seconds or None, not {value!r}")
 
 
-class _Server:
-    """The state of one running :meth:`WebSocketTransport.serve`."""
+Connection = ServerProtocol | StreamConnection
+"""A served connection, on either path: its ``driver`` holds its state."""
 
-    def __init__(self, settings: ServerSettings, max_connections: int) -> None:
+FD_RESERVE = 100
+"""File descriptors the default ``max_connections`` leaves for everything else:
+the listening sockets, log files, the SQLite store, worker threads' needs."""
+
+BACKLOG = 4096
+"""Connections the kernel may hold waiting for accept() (capped by somaxconn)."""
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to its hard limit where allowed; the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # not allowed here: keep the soft limit we have
+    return soft
+
+
+def default_max_connections() -> int:
+    """The ``max_connections`` a transport gets by default: what the fd limit allows."""
+    return max(1, raise_fd_limit() - FD_RESERVE)
+
+
+class _Server:
+    """The state of one running :meth:`WebSocketTransport.serve`, shared by its connections."""
+
+    def __init__(self, settings: ServerSettings, max_connections: int, loop: LoopThread) -> None:
         self.settings = settings
         self.max_connections = max_connections
+        self.backlog = BACKLOG
+        limits = settings.limits if settings.limits is not None else Limits()
+        self.write_high_water = limits.max_pending_output
+        """Unsent bytes past which the asyncio path stops reading a connection."""
+        self.loop = loop
         self.limiter = anyio.CapacityLimiter(WORKER_THREADS)
-        self.connections: set[ServerSideConnection] = set()
+        self.connections: dict[Connection, bool] = {}
+        """Every connection served, and whether it holds one of the max_connections slots."""
         self.admitted = 0
         self.draining = False
         self.accept_scope = anyio.CancelScope()
         self.grace_scope = anyio.CancelScope()
         self._changed = anyio.Event()
+        self._task_group: anyio.abc.TaskGroup | None = None
+        # The asyncio path's own: its loop, its write batch and its call tasks.
+        self._asyncio_loop: asyncio.AbstractEventLoop | None = None
+        self._batch: WriteBatch | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def use_asyncio(self) -> None:
+        """Serve with asyncio protocols (see ``_asyncio_server.py``)."""
+        loop = asyncio.get_running_loop()
+        self._asyncio_loop = loop
+        self._batch = WriteBatch(loop)
+
+    @property
+    def batch(self) -> WriteBatch:
+        """The asyncio path's writes, gathered per loop pass."""
+        assert self._batch is not None
+        return self._batch
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup:
+        """Where the anyio path runs connections, calls that suspend, timers and flushes."""
+        assert self._task_group is not None
+        return self._task_group
+
+    def loop_time(self) -> float:
+        """The asyncio loop's clock."""
+        assert self._asyncio_loop is not None
+        return self._asyncio_loop.time()
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep a call's task until it ends (the asyncio path; shutdown waits for them)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def add(self, connection: Connection, *, admitted: bool) -> None:
+        """A connection starts; ``admitted`` if it takes a max_connections slot."""
+        self.connections[connection] = admitted
+        self.admitted += admitted
+
+    def remove(self, connection: Connection) -> None:
+        """A connection ended."""
+        self.admitted -= self.connections.pop(connection, False)
+        self._notify()
+
+    def call_finished(self) -> None:
+        """A call ended: a draining server may be waiting for the last one."""
+        self._notify()
 
     def stop(self) -> None:
         """Stop accepting; asked again while draining, stop waiting for calls."""
@@ -83,39 +169,6 @@ class _Server:
             self._changed = anyio.Event()
             await self._changed.wait()
 
-    async def accept_loop(
-        self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup
-    ) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                # Out of file descriptors, most likely: back off instead of spinning.
-                logger.error("[WS] accept() failed: %s", exc)
-                await anyio.sleep(0.1)
-                continue
-            refuse = self.admitted >= self.max_connections
-            connection = ServerSideConnection(
-                stream,
-                self.settings,
-                limiter=self.limiter,
-                refuse=refuse,
-                draining=lambda: self.draining,
-                on_call_done=self._notify,
-            )
-            # Registered before its task starts, so that a shutdown beginning now sees it.
-            self.connections.add(connection)
-            self.admitted += not refuse
-            tg.start_soon(self._serve_connection, connection, not refuse)
-
-    async def _serve_connection(self, connection: ServerSideConnection, admitted: bool) -> None:
-        try:
-            await connection.run()
-        finally:
-            self.connections.discard(connection)
-            self.admitted -= admitted
-            self._notify()
-
     async def keepalive_loop(self) -> None:
         """Tick every connection's keepalive a few times per interval (one task per server)."""
         interval = self.settings.ping_interval
@@ -128,7 +181,7 @@ class _Server:
             await anyio.sleep(tick)
             now = anyio.current_time()
             for connection in list(self.connections):
-                connection.keepalive_tick(now)
+                connection.driver.keepalive_tick(now)
 
     async def drain(self, shutdown_grace: float | None) -> None:
         """Wait for the calls in flight, then close every connection with 1001."""
@@ -137,11 +190,16 @@ class _Server:
             math.inf if shutdown_grace is None else anyio.current_time() + shutdown_grace
         )
         with self.grace_scope:
-            await self._wait_until(lambda: not any(c.calls_in_flight for c in self.connections))
+            await self._wait_until(
+                lambda: not any(c.driver.calls_in_flight for c in self.connections)
+            )
         for connection in list(self.connections):
-            connection.go_away()
+            connection.driver.go_away()
         # Every connection ends by itself within close_timeout (its own deadline).
         await self._wait_until(lambda: not self.connections)
+        if self._tasks:
+            # Calls the connections cancelled as they closed: let them finish unwinding.
+            await asyncio.wait(list(self._tasks))
 
 
 class WebSocketTransport:
@@ -152,8 +210,10 @@ class WebSocketTransport:
     a WebSocket ping goes out and a peer that does not answer within
     ``ping_timeout`` is closed with 1011; ``close_timeout`` bounds the closing
     handshake; ``shutdown_grace`` is how long a stopping server waits for calls
-    in flight. Past ``max_connections`` open connections, new ones are refused
-    with HTTP 503. ``limits`` are the per-connection limits of the core.
+    in flight. Past ``max_connections`` open connections (default: as many as
+    the file-descriptor limit allows, see :attr:`max_connections`), new ones
+    are refused with HTTP 503. ``limits`` are the per-connection limits of the
+    core.
 
     ``security`` (default: :class:`~securemcp.SecurityPolicy`'s defaults, which
     authenticate nobody and allow every Origin) decides each handshake before
@@ -174,10 +234,13 @@ class WebSocketTransport:
     ``(status, headers, body)``, or ``None`` for 404. Other methods get 405.
     Without it, any request that is not a WebSocket upgrade gets 400.
 
-    On asyncio the sockets are asyncio's own transports behind anyio's stream
-    interface (``backends/_asyncio_native.py``), which halves the per-message
-    cost of anyio's asyncio streams; ``native_asyncio=False`` uses anyio's.
-    On trio, anyio's streams are used either way.
+    On asyncio each connection is an ``asyncio.Protocol`` driven straight from
+    the transport's callbacks (``backends/_asyncio_server.py``): no task per
+    connection or per message, answers written once per loop pass; uvloop gets
+    the same path. ``native_asyncio=False`` serves asyncio with the anyio path
+    instead, a task per connection, which is what trio always uses
+    (``backends/_anyio_server.py``). Both are thin adapters over one
+    connection driver (``backends/_driver.py``).
     """
 
     def __init__(
@@ -190,7 +253,7 @@ class WebSocketTransport:
         ping_timeout: float | None = 20.0,
         close_timeout: float | None = 10.0,
         shutdown_grace: float | None = 10.0,
-        max_connections: int = 1000,
+        max_connections: int | None = None,
         ssl: ssl_module.SSLContext | None = None,
         security: SecurityPolicy | None = None,
         broker: Broker | None = None,
@@ -206,13 +269,14 @@ class WebSocketTransport:
             _check_timeout(name, value)
         if shutdown_grace is not None and shutdown_grace < 0:
             raise ValueError(f"shutdown_grace must be >= 0 or None, not {shutdown_grace!r}")
-        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
-            raise TypeError("max_connections must be an integer")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+        if max_connections is not None:
+            if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+                raise TypeError("max_connections must be an integer or None")
+            if max_connections < 1:
+                raise ValueError(f"max_connections must be at least 1, not {max_connections}")
         self.app = app
         self.native_asyncio = native_asyncio
-        self.max_connections = max_connections
+        self._max_connections = max_connections
         self.shutdown_grace = shutdown_grace
         self.ssl = ssl
         if security is not None and not isinstance(security, SecurityPolicy):
@@ -235,6 +299,19 @@ class WebSocketTransport:
         self._servers: set[_Server] = set()
 
     @property
+    def max_connections(self) -> int:
+        """Open connections past which new ones get HTTP 503.
+
+        Unless given, what the process's file-descriptor limit allows (less
+        :data:`FD_RESERVE`), once that limit is raised to its hard limit where
+        the system allows it: done when this is first read (at the latest
+        when serving starts).
+        """
+        if self._max_connections is None:
+            self._max_connections = default_max_connections()
+        return self._max_connections
+
+    @property
     def open_connections(self) -> int:
         """Connections currently open (handshakes in progress included)."""
         return sum(len(server.connections) for server in self._servers)
@@ -253,24 +330,42 @@ class WebSocketTransport:
         after :meth:`shutdown`; when cancelled, shuts down gracefully first,
         then lets the cancellation through. Binding errors raise ``OSError``.
         """
-        listeners = await self._listen(host, port)
-        bound = listeners[0].extra(SocketAttribute.local_port)
+        server = _Server(self._settings, self.max_connections, LoopThread.current())
+        native: asyncio.Server | None = None
+        listeners: list[anyio.abc.SocketListener] = []
+        # Protocol callbacks run in a copy of this context: tools run inline
+        # there can then use anyio as they could in a task.
+        library = sniffio.current_async_library_cvar.set(sniffio.current_async_library())
+        try:
+            if self.native_asyncio and _running_on_asyncio():
+                server.use_asyncio()
+                native = await open_asyncio_server(server, host, port)
+                bound = native.sockets[0].getsockname()[1]
+            else:
+                listeners = await self._listen(host, port)
+                bound = listeners[0].extra(SocketAttribute.local_port)
+        finally:
+            sniffio.current_async_library_cvar.reset(library)
         scheme = "wss" if self.ssl is not None else "ws"
         logger.info("[WS] Starting WebSocket server on %s://%s:%d", scheme, _url_host(host), bound)
-        server = _Server(self._settings, self.max_connections)
         self._servers.add(server)
         try:
             async with anyio.create_task_group() as tg:
+                server._task_group = tg
                 try:
                     with server.accept_scope:
                         async with anyio.create_task_group() as accepting:
                             for listener in listeners:
-                                accepting.start_soon(server.accept_loop, listener, tg)
+                                accepting.start_soon(serve_listener, server, listener, tg)
                             accepting.start_soon(server.keepalive_loop)
                             logger.info("[WS] Server started successfully")
                             task_status.started(bound)
+                            # asyncio accepts by itself: this task only waits to be stopped.
+                            await anyio.sleep_forever()
                 finally:
                     with anyio.CancelScope(shield=True):
+                        if native is not None:
+                            native.close()
                         for listener in listeners:
                             await listener.aclose()
                         logger.info("[WS] Shutting down")
@@ -280,9 +375,7 @@ class WebSocketTransport:
             self._servers.discard(server)
 
     async def _listen(self, host: str, port: int) -> list[anyio.abc.SocketListener]:
-        if self.native_asyncio and _running_on_asyncio():
-            return [await open_native_listener(host, port)]
-        multi = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        multi = await anyio.create_tcp_listener(local_host=host, local_port=port, backlog=BACKLOG)
         # One listener per address the host resolves to; every backend's is a SocketListener.
         return [
             listener

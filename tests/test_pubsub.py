@@ -16,7 +16,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from securemcp import Context, LocalProtocolError, SecureMCP
-from securemcp.backends._pubsub import ConnectionSession
+from securemcp.backends._pubsub import ConnectionSession, LoopThread
 from securemcp.protocol import Limits, ServerConnection, encode_notification, text_frame
 from securemcp.pubsub import Broker, LocalBroker, Notification, Subscriber, check_topic
 from securemcp.transport import WebSocketClient, WebSocketTransport
@@ -411,7 +411,12 @@ async def test_a_session_closes_its_connection_with_1013_past_the_backlog(
     broker = LocalBroker()
     wakes: list[None] = []
     session = ConnectionSession(
-        conn, broker, wake=lambda: wakes.append(None), handle_events=lambda: None
+        conn,
+        broker,
+        wake=lambda: wakes.append(None),
+        handle_events=lambda: None,
+        pending=lambda: conn.pending_output,
+        loop=LoopThread.current(),
     )
     session.subscribe("t")
     assert session.subscriptions == frozenset({"t"})

@@ -1,16 +1,18 @@
-"""One server connection on scripted streams: the failures a real socket rarely shows on cue."""
+"""One anyio-path connection on scripted streams: failures a real socket rarely shows on cue."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import anyio
 import anyio.abc
 import pytest
 
 from securemcp import SecureMCP
-from securemcp.backends._connection import ServerSettings, ServerSideConnection
+from securemcp.backends._anyio_server import StreamConnection
+from securemcp.backends._driver import ServerSettings
+from securemcp.backends._pubsub import LoopThread
+from securemcp.backends.server import _Server
 from securemcp.protocol import ClientConnection
 
 
@@ -50,20 +52,27 @@ def upgrade_request() -> bytes:
     return client.data_to_send()
 
 
-def connection(stream: ScriptedStream, **settings: Any) -> ServerSideConnection:
+async def serve_one(stream: ScriptedStream, *, go_away_first: bool = False) -> None:
+    """Serve ``stream`` as the only connection of a server, until it ends."""
     app = SecureMCP("scripted")
-    options: dict[str, Any] = {
-        "limits": None,
-        "handshake_timeout": 5.0,
-        "ping_interval": None,
-        "ping_timeout": None,
-        "close_timeout": 5.0,
-        "ssl": None,
-        **settings,
-    }
-    return ServerSideConnection(
-        stream, ServerSettings(app, **options), limiter=anyio.CapacityLimiter(1)
+    settings = ServerSettings(
+        app,
+        limits=None,
+        handshake_timeout=5.0,
+        ping_interval=None,
+        ping_timeout=None,
+        close_timeout=5.0,
+        ssl=None,
     )
+    server = _Server(settings, max_connections=10, loop=LoopThread.current())
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            server._task_group = tg
+            connection = StreamConnection(stream, server, refuse=False)
+            if go_away_first:
+                connection.driver.go_away()
+                connection.driver.go_away()  # a second request changes nothing
+            await connection.run()
 
 
 @pytest.mark.anyio
@@ -71,8 +80,7 @@ async def test_a_failing_write_ends_the_connection_quietly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     stream = ScriptedStream([upgrade_request()], send_error=anyio.BrokenResourceError())
-    with anyio.fail_after(5):
-        await connection(stream).run()
+    await serve_one(stream)
     assert stream.closed
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -83,8 +91,7 @@ async def test_an_unexpected_error_is_logged_with_its_traceback_and_contained(
 ) -> None:
     stream = ScriptedStream([])
     stream.receive_error = RuntimeError("a bug in the stream")
-    with anyio.fail_after(5):
-        await connection(stream).run()
+    await serve_one(stream)
     assert stream.closed
     [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert record.getMessage().startswith("unexpected error on the connection")
@@ -94,10 +101,6 @@ async def test_an_unexpected_error_is_logged_with_its_traceback_and_contained(
 @pytest.mark.anyio
 async def test_go_away_before_the_connection_runs_closes_it_at_once() -> None:
     stream = ScriptedStream([upgrade_request()])
-    conn = connection(stream)
-    conn.go_away()
-    conn.go_away()  # a second request changes nothing
-    with anyio.fail_after(5):
-        await conn.run()
+    await serve_one(stream, go_away_first=True)
     assert stream.closed
     assert stream.sent == []

@@ -26,7 +26,7 @@ import pytest
 from anyio.abc import SocketAttribute
 
 from securemcp import Principal, SecureMCP, SecurityPolicy, StaticTokenAuthenticator
-from securemcp.backends._connection import ServerSideConnection
+from securemcp.backends.server import Connection
 from securemcp.protocol import Limits
 from securemcp.transport import WebSocketClient, WebSocketTransport
 
@@ -102,14 +102,14 @@ class Server:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/"
 
-    def connections(self) -> list[ServerSideConnection]:
+    def connections(self) -> list[Connection]:
         """The server's live connections (the transport keeps them privately)."""
         return [c for server in self.transport._servers for c in server.connections]
 
-    def connection_of(self, peer: RawPeer) -> ServerSideConnection:
+    def connection_of(self, peer: RawPeer) -> Connection:
         """The server's side of ``peer``'s connection."""
         port = peer.stream.extra(SocketAttribute.local_port)
-        [connection] = [c for c in self.connections() if c.peer.endswith(f", {port})")]
+        [connection] = [c for c in self.connections() if c.driver.peer.endswith(f", {port})")]
         return connection
 
     async def peer(self, request: bytes = UPGRADE_REQUEST, *, rcvbuf: int = 0) -> RawPeer:

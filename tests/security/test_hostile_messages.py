@@ -17,7 +17,7 @@ import anyio
 import pytest
 from anyio.abc import SocketAttribute
 
-from securemcp.backends._connection import ServerSideConnection
+from securemcp.backends.server import Connection
 from securemcp.protocol import Limits
 
 from ..helpers import MASK, OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, client_frame, text_frame
@@ -189,7 +189,7 @@ read everything would hold all the answers: 10 MiB (pipelined requests), 8
 MiB (pongs)."""
 
 
-async def server_stops_reading(connection: ServerSideConnection) -> None:
+async def server_stops_reading(connection: Connection) -> None:
     """Return once the server has stopped reading ``connection``'s peer.
 
     Either the core paused (its unsent output reached ``max_pending_output``)
@@ -200,9 +200,9 @@ async def server_stops_reading(connection: ServerSideConnection) -> None:
     flood), only to how soon the peer starts reading.
     """
     stuck = 0
-    while connection.conn.wants_read and stuck < 10:
+    while connection.driver.wants_read and stuck < 10:
         await anyio.sleep(0.005)
-        stuck = stuck + 1 if connection._writing else 0
+        stuck = stuck + 1 if not connection.reading() else 0
 
 
 async def flood(
