@@ -1,0 +1,79 @@
+"""One connection's flood does not starve the others while it lasts.
+
+The server answers calls that cannot suspend in the same pass as the bytes
+that asked for them; a peer whose bytes are always ready must still leave room
+for everyone else. Here a raw peer pipelines requests as fast as it can while a
+well-behaved client, on its own connection, keeps making calls: each of those
+must be answered promptly during the flood, not after it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+
+from securemcp.transport import WebSocketClient
+
+from ..helpers import OP_TEXT, text_frame
+from .conftest import RawPeer, hostile_server
+
+PROMPT = 0.5
+"""How long a bystander's call may take while another connection floods (seconds)."""
+
+BATCH = 200
+"""Requests the flooder sends per write: its bytes are always ready."""
+
+
+async def _flood(peer: RawPeer, stop: anyio.Event) -> int:
+    """Pipeline echo calls, reading the answers as they come, until ``stop``; the count."""
+    batch = b"".join(
+        text_frame(
+            {"id": n, "method": "invoke_tool", "params": {"tool_name": "echo",
+                                                         "params": {"message": "flood"}}}
+        )
+        for n in range(BATCH)
+    )  # fmt: skip
+    answered = 0
+
+    async def read() -> None:
+        nonlocal answered
+        while True:
+            opcode, payload = await peer.next_frame()
+            assert opcode == OP_TEXT
+            assert json.loads(payload)["result"] == "flood"
+            answered += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        while not stop.is_set():
+            await peer.stream.send(batch)
+        tg.cancel_scope.cancel()
+    return answered
+
+
+@pytest.mark.anyio
+async def test_a_flooding_connection_does_not_starve_another() -> None:
+    async with hostile_server() as server, server.open_peer() as peer:
+        stop = anyio.Event()
+        slowest = 0.0
+        async with anyio.create_task_group() as tg:
+            flooded: list[int] = []
+
+            async def flood() -> None:
+                flooded.append(await _flood(peer, stop))
+
+            tg.start_soon(flood)
+            async with WebSocketClient(server.url) as bystander:
+                for _ in range(20):
+                    start = anyio.current_time()
+                    with anyio.fail_after(5):
+                        echoed = await bystander.invoke_tool("echo", {"message": "me too"})
+                    assert echoed == "me too"
+                    slowest = max(slowest, anyio.current_time() - start)
+            stop.set()
+        # The flood really ran alongside: hundreds of its calls were answered.
+        [answered] = flooded
+        assert answered >= 2 * BATCH
+        assert slowest < PROMPT, f"a bystander's call took {slowest:.3f} s during the flood"
