@@ -8,6 +8,7 @@ asked for, so each rule is checked exactly, with no socket and no timing.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -176,6 +177,7 @@ def test_a_full_or_draining_server_answers_503(
 ) -> None:
     driver, _, server = driven(refuse=refuse)
     server.draining = draining
+    caplog.set_level(logging.WARNING, logger="securemcp.security")
     driver.data_received(UPGRADE_REQUEST)
     assert driver.take_output().startswith(b"HTTP/1.1 503 ")
     assert driver.finished

@@ -59,6 +59,32 @@ def test_loads_depth_of_wide_documents() -> None:
         loads(wide, 4)
 
 
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_loads_depth_of_large_documents(as_bytes: bool) -> None:
+    # Past a few kilobytes the check walks a few containers before counting
+    # brackets: every shape must still get the same verdict.
+    padding = "x" * 10_000
+
+    def load(text: str, depth: int) -> Any:
+        return loads(text.encode() if as_bytes else text, depth)
+
+    # A large string in a few containers, deep and shallow.
+    deep = "[" * 6 + json.dumps(padding) + "]" * 6
+    assert load(deep, 6) == json.loads(deep)
+    with pytest.raises(ParseError, match="nested deeper than 5 levels"):
+        load(deep, 5)
+    # Many containers (more than the walk's budget), shallow: accepted.
+    wide = json.dumps([[n] for n in range(2_000)])
+    assert load(wide, 2) == json.loads(wide)
+    # Many containers, and one deep branch at the very end.
+    wide_then_deep = json.dumps([*([n] for n in range(2_000)), [[[[["end"]]]]]])
+    assert load(wide_then_deep, 6) == json.loads(wide_then_deep)
+    with pytest.raises(ParseError, match="nested deeper than 5 levels"):
+        load(wide_then_deep, 5)
+    # Many brackets inside a string do not count.
+    assert load(json.dumps(["[" * 10_000]), 1) == ["[" * 10_000]
+
+
 def test_loads_beyond_the_parser_ceiling_is_a_parse_error() -> None:
     with pytest.raises(ParseError):
         loads(nested(250), 200)

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from securemcp import Context, Progress, SecureMCP
 from securemcp.protocol import (
@@ -378,6 +380,31 @@ def test_a_result_is_text_content_and_structured_content_with_an_output_schema()
         "structuredContent": {"echoed": "héllo ✓"},
         "isError": False,
     }
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(), JSON_VALUES, max_size=5))
+def test_a_result_is_encoded_once_into_text_and_structured_content(value: dict[str, Any]) -> None:
+    # Quotes, backslashes, control characters, any Unicode: the text is the
+    # result's JSON and the structured content the result itself.
+    app = SecureMCP("structured")
+
+    @app.tool()
+    def give() -> dict[str, Any]:
+        return value
+
+    result = call(open_mcp(app), "give")["result"]
+    assert json.loads(result["content"][0]["text"]) == value
+    assert result["structuredContent"] == value
+    assert result["isError"] is False
 
 
 def test_results_without_an_output_schema_are_text_only() -> None:

@@ -53,22 +53,23 @@ _FIN_TEXT = 0x81
 """FIN bit set, opcode 0x1 (text): a whole message in one frame."""
 
 
-def text_frame(payload: bytes) -> bytes:
+def text_frame(payload: bytes, *more: bytes) -> bytes:
     """One unmasked, unfragmented text frame (a server's) carrying ``payload`` (UTF-8).
 
-    The one frame a server sends on every answer and every broadcast, built
-    here rather than by wsproto's encoder, which takes text only (a second
-    UTF-8 encoding) and copies the payload twice; everything else (control
-    frames, masked client frames, compressed frames) is wsproto's.
+    ``more`` parts are appended to the payload in the same copy. The one frame
+    a server sends on every answer and every broadcast, built here rather than
+    by wsproto's encoder, which takes text only (a second UTF-8 encoding) and
+    copies the payload twice; everything else (control frames, masked client
+    frames, compressed frames) is wsproto's.
     """
-    size = len(payload)
+    size = len(payload) + sum(map(len, more)) if more else len(payload)
     if size < 126:
         header = bytes((_FIN_TEXT, size))
     elif size < 1 << 16:
         header = struct.pack("!BBH", _FIN_TEXT, 126, size)
     else:
         header = struct.pack("!BBQ", _FIN_TEXT, 127, size)
-    return header + payload
+    return b"".join((header, payload, *more)) if more else header + payload
 
 
 class HandshakeTooLarge(RemoteProtocolError):
@@ -351,12 +352,13 @@ class _Endpoint:
         self._outgoing.append(data)
         self._outgoing_size += len(data)
 
-    def _send_payload(self, payload: bytes) -> None:
-        """Send one text message whose UTF-8 bytes are ``payload``."""
+    def _send_payload(self, payload: bytes, *more: bytes) -> None:
+        """Send one text message whose UTF-8 bytes are ``payload`` followed by ``more``."""
         if self._client or self._compressed_out:
-            self._write(bytes(self._sender.send_data(payload.decode())))
+            text = b"".join((payload, *more)).decode() if more else payload.decode()
+            self._write(bytes(self._sender.send_data(text)))
         else:
-            self._write(text_frame(payload))
+            self._write(text_frame(payload, *more))
 
     def _send_json(self, value: Any) -> None:
         self._send_payload(jsonrpc.dumps_bytes(value))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, NoReturn, TypeAlias, TypeGuard
 
 import pydantic_core
@@ -15,16 +16,40 @@ RequestId: TypeAlias = str | int
 """A JSON-RPC request id as SecureMCP accepts it: a string or an integer."""
 
 
-def _depth_exceeds(value: Any, max_depth: int) -> bool:
+def _depth_exceeds(value: Any, max_depth: int, budget: float = math.inf) -> bool | None:
+    """Whether ``value`` nests deeper than ``max_depth``; ``None`` if ``budget`` containers
+    were not enough to tell."""
     # Iterative, so that measuring a hostile document cannot exhaust the stack.
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > max_depth:
             return True
+        budget -= 1
+        if budget < 0:
+            return None
         children = node.values() if isinstance(node, dict) else node
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
+
+
+_SMALL = 4096
+"""Texts up to this size are checked for depth by counting brackets first."""
+
+_WALK_BUDGET = 256
+"""Containers a large text's depth check walks before it counts brackets instead."""
+
+
+def _too_deep(text: bytes | str, value: Any, max_depth: int) -> bool:
+    # A document with fewer brackets than the limit cannot be deeper than it;
+    # counting is done in C and saves the walk for every ordinary message. A
+    # large message is usually a large string in a few containers, where the
+    # walk is cheaper than scanning every byte twice: walk a little first.
+    if len(text) > _SMALL:
+        verdict = _depth_exceeds(value, max_depth, _WALK_BUDGET)
+        if verdict is not None:
+            return verdict
+    return _brackets(text) > max_depth and bool(_depth_exceeds(value, max_depth))
 
 
 def loads(text: bytes | str, max_depth: int) -> Any:
@@ -38,13 +63,7 @@ def loads(text: bytes | str, max_depth: int) -> Any:
         value = pydantic_core.from_json(text, allow_inf_nan=False)
     except ValueError as exc:
         raise ParseError(f"Parse error: {exc}") from None
-    # A document with fewer brackets than the limit cannot be deeper than it;
-    # counting is done in C and saves the walk for every ordinary message.
-    if (
-        isinstance(value, (dict, list))
-        and _brackets(text) > max_depth
-        and _depth_exceeds(value, max_depth)
-    ):
+    if isinstance(value, (dict, list)) and _too_deep(text, value, max_depth):
         raise ParseError(f"Parse error: JSON nested deeper than {max_depth} levels")
     return value
 

@@ -334,11 +334,11 @@ class ServerConnection(_Endpoint):
             return
         try:
             if call.method == TOOLS_CALL and self._mcp is not None:
-                payload = self._mcp.tool_answer(call.id, call.tool, result)
+                parts = self._mcp.tool_answer(call.id, call.tool, result)
             elif call.jsonrpc:
-                payload = dumps_bytes({"jsonrpc": "2.0", "id": call.id, "result": result})
+                parts = [dumps_bytes({"jsonrpc": "2.0", "id": call.id, "result": result})]
             else:
-                payload = dumps_bytes({"id": call.id, "result": result})
+                parts = [dumps_bytes({"id": call.id, "result": result})]
         except pydantic_core.PydanticSerializationError as exc:
             # Serialisation happens before anything is written, so nothing partial went out.
             self._answer_error(
@@ -349,7 +349,7 @@ class ServerConnection(_Endpoint):
                 call.jsonrpc,
             )
         else:
-            self._send_payload(payload)
+            self._send_payload(*parts)
         if self._held:
             self._process()
 
