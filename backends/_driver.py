@@ -124,6 +124,26 @@ class Adapter(Protocol):
 class ConnectionDriver:
     """Serve one accepted connection: every decision, no I/O."""
 
+    __slots__ = (
+        "_admission",
+        "_calls",
+        "_closing",
+        "_deadline",
+        "_expires_at",
+        "_going_away",
+        "_next_ping",
+        "_pong_deadline",
+        "_pong_payload",
+        "_refuse",
+        "_session",
+        "adapter",
+        "address",
+        "conn",
+        "peer",
+        "server",
+        "settings",
+    )
+
     def __init__(
         self, server: ServerState, adapter: Adapter, peer: object, *, refuse: bool = False
     ) -> None:

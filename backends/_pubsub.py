@@ -58,6 +58,18 @@ class ConnectionSession:
     ``loop``.
     """
 
+    __slots__ = (
+        "_handle_events",
+        "_loop",
+        "_peer",
+        "_pending",
+        "_topics",
+        "_wake",
+        "broker",
+        "conn",
+        "dropped",
+    )
+
     def __init__(
         self,
         conn: ServerConnection,
@@ -75,7 +87,8 @@ class ConnectionSession:
         self._handle_events = handle_events
         self._pending = pending
         self._peer = peer
-        self._topics: set[str] = set()
+        # Created by the first subscription: most connections never make one.
+        self._topics: set[str] | None = None
         self._loop = loop
         self.dropped = False
         """Whether the connection was closed for falling behind (1013)."""
@@ -132,6 +145,8 @@ class ConnectionSession:
         if self.conn.state is not ConnectionState.OPEN:
             return  # Closing: a subscription now would outlive unsubscribe_all.
         self.broker.subscribe(topic, self)
+        if self._topics is None:
+            self._topics = set()
         self._topics.add(topic)
 
     def unsubscribe(self, topic: str) -> bool:
@@ -139,7 +154,8 @@ class ConnectionSession:
         return self._on_loop(self._unsubscribe, topic)
 
     def _unsubscribe(self, topic: str) -> bool:
-        self._topics.discard(topic)
+        if self._topics is not None:
+            self._topics.discard(topic)
         return self.broker.unsubscribe(topic, self)
 
     def publish(self, topic: str, method: str, params: Any = None) -> int:
@@ -157,9 +173,9 @@ class ConnectionSession:
     @property
     def subscriptions(self) -> frozenset[str]:
         """The topics this connection is subscribed to."""
-        return self._on_loop(frozenset, self._topics)
+        return self._on_loop(frozenset, self._topics or ())
 
     def close(self) -> None:
         """The connection is ending: leave every topic (on the loop's thread)."""
-        self._topics.clear()
+        self._topics = None
         self.broker.unsubscribe_all(self)

@@ -41,6 +41,17 @@ class ClientConnection(_Endpoint):
     carrying the id :meth:`send_request` returned.
     """
 
+    __slots__ = (
+        "_connect_sent",
+        "_next_id",
+        "_pending",
+        "_reject_body",
+        "_reject_headers",
+        "_reject_status",
+        "jsonrpc",
+        "subprotocol",
+    )
+
     def __init__(self, *, limits: Limits | None = None) -> None:
         super().__init__(ConnectionType.CLIENT, limits)
         self.subprotocol: str | None = None

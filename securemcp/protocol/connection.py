@@ -137,7 +137,37 @@ def _close_payload(payload: bytes) -> tuple[int, str]:
 class _Endpoint:
     """Common machinery of :class:`ServerConnection` and :class:`ClientConnection`."""
 
-    _client = False
+    # Slots: a server holds one of these per idle connection, and a dict of
+    # some thirty attributes would be most of its size.
+    __slots__ = (
+        "_client",
+        "_close_code",
+        "_close_reason",
+        "_close_sent",
+        "_compressed_out",
+        "_deflate",
+        "_early",
+        "_events",
+        "_fragments",
+        "_frame_count",
+        "_frames",
+        "_handshake",
+        "_head_chunks",
+        "_head_lines",
+        "_head_open",
+        "_head_size",
+        "_head_start",
+        "_head_tail",
+        "_held",
+        "_keep_head",
+        "_message_size",
+        "_opcode",
+        "_outgoing",
+        "_outgoing_size",
+        "_sender",
+        "_state",
+        "limits",
+    )
 
     def __init__(self, role: ConnectionType, limits: Limits | None) -> None:
         self.limits = limits if limits is not None else Limits()

@@ -65,6 +65,20 @@ class ServerConnection(_Endpoint):
     buffered requests.
     """
 
+    __slots__ = (
+        "_awaiting_decision",
+        "_awaiting_http",
+        "_calls",
+        "_cancelled",
+        "_mcp",
+        "_seen_message",
+        "app",
+        "mask_errors",
+        "principal",
+        "session",
+        "subprotocol",
+    )
+
     def __init__(
         self,
         app: SecureMCP,
@@ -90,7 +104,8 @@ class ServerConnection(_Endpoint):
         self._awaiting_decision = False
         self._calls: dict[RequestId, ToolCall] = {}
         # Calls the client cancelled, still in _calls until the backend answers them.
-        self._cancelled: set[RequestId] = set()
+        # Created on first use: most connections never see a cancellation.
+        self._cancelled: set[RequestId] | None = None
         self._mcp: MCPSession | None = None
         self._seen_message = False
 
@@ -267,7 +282,7 @@ class ServerConnection(_Endpoint):
             if call.progress is not None:
                 call.progress.close()
         self._calls.clear()
-        self._cancelled.clear()
+        self._cancelled = None
         return ids
 
     # MCP
@@ -299,7 +314,7 @@ class ServerConnection(_Endpoint):
             or self._mcp is None
             or self._state is not ConnectionState.OPEN
             or self._calls.get(call.id) is not call
-            or call.id in self._cancelled
+            or (self._cancelled is not None and call.id in self._cancelled)
         ):
             return False
         if reporter.last is not None and not progress > reporter.last:
@@ -314,8 +329,10 @@ class ServerConnection(_Endpoint):
         # Unknown or finished calls are ignored: the answer may have crossed the
         # notification on the wire.
         call = self._calls.get(request_id)
-        if call is None or request_id in self._cancelled:
+        if call is None or (self._cancelled is not None and request_id in self._cancelled):
             return
+        if self._cancelled is None:
+            self._cancelled = set()
         self._cancelled.add(request_id)
         if call.progress is not None:
             call.progress.close()
@@ -386,7 +403,7 @@ class ServerConnection(_Endpoint):
         del self._calls[call.id]
         if call.progress is not None:
             call.progress.close()
-        if call.id in self._cancelled:
+        if self._cancelled is not None and call.id in self._cancelled:
             # The client cancelled it: MCP sends no answer for a cancelled request.
             self._cancelled.discard(call.id)
             return False
