@@ -422,6 +422,8 @@ class _Endpoint:
         self.close(code, reason)
 
     def _process(self) -> None:
+        if self._state is ConnectionState.CLOSED:
+            return  # nothing after the close is read (wsproto's parser stops there too)
         if not self._may_process():
             self._held = True
             return
@@ -457,7 +459,9 @@ class _Endpoint:
                     self._broken(int(exc.code), str(exc))
                     return
                 self._on_close(code, reason)
-            if self._state is ConnectionState.CLOSED or not self._may_process():
+            if self._state is ConnectionState.CLOSED:
+                return
+            if not self._may_process():
                 # Leave the rest in the parser's buffer: it is at most one read,
                 # since the backend stops reading while we are paused.
                 self._held = True
