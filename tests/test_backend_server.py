@@ -511,14 +511,36 @@ async def test_keepalive_waits_for_pongs_it_cannot_read_while_paused() -> None:
             assert await client.answer(second) == ResponseReceived(second, "awake")
 
 
+EARLY = 0.9
+"""A timer may not fire before this fraction of its duration (scheduling leeway);
+one firing at half its duration fails."""
+
+
+async def still_open_and_silent(stream: anyio.abc.ByteStream, seconds: float) -> None:
+    """Nothing arrives on ``stream`` for ``seconds``, and the server does not close it."""
+    with anyio.move_on_after(seconds):
+        try:
+            data = await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            pytest.fail("the server closed a connection still in its handshake")
+        pytest.fail(f"the server sent {data!r} to a connection still in its handshake")
+
+
 @pytest.mark.anyio
 async def test_handshake_timeout_closes_a_half_sent_request() -> None:
-    transport = quick(demo_app(), handshake_timeout=0.2)
+    timeout = 0.5
+    transport = quick(demo_app(), handshake_timeout=timeout)
     async with serving(transport) as port:
         with anyio.fail_after(TIMEOUT):
+            # Before connecting: the server's timer cannot start earlier.
+            opened = anyio.current_time()
             async with await anyio.connect_tcp("127.0.0.1", port) as stream:
                 await stream.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
+                # Dropped without a byte of answer (no HTTP status), at the
+                # timeout: not before, and not long after.
                 assert await read_until_closed(stream) == b""
+                lived = anyio.current_time() - opened
+            assert EARLY * timeout <= lived < timeout + 1.0, f"closed after {lived:.3f} s"
             async with connect(port) as client:
                 assert result_of(await client.request("ping")) == {"pong": True}
 
@@ -534,8 +556,14 @@ async def test_shutdown_drops_a_connection_still_in_its_handshake() -> None:
                 # A ping on another connection proves the first one was accepted.
                 async with connect(port) as client:
                     assert result_of(await client.request("ping")) == {"pong": True}
+                # Without a handshake timeout the server waits, silent...
+                await still_open_and_silent(stream, 0.3)
+                stopping = anyio.current_time()
                 transport.shutdown()
+                # ...until it shuts down: then the connection is dropped
+                # without a byte of answer, at once (no grace for handshakes).
                 assert await read_until_closed(stream) == b""
+                assert anyio.current_time() - stopping < 1.0
 
 
 @pytest.mark.anyio

@@ -296,10 +296,13 @@ class RawPeer:
                 await self.stream.send(client_frame(close_payload(1000), OP_CLOSE))
                 return int.from_bytes(payload[:2], "big")
 
-    async def until_eof(self) -> None:
-        """Read (and drop) everything until the server closes the socket."""
+    async def until_eof(self) -> bytes:
+        """Read until the server closes the socket; return everything it sent meanwhile."""
         while await self._fill():
-            self._buffer.clear()
+            pass
+        received = bytes(self._buffer)
+        self._buffer.clear()
+        return received
 
 
 def upgrade_with(headers: Iterable[tuple[str, str]]) -> bytes:
