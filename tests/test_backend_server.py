@@ -460,18 +460,45 @@ async def test_a_client_dying_mid_call_cancels_it_and_the_server_stays_healthy(
                 assert result_of(await fresh.request("ping")) == {"pong": True}
 
 
+EARLY = 0.9
+"""A timer may not fire before this fraction of its duration (scheduling leeway);
+one firing at half its duration fails."""
+
+
 @pytest.mark.anyio
 async def test_keepalive_closes_a_silent_peer_with_1011() -> None:
-    transport = quick(demo_app(), ping_interval=0.1, ping_timeout=0.2, close_timeout=0.2)
-    async with serving(transport) as port, connect(port) as client:
+    interval, pong_timeout, close_timeout = 0.2, 0.4, 0.4
+    transport = quick(
+        demo_app(), ping_interval=interval, ping_timeout=pong_timeout, close_timeout=close_timeout
+    )
+    async with serving(transport) as port:
         with anyio.fail_after(TIMEOUT):
-            # Read without answering anything (not even pings) until the server hangs up.
-            client.conn.receive_data(await read_until_closed(client.stream))
-            client.conn.receive_eof()
-            events = client.conn.events_received()
-    closed = events[-1]
-    assert isinstance(closed, ConnectionClosed)
-    assert (closed.code, closed.reason) == (1011, "keepalive ping timeout")
+            # Before connecting: the server's timers cannot start earlier.
+            opened = anyio.current_time()
+            async with connect(port) as client:
+                # Read without answering anything (not even pings) until the server hangs up.
+                closing: ConnectionClosed | None = None
+                closing_at = 0.0
+                while True:
+                    try:
+                        data = await client.stream.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):
+                        break
+                    client.conn.receive_data(data)
+                    for event in client.conn.events_received():
+                        if isinstance(event, ConnectionClosed) and closing is None:
+                            closing, closing_at = event, anyio.current_time()
+                dropped_at = anyio.current_time()
+    assert closing is not None, "the server hung up without a close frame"
+    assert (closing.code, closing.reason) == (1011, "keepalive ping timeout")
+    # The close frame comes once a ping went unanswered for ping_timeout...
+    waited = closing_at - opened
+    assert waited >= EARLY * (interval + pong_timeout), f"closed after {waited:.3f} s"
+    # ...and the connection is dropped once the silent peer let close_timeout pass.
+    lingered = dropped_at - closing_at
+    assert EARLY * close_timeout <= lingered < close_timeout + 1.0, (
+        f"dropped {lingered:.3f} s after the close frame"
+    )
 
 
 @pytest.mark.anyio
@@ -509,11 +536,6 @@ async def test_keepalive_waits_for_pongs_it_cannot_read_while_paused() -> None:
             await client.flush()
             assert await client.answer(first) == ResponseReceived(first, "awake")
             assert await client.answer(second) == ResponseReceived(second, "awake")
-
-
-EARLY = 0.9
-"""A timer may not fire before this fraction of its duration (scheduling leeway);
-one firing at half its duration fails."""
 
 
 async def still_open_and_silent(stream: anyio.abc.ByteStream, seconds: float) -> None:
