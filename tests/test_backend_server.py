@@ -44,6 +44,9 @@ from .helpers import serving
 
 TIMEOUT = 10.0
 """Bound of every test's network activity; generous, tests finish far sooner."""
+EARLY = 0.9
+"""A timer may not fire before this fraction of its duration (scheduling leeway);
+one firing at half its duration fails."""
 
 
 # A minimal client on both loops
@@ -392,7 +395,8 @@ async def test_shutdown_lets_calls_finish_cancels_the_rest_and_closes_1001() -> 
         if running == 2:
             both_started.set()
 
-    transport = quick(app, shutdown_grace=0.3)
+    grace = 0.4
+    transport = quick(app, shutdown_grace=grace)
     async with anyio.create_task_group() as tg:
         port = await tg.start(transport.serve, "127.0.0.1", 0)
         async with connect(port) as client:
@@ -401,10 +405,14 @@ async def test_shutdown_lets_calls_finish_cancels_the_rest_and_closes_1001() -> 
                 stuck_id = client.conn.invoke_tool("never_finishes")
                 await client.flush()
                 await both_started.wait()
+                stopping = anyio.current_time()
                 transport.shutdown()
                 release.set()
                 assert await client.answer(done_id) == ResponseReceived(done_id, "finished")
                 stuck = await client.answer(stuck_id)
+                # Cancelled once the grace period is over, not before.
+                waited = anyio.current_time() - stopping
+                assert EARLY * grace <= waited < grace + 1.0, f"cancelled after {waited:.3f} s"
                 assert isinstance(stuck, ErrorReceived)
                 assert (stuck.code, stuck.message) == (-32800, "Server shutting down")
                 closed = await client.closed()
@@ -458,11 +466,6 @@ async def test_a_client_dying_mid_call_cancels_it_and_the_server_stays_healthy(
             await cancelled.wait()
             async with connect(port) as fresh:
                 assert result_of(await fresh.request("ping")) == {"pong": True}
-
-
-EARLY = 0.9
-"""A timer may not fire before this fraction of its duration (scheduling leeway);
-one firing at half its duration fails."""
 
 
 @pytest.mark.anyio
