@@ -33,6 +33,7 @@ from ..helpers import (
     text_frame,
 )
 from .conftest import (
+    PROBE_TIMEOUT,
     MemoryWatch,
     RawPeer,
     hostile_server,
@@ -204,10 +205,11 @@ STALL = 0.5
 which the client counts as pushed back. A server that stopped reading never
 takes another byte, so this only sets how long the test waits for that; it
 cannot fail a server that behaves."""
-MAX_FLOOD = 64 * MiB
+MAX_FLOOD = 16 * MiB
 """Bytes a client may write without being pushed back before the verdict is that
-the server never stops reading: many times what the kernel buffers of a
-loopback connection hold (a few MiB)."""
+the server never stops reading: several times what the kernel buffers of a
+loopback connection hold (1-2 MiB with FLOOD_MSS, up to about 6 MiB without),
+and few enough to be written within the case's timeout."""
 
 
 class RawWriter:
@@ -399,8 +401,14 @@ def pong_frames(start: int, count: int) -> bytes:
 
 
 async def expect_bytes(peer: RawPeer, expected: bytes, what: str) -> None:
-    """The server's next bytes are ``expected`` (compared whole: no megabyte diffs)."""
-    received = await peer.receive_exactly(len(expected))
+    """The server's next bytes are ``expected`` (compared whole: no megabyte diffs).
+
+    They must come within :data:`PROBE_TIMEOUT`: the peer reads at full speed.
+    """
+    with anyio.move_on_after(PROBE_TIMEOUT) as waiting:
+        received = await peer.receive_exactly(len(expected))
+    if waiting.cancelled_caught:
+        pytest.fail(f"{what}: not all there after {PROBE_TIMEOUT} s")
     if received != expected:
         at = next(
             (i for i, (a, b) in enumerate(zip(received, expected, strict=False)) if a != b),
