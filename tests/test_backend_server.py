@@ -44,6 +44,9 @@ from .helpers import serving
 
 TIMEOUT = 10.0
 """Bound of every test's network activity; generous, tests finish far sooner."""
+EARLY = 0.9
+"""A timer may not fire before this fraction of its duration (scheduling leeway);
+one firing at half its duration fails."""
 
 
 # A minimal client on both loops
@@ -392,7 +395,8 @@ async def test_shutdown_lets_calls_finish_cancels_the_rest_and_closes_1001() -> 
         if running == 2:
             both_started.set()
 
-    transport = quick(app, shutdown_grace=0.3)
+    grace = 0.4
+    transport = quick(app, shutdown_grace=grace)
     async with anyio.create_task_group() as tg:
         port = await tg.start(transport.serve, "127.0.0.1", 0)
         async with connect(port) as client:
@@ -401,10 +405,14 @@ async def test_shutdown_lets_calls_finish_cancels_the_rest_and_closes_1001() -> 
                 stuck_id = client.conn.invoke_tool("never_finishes")
                 await client.flush()
                 await both_started.wait()
+                stopping = anyio.current_time()
                 transport.shutdown()
                 release.set()
                 assert await client.answer(done_id) == ResponseReceived(done_id, "finished")
                 stuck = await client.answer(stuck_id)
+                # Cancelled once the grace period is over, not before.
+                waited = anyio.current_time() - stopping
+                assert EARLY * grace <= waited < grace + 1.0, f"cancelled after {waited:.3f} s"
                 assert isinstance(stuck, ErrorReceived)
                 assert (stuck.code, stuck.message) == (-32800, "Server shutting down")
                 closed = await client.closed()
@@ -462,16 +470,39 @@ async def test_a_client_dying_mid_call_cancels_it_and_the_server_stays_healthy(
 
 @pytest.mark.anyio
 async def test_keepalive_closes_a_silent_peer_with_1011() -> None:
-    transport = quick(demo_app(), ping_interval=0.1, ping_timeout=0.2, close_timeout=0.2)
-    async with serving(transport) as port, connect(port) as client:
+    interval, pong_timeout, close_timeout = 0.2, 0.4, 0.6
+    transport = quick(
+        demo_app(), ping_interval=interval, ping_timeout=pong_timeout, close_timeout=close_timeout
+    )
+    async with serving(transport) as port:
         with anyio.fail_after(TIMEOUT):
-            # Read without answering anything (not even pings) until the server hangs up.
-            client.conn.receive_data(await read_until_closed(client.stream))
-            client.conn.receive_eof()
-            events = client.conn.events_received()
-    closed = events[-1]
-    assert isinstance(closed, ConnectionClosed)
-    assert (closed.code, closed.reason) == (1011, "keepalive ping timeout")
+            # Before connecting: the server's timers cannot start earlier.
+            opened = anyio.current_time()
+            async with connect(port) as client:
+                # Read without answering anything (not even pings) until the server hangs up.
+                closing: ConnectionClosed | None = None
+                closing_at = 0.0
+                while True:
+                    try:
+                        data = await client.stream.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):
+                        break
+                    client.conn.receive_data(data)
+                    for event in client.conn.events_received():
+                        if isinstance(event, ConnectionClosed) and closing is None:
+                            closing, closing_at = event, anyio.current_time()
+                dropped_at = anyio.current_time()
+    assert closing is not None, "the server hung up without a close frame"
+    assert (closing.code, closing.reason) == (1011, "keepalive ping timeout")
+    # The close frame comes once a ping went unanswered for ping_timeout...
+    waited = closing_at - opened
+    assert waited >= EARLY * (interval + pong_timeout), f"closed after {waited:.3f} s"
+    # ...and the connection is dropped once the silent peer let close_timeout
+    # pass (timed from the close frame's arrival, a little after the timer started).
+    lingered = dropped_at - closing_at
+    assert EARLY * close_timeout <= lingered < close_timeout + 1.0, (
+        f"dropped {lingered:.3f} s after the close frame"
+    )
 
 
 @pytest.mark.anyio
@@ -511,14 +542,31 @@ async def test_keepalive_waits_for_pongs_it_cannot_read_while_paused() -> None:
             assert await client.answer(second) == ResponseReceived(second, "awake")
 
 
+async def still_open_and_silent(stream: anyio.abc.ByteStream, seconds: float) -> None:
+    """Nothing arrives on ``stream`` for ``seconds``, and the server does not close it."""
+    with anyio.move_on_after(seconds):
+        try:
+            data = await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            pytest.fail("the server closed a connection still in its handshake")
+        pytest.fail(f"the server sent {data!r} to a connection still in its handshake")
+
+
 @pytest.mark.anyio
 async def test_handshake_timeout_closes_a_half_sent_request() -> None:
-    transport = quick(demo_app(), handshake_timeout=0.2)
+    timeout = 0.5
+    transport = quick(demo_app(), handshake_timeout=timeout)
     async with serving(transport) as port:
         with anyio.fail_after(TIMEOUT):
+            # Before connecting: the server's timer cannot start earlier.
+            opened = anyio.current_time()
             async with await anyio.connect_tcp("127.0.0.1", port) as stream:
                 await stream.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
+                # Dropped without a byte of answer (no HTTP status), at the
+                # timeout: not before, and not long after.
                 assert await read_until_closed(stream) == b""
+                lived = anyio.current_time() - opened
+            assert EARLY * timeout <= lived < timeout + 1.0, f"closed after {lived:.3f} s"
             async with connect(port) as client:
                 assert result_of(await client.request("ping")) == {"pong": True}
 
@@ -534,8 +582,14 @@ async def test_shutdown_drops_a_connection_still_in_its_handshake() -> None:
                 # A ping on another connection proves the first one was accepted.
                 async with connect(port) as client:
                     assert result_of(await client.request("ping")) == {"pong": True}
+                # Without a handshake timeout the server waits, silent...
+                await still_open_and_silent(stream, 0.3)
+                stopping = anyio.current_time()
                 transport.shutdown()
+                # ...until it shuts down: then the connection is dropped
+                # without a byte of answer, at once (no grace for handshakes).
                 assert await read_until_closed(stream) == b""
+                assert anyio.current_time() - stopping < 1.0
 
 
 @pytest.mark.anyio

@@ -180,10 +180,9 @@ def test_limit_counts_utf8_bytes_not_characters(app: SecureMCP) -> None:
 def test_invalid_utf8_closes_with_1007(app: SecureMCP) -> None:
     server = open_server(app)
     server.receive_data(client_frame(b'{"id":"\xff"}'))
-    [closed] = server.events_received()
-    assert isinstance(closed, ConnectionClosed)
-    assert closed.code == 1007
-    assert server.data_to_send() == server_close(1007, closed.reason)
+    reason = "'utf-8' codec can't decode byte 0xff in position 7: invalid start byte"
+    assert server.events_received() == [ConnectionClosed(1007, reason)]
+    assert server.data_to_send() == server_close(1007, reason)
     assert server.state is ConnectionState.CLOSED
 
 
@@ -196,27 +195,49 @@ def test_binary_message_closes_with_1003(app: SecureMCP) -> None:
 
 
 @pytest.mark.parametrize(
-    "frame",
+    ("frame", "reason"),
     [
-        client_frame(b"x", 0x3),  # reserved data opcode
-        client_frame(b"x", 0xB),  # reserved control opcode
-        client_frame(b'{"id":1}', masked=False),
-        client_frame(b"x", rsv=0b100),  # no extension negotiated
-        client_frame(b"x", OP_CONT),  # continuation of nothing
-        client_frame(b"x", OP_PING, fin=False),  # fragmented control frame
-        client_frame(b"x" * 126, OP_PING),  # control frame too long
-        client_frame(close_payload(1006), OP_CLOSE),  # a code never sent on the wire
-        client_frame(close_payload(999), OP_CLOSE),
-        client_frame(b"\x03", OP_CLOSE),  # a one-byte close payload
+        pytest.param(client_frame(b"x", 0x3), "Invalid opcode 0x3", id="reserved-data-opcode"),
+        pytest.param(client_frame(b"x", 0xB), "Invalid opcode 0xb", id="reserved-control-opcode"),
+        pytest.param(
+            client_frame(b'{"id":1}', masked=False),
+            "server received unexpected unmasked frame",
+            id="unmasked",
+        ),
+        pytest.param(
+            client_frame(b"x", rsv=0b100), "Reserved bit set unexpectedly", id="rsv1-no-extension"
+        ),
+        pytest.param(
+            client_frame(b"x", OP_CONT), "unexpected CONTINUATION", id="orphan-continuation"
+        ),
+        pytest.param(
+            client_frame(b"x", OP_PING, fin=False),
+            "Invalid attempt to fragment control frame",
+            id="fragmented-control",
+        ),
+        pytest.param(
+            client_frame(b"x" * 126, OP_PING),
+            "Control frame with payload len > 125",
+            id="control-too-long",
+        ),
+        pytest.param(
+            client_frame(close_payload(1006), OP_CLOSE),
+            "remote CLOSE with local-only reason",
+            id="close-code-never-on-the-wire",
+        ),
+        pytest.param(
+            client_frame(close_payload(999), OP_CLOSE), "CLOSE with invalid code", id="close-999"
+        ),
+        pytest.param(
+            client_frame(b"\x03", OP_CLOSE), "CLOSE with 1 byte payload", id="close-one-byte"
+        ),
     ],
 )
-def test_protocol_violations_close_with_1002(app: SecureMCP, frame: bytes) -> None:
+def test_protocol_violations_close_with_1002(app: SecureMCP, frame: bytes, reason: str) -> None:
     server = open_server(app)
     server.receive_data(frame)
-    [closed] = server.events_received()
-    assert isinstance(closed, ConnectionClosed)
-    assert closed.code == 1002
-    assert server.data_to_send() == server_close(1002, closed.reason)
+    assert server.events_received() == [ConnectionClosed(1002, reason)]
+    assert server.data_to_send() == server_close(1002, reason)
     assert server.state is ConnectionState.CLOSED
     assert not server.wants_read
 
@@ -224,8 +245,9 @@ def test_protocol_violations_close_with_1002(app: SecureMCP, frame: bytes) -> No
 def test_text_frame_interrupting_a_fragmented_message_is_1002(app: SecureMCP) -> None:
     server = open_server(app)
     server.receive_data(client_frame(b"[", OP_TEXT, fin=False) + client_frame(b"1", OP_TEXT))
-    [closed] = server.events_received()
-    assert closed == ConnectionClosed(1002, closed.reason)  # type: ignore[attr-defined]
+    reason = "expected CONTINUATION, got <Opcode.TEXT: 1>"
+    assert server.events_received() == [ConnectionClosed(1002, reason)]
+    assert server.data_to_send() == server_close(1002, reason)
 
 
 def test_violation_while_our_close_is_pending_ends_without_another_close(app: SecureMCP) -> None:
@@ -233,9 +255,7 @@ def test_violation_while_our_close_is_pending_ends_without_another_close(app: Se
     server.close(1001, "bye")
     assert server.data_to_send() == server_close(1001, "bye")
     server.receive_data(client_frame(b"x", 0x3))
-    [closed] = server.events_received()
-    assert isinstance(closed, ConnectionClosed)
-    assert closed.code == 1002
+    assert server.events_received() == [ConnectionClosed(1002, "Invalid opcode 0x3")]
     assert server.data_to_send() == b""
 
 

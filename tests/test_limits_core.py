@@ -25,7 +25,6 @@ from securemcp.protocol import (
     ServerConnection,
     ToolCall,
 )
-from securemcp.protocol.deflate import BoundedPerMessageDeflate
 
 from .helpers import (
     OP_BINARY,
@@ -539,18 +538,61 @@ def test_offers_are_answered_or_declined_never_raised(
         assert lines == [b"Sec-WebSocket-Extensions: " + answer.encode()]
 
 
+def compressed_payloads(data: bytes) -> list[bytes]:
+    """The payloads of the server's frames in ``data``, each a whole compressed text message.
+
+    Every frame must be a final text frame with RSV1 (the permessage-deflate
+    "compressed" bit) set: first byte 0xC1.
+    """
+    payloads = []
+    while data:
+        assert data[0] == 0x80 | RSV1 << 4 | OP_TEXT, f"a frame starts with {data[0]:#04x}"
+        length, offset = data[1], 2
+        assert length < 126, "the test's messages are short"
+        payloads.append(data[offset : offset + length])
+        data = data[offset + length :]
+    return payloads
+
+
 def test_server_no_context_takeover_restarts_our_compressor(app: SecureMCP) -> None:
+    # The client says it keeps no window between our messages: each must
+    # inflate on its own, with a fresh inflater.
     server, _ = open_deflate_server(app, DEFLATE, "permessage-deflate; server_no_context_takeover")
     server.receive_data(client_frame(PING) * 2)
-    frames = split_server_frames(server.data_to_send())
-    # Without context takeover every answer compresses alone, to the same bytes.
-    assert frames[0] == frames[1]
+    payloads = compressed_payloads(server.data_to_send())
+    assert len(payloads) == 2
+    for payload in payloads:
+        assert json.loads(zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")) == PONG
+    # A restarted compressor makes the same bytes of the same message.
+    assert payloads[0] == payloads[1]
+    # With context takeover (the default), the second answer refers back to
+    # the first: shorter, and meaningless to a fresh inflater.
+    server, _ = open_deflate_server(app, DEFLATE)
+    server.receive_data(client_frame(PING) * 2)
+    first, second = compressed_payloads(server.data_to_send())
+    assert first == payloads[0]
+    assert len(second) < len(first)
+    with pytest.raises(zlib.error):
+        zlib.decompressobj(-15).decompress(second + b"\x00\x00\xff\xff")
+    assert inflate_server_messages(server_frame(first) + server_frame(second)) == [PONG, PONG]
 
 
 def test_client_no_context_takeover_restarts_our_inflater(app: SecureMCP) -> None:
     server, _ = open_deflate_server(app, DEFLATE, "permessage-deflate; client_no_context_takeover")
     server.receive_data(client_frame(compress(PING), rsv=RSV1) * 2)
     assert inflate_server_messages(server.data_to_send()) == [PONG, PONG]
+    # The inflater forgets each message's window: a second message that refers
+    # back to the first (as test_context_takeover_across_messages's do, where
+    # that is allowed) is corrupt data here.
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    server, _ = open_deflate_server(app, DEFLATE, "permessage-deflate; client_no_context_takeover")
+    for _ in range(2):
+        body = compressor.compress(PING) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        server.receive_data(client_frame(body[:-4], rsv=RSV1))
+    out = server.data_to_send()
+    [first] = compressed_payloads(out[: 2 + out[1]])  # the first answer: one short frame
+    assert json.loads(zlib.decompressobj(-15).decompress(first + b"\x00\x00\xff\xff")) == PONG
+    assert close_code(out[2 + out[1] :]) == 1007
 
 
 def test_core_client_and_server_negotiate_deflate_both_ways() -> None:
@@ -587,8 +629,19 @@ def test_core_client_bounds_what_it_inflates() -> None:
     assert closed == ConnectionClosed(1009, "message exceeds 500 bytes", (request_id,))
 
 
-def test_the_extension_counts_each_message_afresh() -> None:
-    extension = BoundedPerMessageDeflate(100)
-    assert extension.max_message_size == 100
-    assert extension.accept("permessage-deflate") == ""
-    assert extension.enabled()
+def test_the_extension_counts_each_message_afresh(app: SecureMCP) -> None:
+    # The inflated size is counted per message: messages inflating to exactly
+    # the limit follow one another, four times the limit in all...
+    server, _ = open_deflate_server(app, DEFLATE)
+    at_limit = compress(ping_text(LIMIT))
+    server.receive_data(client_frame(at_limit, rsv=RSV1) * 3)
+    # ...one of them in two fragments,
+    server.receive_data(
+        client_frame(at_limit[:10], OP_TEXT, fin=False, rsv=RSV1)
+        + client_frame(at_limit[10:], OP_CONT)
+    )
+    assert inflate_server_messages(server.data_to_send()) == [PONG] * 4
+    # while one byte over the limit, after them, is refused.
+    server.receive_data(client_frame(compress(ping_text(LIMIT + 1)), rsv=RSV1))
+    assert server.data_to_send() == server_close(1009, f"message exceeds {LIMIT} bytes")
+    assert server.events_received() == [ConnectionClosed(1009, f"message exceeds {LIMIT} bytes")]

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from securemcp.store import MemoryMessageStore, MessageStore, SQLiteMessageStore
+
+
+def files_held_open(directory: Path) -> list[str]:
+    """The files in ``directory`` this process has open (Linux: ``/proc/self/fd``)."""
+    descriptors = Path("/proc/self/fd")
+    if not descriptors.is_dir():
+        pytest.skip("needs /proc/self/fd to list open files")
+    prefix = str(directory.resolve()) + os.sep
+    held = []
+    for descriptor in descriptors.iterdir():
+        try:
+            target = os.readlink(descriptor)
+        except OSError:  # closed since the listing (the listing's own descriptor)
+            continue
+        if target.startswith(prefix):
+            held.append(target)
+    return held
 
 
 @pytest.fixture(params=["memory", "sqlite-file", "sqlite-memory"])
@@ -96,7 +115,9 @@ async def test_sqlite_keeps_messages_across_reopening(tmp_path: Path) -> None:
     path = str(tmp_path / "chat.db")
     first = SQLiteMessageStore(path, synchronous="FULL")
     stored = await first.append("general", "Ann", "persisted")
+    assert files_held_open(tmp_path) != []  # the database, its WAL and shared memory
     await first.aclose()
+    assert files_held_open(tmp_path) == []
     await first.aclose()  # twice: harmless
     second = SQLiteMessageStore(path)
     try:
@@ -105,6 +126,7 @@ async def test_sqlite_keeps_messages_across_reopening(tmp_path: Path) -> None:
     finally:
         second.close()
         second.close()
+    assert files_held_open(tmp_path) == []
 
 
 def test_sqlite_settings_are_checked() -> None:
@@ -116,5 +138,18 @@ def test_sqlite_settings_are_checked() -> None:
 async def test_a_bad_database_path_raises_and_leaks_nothing(tmp_path: Path) -> None:
     (tmp_path / "not-a-db").write_bytes(b"this is no database" * 100)
     store = SQLiteMessageStore(str(tmp_path / "not-a-db"))
-    with pytest.raises(Exception, match="not a database"):
-        await store.count()
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="not a database") as failure:
+            await store.count()
+        # The store closed the file itself, not leaving it to the garbage
+        # collector: here the caller still holds the exception, and with it
+        # the frames of the failed open.
+        error = failure.value
+        assert files_held_open(tmp_path) == [], f"open while the caller holds {error!r}"
+        # Nothing half-open was kept: the next operation tries again, and fails alike.
+        with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+            await store.append("general", "Ann", "lost")
+        assert files_held_open(tmp_path) == []
+    finally:
+        await store.aclose()
+    assert files_held_open(tmp_path) == []

@@ -12,6 +12,7 @@ what no well-behaved client would (half a handshake, bad frames, floods).
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import tracemalloc
@@ -22,11 +23,11 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 from anyio.abc import SocketAttribute
 
 from securemcp import Principal, SecureMCP, SecurityPolicy, StaticTokenAuthenticator
-from securemcp.backends.server import Connection
 from securemcp.protocol import Limits
 from securemcp.transport import WebSocketClient, WebSocketTransport
 
@@ -51,7 +52,7 @@ class ToolLog:
 
 
 def hostile_app(log: ToolLog) -> SecureMCP:
-    """An echo, a large answer, a call that never ends and an admin-only tool."""
+    """An echo, large answers, a call that never ends and an admin-only tool."""
     app = SecureMCP("hostile")
 
     @app.tool()
@@ -61,6 +62,12 @@ def hostile_app(log: ToolLog) -> SecureMCP:
     @app.tool()
     async def blob(size: int) -> str:
         """An answer much larger than its request."""
+        return "x" * size
+
+    @app.tool()
+    async def blob_later(size: int) -> str:
+        """The same answer after suspending once: a task of the call's own writes it."""
+        await anyio.lowlevel.checkpoint()
         return "x" * size
 
     @app.tool()
@@ -102,24 +109,25 @@ class Server:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/"
 
-    def connections(self) -> list[Connection]:
-        """The server's live connections (the transport keeps them privately)."""
-        return [c for server in self.transport._servers for c in server.connections]
-
-    def connection_of(self, peer: RawPeer) -> Connection:
-        """The server's side of ``peer``'s connection."""
-        port = peer.stream.extra(SocketAttribute.local_port)
-        [connection] = [c for c in self.connections() if c.driver.peer.endswith(f", {port})")]
-        return connection
-
-    async def peer(self, request: bytes = UPGRADE_REQUEST, *, rcvbuf: int = 0) -> RawPeer:
+    async def peer(
+        self, request: bytes = UPGRADE_REQUEST, *, rcvbuf: int = 0, mss: int = 0
+    ) -> RawPeer:
         """A raw connection that has sent ``request`` (nothing if empty).
 
         A non-zero ``rcvbuf`` caps the peer's socket receive buffer, so that a
         peer that does not read fills up after a few kilobytes (the kernel
         would otherwise grow the buffer to megabytes, swallowing a flood).
+
+        A non-zero ``mss`` is the largest TCP segment the peer announces it
+        takes (where the platform lets a client say so). Linux sizes a
+        sender's socket buffer in segments, so the server's send buffer
+        towards this peer stays at some hundred kilobytes instead of growing
+        to megabytes: a peer that does not read pushes back sooner.
         """
-        stream = await anyio.connect_tcp("127.0.0.1", self.port)
+        if mss and hasattr(socket, "TCP_MAXSEG"):
+            stream = await self._connect_with_mss(mss)
+        else:
+            stream = await anyio.connect_tcp("127.0.0.1", self.port)
         if rcvbuf:
             raw = stream.extra(SocketAttribute.raw_socket)
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -128,12 +136,30 @@ class Server:
             await stream.send(request)
         return peer
 
+    async def _connect_with_mss(self, mss: int) -> anyio.abc.SocketStream:
+        # The segment size is announced in the SYN: set before connecting.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
+            sock.setblocking(False)
+            try:
+                sock.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                await anyio.wait_writable(sock)
+                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if error:
+                    raise OSError(error, os.strerror(error)) from None
+        except BaseException:
+            sock.close()
+            raise
+        return await anyio.abc.SocketStream.from_socket(sock)
+
     @asynccontextmanager
     async def open_peer(
-        self, request: bytes = UPGRADE_REQUEST, *, rcvbuf: int = 0
+        self, request: bytes = UPGRADE_REQUEST, *, rcvbuf: int = 0, mss: int = 0
     ) -> AsyncIterator[RawPeer]:
         """A raw connection past the 101 (and the welcome, read and checked)."""
-        peer = await self.peer(request, rcvbuf=rcvbuf)
+        peer = await self.peer(request, rcvbuf=rcvbuf, mss=mss)
         async with peer.stream:
             head = await peer.response_head()
             assert head.startswith(b"HTTP/1.1 101 "), head
@@ -223,6 +249,15 @@ class RawPeer:
             pass
         return status, bytes(self._buffer)
 
+    async def receive_exactly(self, size: int) -> bytes:
+        """The server's next ``size`` bytes (fewer only if it closes first)."""
+        while len(self._buffer) < size:
+            if not await self._fill():
+                break
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
     async def next_frame(self) -> tuple[int, bytes]:
         """The next server frame as (opcode, payload); raises EOFError at the end."""
         while True:
@@ -261,10 +296,13 @@ class RawPeer:
                 await self.stream.send(client_frame(close_payload(1000), OP_CLOSE))
                 return int.from_bytes(payload[:2], "big")
 
-    async def until_eof(self) -> None:
-        """Read (and drop) everything until the server closes the socket."""
+    async def until_eof(self) -> bytes:
+        """Read until the server closes the socket; return everything it sent meanwhile."""
         while await self._fill():
-            self._buffer.clear()
+            pass
+        received = bytes(self._buffer)
+        self._buffer.clear()
+        return received
 
 
 def upgrade_with(headers: Iterable[tuple[str, str]]) -> bytes:

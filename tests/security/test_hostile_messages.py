@@ -8,23 +8,34 @@ still served promptly.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import zlib
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from anyio.abc import SocketAttribute
 
-from securemcp.backends.server import Connection
 from securemcp.protocol import Limits
 
-from ..helpers import MASK, OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, client_frame, text_frame
+from ..helpers import (
+    MASK,
+    OP_BINARY,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    client_frame,
+    server_frame,
+    text_frame,
+)
 from .conftest import (
+    PROBE_TIMEOUT,
     MemoryWatch,
     RawPeer,
-    Server,
     hostile_server,
     send_chunked,
     upgrade_with,
@@ -173,6 +184,8 @@ async def test_client_vanishing_mid_call_cancels_the_call(reset: bool) -> None:
 FLOOD_LIMITS = Limits(max_pending_output=64 * 1024, max_in_flight=16, max_message_size=64 * 1024)
 READ_SIZE = 65536
 FLOOD_RCVBUF = 16 * 1024
+FLOOD_SNDBUF = 64 * 1024
+FLOOD_MSS = 1024
 FLOOD_BOUND = (
     4 * FLOOD_LIMITS.max_pending_output
     + 4 * READ_SIZE
@@ -185,53 +198,94 @@ Twice the core's output limit (the buffer, and the joined copy being written),
 as much again in the event loop's write buffer, one read of input and the
 parser's copies of it, the calls in flight, the raw peer's own buffers, and
 slack for the objects of live connections and the event loop. A server that
-read everything would hold all the answers: 10 MiB (pipelined requests), 8
-MiB (pongs)."""
+read everything would hold all the answers: 10 MiB (pipelined requests), or
+as many pongs as the flood had pings (several MiB)."""
+STALL = 0.5
+"""Seconds in which the kernel takes none of the flooding client's bytes, after
+which the client counts as pushed back. A server that stopped reading never
+takes another byte, so this only sets how long the test waits for that; it
+cannot fail a server that behaves."""
+MAX_FLOOD = 16 * MiB
+"""Bytes a client may write without being pushed back before the verdict is that
+the server never stops reading: several times what the kernel buffers of a
+loopback connection hold (1-2 MiB with FLOOD_MSS, up to about 6 MiB without),
+and few enough to be written within the case's timeout."""
 
 
-async def server_stops_reading(connection: Connection) -> None:
-    """Return once the server has stopped reading ``connection``'s peer.
+class RawWriter:
+    """Non-blocking writes to the server, on a duplicate of a raw peer's socket.
 
-    Either the core paused (its unsent output reached ``max_pending_output``)
-    or the connection is stuck writing to a peer that reads nothing. The
-    backend reports neither through an event, so poll its state; "stuck"
-    means a write in progress on ten polls in a row. When this returns makes
-    no difference to the verdict (the peak is measured over the whole
-    flood), only to how soon the peer starts reading.
+    It shows what an anyio stream hides: how many bytes the kernel accepted,
+    and that it stopped accepting them because the server stopped reading.
+    The duplicate shares the connection; closing it leaves the peer's socket
+    open.
     """
-    stuck = 0
-    while connection.driver.wants_read and stuck < 10:
-        await anyio.sleep(0.005)
-        stuck = stuck + 1 if not connection.reading() else 0
+
+    def __init__(self, peer: RawPeer) -> None:
+        raw = peer.stream.extra(SocketAttribute.raw_socket)
+        self.sock = socket.socket(fileno=os.dup(raw.fileno()))
+        self.sock.setblocking(False)
+        # A small send buffer: the client's own kernel buffer must not swallow
+        # megabytes of the flood before the push back can show.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, FLOOD_SNDBUF)
+        self.sent = 0
+        """Bytes the kernel accepted so far."""
+        self._rest = memoryview(b"")
+
+    def __enter__(self) -> RawWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    async def write(self, data: bytes | memoryview, *, stall: float | None = None) -> bool:
+        """Write ``data``; return False if pushed back first.
+
+        With ``stall``, give up once the kernel has accepted nothing for
+        ``stall`` seconds, keeping the unwritten rest for :meth:`finish`.
+        Without, wait as long as it takes (the peer reads its answers meanwhile).
+        """
+        assert not self._rest, "finish() the stalled write first"
+        rest = memoryview(data)
+        while rest:
+            try:
+                written = self.sock.send(rest)
+            except BlockingIOError:
+                if stall is None:
+                    await anyio.wait_writable(self.sock)
+                    continue
+                with anyio.move_on_after(stall):
+                    await anyio.wait_writable(self.sock)
+                    continue
+                self._rest = rest
+                return False
+            self.sent += written
+            rest = rest[written:]
+        # The server runs in this process: let it run even when the kernel took everything.
+        await anyio.lowlevel.checkpoint()
+        return True
+
+    async def finish(self) -> None:
+        """Write what a stalled write left, waiting as long as it takes."""
+        rest, self._rest = self._rest, memoryview(b"")
+        if rest:
+            await self.write(rest)
 
 
-async def flood(
-    server: Server, peer: RawPeer, data: bytes, answers: int, check: Any, *, whole: bool = False
-) -> int:
-    """Send ``data`` without reading until the server stops reading; then read every answer.
+def widen_receive_window(peer: RawPeer) -> None:
+    """Let the answers through at full speed now that the peer reads them.
 
-    Returns the peak memory growth until the server stopped reading: the time
-    when a server without limits would have piled up answers (tracemalloc
-    makes everything several times slower); with ``whole``, until the last
-    answer was read, while the server catches up. ``check(opcode,
-    payload, index)`` validates each of the ``answers`` frames.
+    The tiny receive buffer that made the peer fill up quickly would make
+    reading crawl.
     """
-    async with anyio.create_task_group() as tg:
-        with MemoryWatch() as memory:
-            tg.start_soon(send_chunked, peer.stream, data)
-            await server_stops_reading(server.connection_of(peer))
-            growth = memory.peak_growth()
-            # Now let the answers through at full speed: the tiny receive window
-            # that made the peer fill up quickly would make reading crawl.
-            raw = peer.stream.extra(SocketAttribute.raw_socket)
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-            if not whole:
-                memory.stop()
-            for index in range(answers):
-                opcode, payload = await peer.next_frame()
-                check(opcode, payload, index)
-            if whole:
-                growth = memory.peak_growth()
+    raw = peer.stream.extra(SocketAttribute.raw_socket)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+
+
+def check_growth(memory: MemoryWatch, when: str) -> int:
+    """The peak memory growth so far, which must be under :data:`FLOOD_BOUND`."""
+    growth = memory.peak_growth()
+    assert growth < FLOOD_BOUND, f"server grew by {growth} bytes {when}, bound {FLOOD_BOUND}"
     return growth
 
 
@@ -250,26 +304,80 @@ async def test_10_000_pipelined_requests_unread_keep_server_memory_bounded() -> 
     )
     answered: set[int] = set()
 
-    def check(opcode: int, payload: bytes, index: int) -> None:
-        assert opcode == OP_TEXT
-        reply = json.loads(payload)
-        assert reply["result"] == "x" * size
-        answered.add(reply["id"])
-
     async with (
         hostile_server(limits=FLOOD_LIMITS) as server,
-        server.open_peer(rcvbuf=FLOOD_RCVBUF) as peer,
+        server.open_peer(rcvbuf=FLOOD_RCVBUF, mss=FLOOD_MSS) as peer,
     ):
-        growth = await flood(server, peer, requests, 10_000, check, whole=True)
+        with RawWriter(peer) as writer, MemoryWatch() as memory:
+            # Every request, without reading an answer; the kernel buffers may
+            # hold them all (1 MiB), the 10 MiB of answers they cannot.
+            await writer.write(requests, stall=STALL)
+            check_growth(memory, "while the client wrote without reading")
+            widen_receive_window(peer)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(writer.finish)
+                for _ in range(10_000):
+                    opcode, payload = await peer.next_frame()
+                    assert opcode == OP_TEXT
+                    reply = json.loads(payload)
+                    assert reply["result"] == "x" * size
+                    answered.add(reply["id"])
+            growth = check_growth(memory, "over the whole flood")
         await still_answers(peer)
     # Every request was answered once the peer read: nothing was lost.
     assert answered == set(range(10_000))
     print(f"flood: peak growth {growth} bytes, bound {FLOOD_BOUND}")
-    assert growth < FLOOD_BOUND, f"server grew by {growth} bytes, bound {FLOOD_BOUND}"
 
 
-def ping_frames(count: int) -> bytes:
-    """``count`` masked pings of 125 bytes (the most a control frame holds), numbered.
+@pytest.mark.anyio
+async def test_requests_read_at_once_are_answered_only_as_fast_as_the_peer_reads() -> None:
+    # 200 requests in one write (20 KB: the server reads them at once) for
+    # 16 KiB answers each, 3.2 MiB in all, which the peer does not read yet.
+    # The server may hold max_pending_output of answers, not all of them: it
+    # leaves the other requests unhandled until the peer reads.
+    size, count = 16 * 1024, 200
+    requests = b"".join(
+        text_frame(
+            {
+                "id": n,
+                "method": "invoke_tool",
+                "params": {"tool_name": "blob", "params": {"size": size}},
+            }
+        )
+        for n in range(count)
+    )
+    assert len(requests) < READ_SIZE
+    answered: set[int] = set()
+    async with (
+        hostile_server(limits=FLOOD_LIMITS) as server,
+        server.open_peer(rcvbuf=FLOOD_RCVBUF, mss=FLOOD_MSS) as peer,
+    ):
+        with RawWriter(peer) as writer, MemoryWatch() as memory:
+            assert await writer.write(requests)
+            # The first answer arrives once the server handled the read that
+            # brought the requests: a server that handles them all holds all
+            # the answers by now (the peak is checked again at the end anyway).
+            await anyio.wait_readable(writer.sock)
+            check_growth(memory, "once the answers began")
+            widen_receive_window(peer)
+            for _ in range(count):
+                opcode, payload = await peer.next_frame()
+                assert opcode == OP_TEXT
+                reply = json.loads(payload)
+                assert reply["result"] == "x" * size
+                answered.add(reply["id"])
+            growth = check_growth(memory, "over the whole exchange")
+        await still_answers(peer)
+    assert answered == set(range(count))
+    print(f"answers: peak growth {growth} bytes, bound {FLOOD_BOUND}")
+
+
+PING_BATCH = 512
+"""Pings per write: 512 x 131 bytes."""
+
+
+def ping_frames(start: int, count: int) -> bytes:
+    """Masked pings of 125 bytes (the most a control frame holds), numbered from ``start``.
 
     Built from one masked template: masking byte by byte in Python would take
     seconds for the megabytes a flood needs.
@@ -279,27 +387,104 @@ def ping_frames(count: int) -> bytes:
     assert template[2:6] == MASK
     tail = template[counter_at + 4 :]
     mask = int.from_bytes(MASK, "big")
-    return b"".join(head + (n ^ mask).to_bytes(4, "big") + tail for n in range(count))
+    return b"".join(
+        head + (n ^ mask).to_bytes(4, "big") + tail for n in range(start, start + count)
+    )
+
+
+def pong_frames(start: int, count: int) -> bytes:
+    """The server's answers to :func:`ping_frames`: the same payloads, unmasked, in order."""
+    return b"".join(
+        server_frame(struct.pack("!I", n) + b"p" * 121, OP_PONG)
+        for n in range(start, start + count)
+    )
+
+
+async def expect_bytes(peer: RawPeer, expected: bytes, what: str) -> None:
+    """The server's next bytes are ``expected`` (compared whole: no megabyte diffs).
+
+    They must come within :data:`PROBE_TIMEOUT`: the peer reads at full speed.
+    """
+    with anyio.move_on_after(PROBE_TIMEOUT) as waiting:
+        received = await peer.receive_exactly(len(expected))
+    if waiting.cancelled_caught:
+        pytest.fail(f"{what}: not all there after {PROBE_TIMEOUT} s")
+    if received != expected:
+        at = next(
+            (i for i, (a, b) in enumerate(zip(received, expected, strict=False)) if a != b),
+            min(len(received), len(expected)),
+        )
+        pytest.fail(
+            f"{what}: byte {at} differs: got {received[at : at + 12]!r} "
+            f"(of {len(received)}), expected {expected[at : at + 12]!r}"
+        )
+
+
+async def answer_being_written(writer: RawWriter, size: int) -> bytes:
+    """Ask for a ``size``-character answer; return once the server is writing it.
+
+    The answer comes from a call's own task (the tool suspends first), not
+    from the reader; it is larger than the kernel buffers between server and
+    peer hold, so while the peer reads nothing that task stays in the middle
+    of writing it. Returns the frame the peer must eventually receive.
+    """
+    request = {
+        "id": "large",
+        "method": "invoke_tool",
+        "params": {"tool_name": "blob_later", "params": {"size": size}},
+    }
+    assert await writer.write(text_frame(request))
+    # The first bytes of the answer reach the peer's socket (left unread).
+    await anyio.wait_readable(writer.sock)
+    return server_frame(b'{"id":"large","result":"' + b"x" * size + b'"}')
 
 
 @pytest.mark.anyio
-async def test_ping_frame_flood_is_answered_with_bounded_memory() -> None:
-    # 8 MiB of pongs: more than the kernel buffers of a loopback connection hold,
-    # so the server must stop reading pings it cannot answer yet.
-    count = 64_000
-
-    def check(opcode: int, payload: bytes, index: int) -> None:
-        assert opcode == OP_PONG
-        assert payload == struct.pack("!I", index) + b"p" * 121
-
+@pytest.mark.parametrize(
+    "answer_size",
+    [pytest.param(0, id="pongs-only"), pytest.param(MiB, id="behind-a-large-answer")],
+)
+async def test_ping_frame_flood_is_answered_with_bounded_memory(answer_size: int) -> None:
+    # Pings until the server takes no more. Their pongs cannot reach a peer
+    # that reads nothing, once the kernel buffers are full: of pongs, or of a
+    # large answer written first, by another task than the reader. Then the
+    # server must stop reading pings it cannot answer yet, not hold the pongs.
     async with (
         hostile_server(limits=FLOOD_LIMITS) as server,
-        server.open_peer(rcvbuf=FLOOD_RCVBUF) as peer,
+        server.open_peer(rcvbuf=FLOOD_RCVBUF, mss=FLOOD_MSS) as peer,
     ):
-        growth = await flood(server, peer, ping_frames(count), count, check)
+        with RawWriter(peer) as writer:
+            answer = b""
+            if answer_size:
+                answer = await answer_being_written(writer, answer_size)
+            with MemoryWatch() as memory:
+                count = 0
+                while await writer.write(ping_frames(count, PING_BATCH), stall=STALL):
+                    count += PING_BATCH
+                    check_growth(memory, f"while reading {writer.sent} bytes of pings")
+                    assert writer.sent < MAX_FLOOD, (
+                        f"the server read {writer.sent} bytes of pings, its pongs unread, "
+                        "and never stopped reading"
+                    )
+                count += PING_BATCH  # the batch cut short by the push back is finished below
+                pushed_back_at = writer.sent
+                check_growth(memory, f"when it stopped reading, after {pushed_back_at} bytes")
+                # Reading lets the server resume: the answer, then every ping's pong, in order.
+                widen_receive_window(peer)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(writer.finish)
+                    for start in range(0, len(answer), READ_SIZE):
+                        chunk = answer[start : start + READ_SIZE]
+                        await expect_bytes(peer, chunk, f"the large answer at byte {start}")
+                    for start in range(0, count, PING_BATCH):
+                        expected = pong_frames(start, PING_BATCH)
+                        await expect_bytes(peer, expected, f"the pongs from ping {start} on")
+                growth = check_growth(memory, "over the whole flood")
         await still_answers(peer)
-    print(f"flood: peak growth {growth} bytes, bound {FLOOD_BOUND}")
-    assert growth < FLOOD_BOUND, f"server grew by {growth} bytes, bound {FLOOD_BOUND}"
+    print(
+        f"flood: {count} pings, pushed back after {pushed_back_at} bytes; "
+        f"peak growth {growth} bytes, bound {FLOOD_BOUND}"
+    )
 
 
 # permessage-deflate
