@@ -488,7 +488,7 @@ class _Endpoint:
                 self._broken(CloseCode.PROTOCOL_ERROR, "unexpected CONTINUATION")
                 return
         elif self._opcode is not None:
-            self._broken(CloseCode.PROTOCOL_ERROR, f"expected CONTINUATION, got {opcode!r}")
+            self._broken(CloseCode.PROTOCOL_ERROR, f"expected CONTINUATION, got {opcode.name}")
             return
         else:
             self._opcode = opcode
@@ -543,6 +543,12 @@ class _Endpoint:
         """The peer broke the protocol: close with ``code`` and stop reading it."""
         if code == CloseCode.MESSAGE_TOO_BIG:
             reason = self._too_big()  # wsproto's text is "error in extension"
+        elif reason == "error in extension":
+            reason = (
+                "invalid compressed data"
+                if code == CloseCode.INVALID_DATA
+                else "invalid use of the compression bit"
+            )
         if self._state is ConnectionState.OPEN:
             self._send_close(code, reason)
         self._fragments.clear()
