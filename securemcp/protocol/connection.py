@@ -459,7 +459,7 @@ class _Endpoint:
                     self._broken(int(exc.code), str(exc))
                     return
                 self._on_close(code, reason)
-            if self._state is ConnectionState.CLOSED:
+            if self.state is ConnectionState.CLOSED:  # the property: mypy narrowed _state
                 return
             if not self._may_process():
                 # Leave the rest in the parser's buffer: it is at most one read,
