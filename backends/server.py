@@ -206,7 +206,8 @@ class WebSocketTransport:
     """Serve ``app`` over WebSocket (``ws://``, or ``wss://`` with ``ssl``).
 
     Every timeout is in seconds; ``None`` disables it. ``handshake_timeout``
-    bounds the TLS and HTTP upgrade handshakes; every ``ping_interval`` seconds
+    bounds the TLS and HTTP upgrade handshakes (on asyncio, whose SSL transport
+    finishes TLS before handing over the connection, each of them); every ``ping_interval`` seconds
     a WebSocket ping goes out and a peer that does not answer within
     ``ping_timeout`` is closed with 1011; ``close_timeout`` bounds the closing
     handshake; ``shutdown_grace`` is how long a stopping server waits for calls

@@ -98,6 +98,39 @@ def test_unknown_backend_and_bad_settings_are_refused() -> None:
         WebSocketTransport(app, max_connections=1.5)  # type: ignore[arg-type]
 
 
+FD_LIMIT_SCRIPT = """
+import resource, sys
+from securemcp import SecureMCP
+from securemcp.transport import WebSocketTransport
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), hard))
+given = WebSocketTransport(SecureMCP("fd"), max_connections=7).max_connections
+untouched = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+default = WebSocketTransport(SecureMCP("fd")).max_connections
+print(given, untouched, default, resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)
+"""
+
+
+def test_the_default_max_connections_is_what_the_fd_limit_allows_once_raised() -> None:
+    # In a process of its own: it raises its own file-descriptor limit.
+    done = subprocess.run(
+        [sys.executable, "-c", FD_LIMIT_SCRIPT, "256"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    given, untouched, default, soft, hard = (int(field) for field in done.stdout.split())
+    assert (given, untouched) == (7, 256)  # an explicit cap is taken as is, raising nothing
+    if hard == -1:  # RLIM_INFINITY: raised as far as the kernel allows
+        assert soft > 256
+    else:
+        assert soft == hard  # the soft limit was raised to the hard one
+    assert default == soft - 100  # a few descriptors kept for files and threads
+    assert default >= 10_000 or hard < 10_100, "a default server must hold 10,000 connections"
+
+
 class _LogWatcher(logging.Handler):
     """Sets a threading event when the ``securemcp`` logger says ``text``."""
 
