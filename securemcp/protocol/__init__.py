@@ -6,7 +6,7 @@ importing it loads no asyncio, trio, anyio or socket module. Drive a
 """
 
 from .client import ClientConnection
-from .connection import CloseCode, ConnectionState
+from .connection import ConnectionState
 from .events import (
     CallCancelled,
     Connected,
@@ -22,6 +22,7 @@ from .events import (
     ToolCall,
     Welcome,
 )
+from .frames import CloseCode
 from .jsonrpc import RequestId
 from .limits import Limits
 from .push import encode_notification, text_frame

@@ -20,16 +20,11 @@ from .events import (
     ResponseReceived,
     Welcome,
 )
+from .head import header_pairs
 from .jsonrpc import RequestId, is_request_id, is_utf8, loads
 from .limits import Limits
 
 __all__ = ["ClientConnection"]
-
-
-def _pairs(headers: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
-    return tuple(
-        (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in headers
-    )
 
 
 class ClientConnection(_Endpoint):
@@ -141,10 +136,10 @@ class ClientConnection(_Endpoint):
         if isinstance(event, AcceptConnection):
             self._opened(event.extensions)
             self.subprotocol = event.subprotocol
-            self._events.append(Connected(event.subprotocol, _pairs(event.extra_headers)))
+            self._events.append(Connected(event.subprotocol, header_pairs(event.extra_headers)))
         elif isinstance(event, RejectConnection):
             self._reject_status = event.status_code
-            self._reject_headers = _pairs(event.headers)
+            self._reject_headers = header_pairs(event.headers)
             if not event.has_body:
                 self._rejected()
                 return

@@ -17,16 +17,13 @@ decoder.
 
 from __future__ import annotations
 
-import re
-import struct
 from enum import Enum
 from typing import Any
 
 from wsproto import ConnectionType
 from wsproto.events import Event as WSEvent
-from wsproto.events import RejectConnection
 from wsproto.extensions import Extension
-from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, ParseFailed
+from wsproto.frame_protocol import FrameDecoder, FrameProtocol, Opcode, ParseFailed
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
@@ -34,13 +31,11 @@ from ..errors import LocalProtocolError
 from . import jsonrpc
 from .deflate import BoundedPerMessageDeflate
 from .events import ConnectionClosed, Event, PongReceived
+from .frames import CloseCode, parse_close, text_frame
+from .head import HeadCounter
 from .limits import Limits
 
-__all__ = ["CloseCode", "ConnectionState", "HandshakeTooLarge"]
-
-# The end of an HTTP head as h11 finds it: a line feed, an optional carriage
-# return, a line feed.
-_END_OF_HEAD = re.compile(b"\n\r?\n")
+__all__ = ["CloseCode", "ConnectionState"]
 
 _TEXT, _BINARY, _CONTINUATION = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION
 _PING, _PONG, _CLOSE = Opcode.PING, Opcode.PONG, Opcode.CLOSE
@@ -48,38 +43,6 @@ _PING, _PONG, _CLOSE = Opcode.PING, Opcode.PONG, Opcode.CLOSE
 # A server's control frames carry no per-connection state on the way out, so
 # one encoder serves every server connection that negotiated no extension.
 _SERVER_FRAMES = FrameProtocol(client=False, extensions=[])
-
-_FIN_TEXT = 0x81
-"""FIN bit set, opcode 0x1 (text): a whole message in one frame."""
-
-
-def text_frame(payload: bytes, *more: bytes) -> bytes:
-    """One unmasked, unfragmented text frame (a server's) carrying ``payload`` (UTF-8).
-
-    ``more`` parts are appended to the payload in the same copy. The one frame
-    a server sends on every answer and every broadcast, built here rather than
-    by wsproto's encoder, which takes text only (a second UTF-8 encoding) and
-    copies the payload twice; everything else (control frames, masked client
-    frames, compressed frames) is wsproto's.
-    """
-    size = len(payload) + sum(map(len, more)) if more else len(payload)
-    if size < 126:
-        header = bytes((_FIN_TEXT, size))
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", _FIN_TEXT, 126, size)
-    else:
-        header = struct.pack("!BBQ", _FIN_TEXT, 127, size)
-    return b"".join((header, payload, *more)) if more else header + payload
-
-
-class HandshakeTooLarge(RemoteProtocolError):
-    """The peer's handshake head passed ``Limits.max_handshake_size`` or ``max_header_count``.
-
-    A server answers it with HTTP 431 (Request Header Fields Too Large).
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, event_hint=RejectConnection(status_code=431))
 
 
 class ConnectionState(Enum):
@@ -93,45 +56,6 @@ class ConnectionState(Enum):
     """A close frame was sent; waiting for the peer's (``close_expected()`` is true)."""
     CLOSED = "closed"
     """Over: the backend should flush ``data_to_send()`` and close the socket."""
-
-
-class CloseCode:
-    """WebSocket close codes SecureMCP uses (RFC 6455 §7.4)."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    PROTOCOL_ERROR = 1002
-    UNSUPPORTED_DATA = 1003
-    NO_STATUS = 1005
-    ABNORMAL = 1006
-    INVALID_DATA = 1007
-    POLICY_VIOLATION = 1008
-    MESSAGE_TOO_BIG = 1009
-    INTERNAL_ERROR = 1011
-    TRY_AGAIN_LATER = 1013
-
-
-# Close codes a peer may not send (RFC 6455 §7.4.1-2): the local-only ones,
-# and the protocol range's codes that are unassigned.
-_ASSIGNED_CLOSE_CODES = frozenset({*range(1000, 1004), *range(1007, 1015)})
-
-
-def _close_payload(payload: bytes) -> tuple[int, str]:
-    """The peer's close code and reason, validated as RFC 6455 §7.4 says."""
-    if not payload:
-        return CloseCode.NO_STATUS, ""
-    if len(payload) == 1:
-        raise ParseFailed("CLOSE with 1 byte payload")
-    (code,) = struct.unpack("!H", payload[:2])
-    if not (code in _ASSIGNED_CLOSE_CODES or 3000 <= code <= 4999):
-        raise ParseFailed(f"CLOSE with invalid code {code}")
-    try:
-        reason = payload[2:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ParseFailed(
-            f"invalid UTF-8 in the close reason: {exc}", CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        ) from None
-    return code, reason
 
 
 class _Endpoint:
@@ -152,14 +76,8 @@ class _Endpoint:
         "_frame_count",
         "_frames",
         "_handshake",
-        "_head_chunks",
-        "_head_lines",
-        "_head_open",
-        "_head_size",
-        "_head_start",
-        "_head_tail",
+        "_head",
         "_held",
-        "_keep_head",
         "_message_size",
         "_opcode",
         "_outgoing",
@@ -169,7 +87,9 @@ class _Endpoint:
         "limits",
     )
 
-    def __init__(self, role: ConnectionType, limits: Limits | None) -> None:
+    def __init__(
+        self, role: ConnectionType, limits: Limits | None, *, keep_head: bool = False
+    ) -> None:
         self.limits = limits if limits is not None else Limits()
         self._client = role is ConnectionType.CLIENT
         self._handshake: H11Handshake | None = H11Handshake(role)
@@ -190,17 +110,9 @@ class _Endpoint:
         # Bytes that followed the handshake head in the same read, kept for
         # the frame parser until the upgrade is decided.
         self._early = b""
-        # The opening handshake's HTTP head, counted before wsproto buffers it.
-        self._head_open = True
-        self._head_size = 0
-        self._head_lines = 0
-        self._head_tail = b""
-        # The head's bytes, kept only by a server that answers plain HTTP
-        # requests itself (bounded by max_handshake_size like the count).
-        self._keep_head = False
-        # The head's first bytes: enough to tell a HEAD request, whose answer has no body.
-        self._head_start = b""
-        self._head_chunks: list[bytes] = []
+        # The opening handshake's HTTP head, counted before wsproto buffers it;
+        # its bytes kept only by a server that answers plain HTTP itself.
+        self._head: HeadCounter | None = HeadCounter(self.limits, keep=keep_head)
         self._deflate = (
             BoundedPerMessageDeflate(self.limits.max_message_size)
             if self.limits.permessage_deflate
@@ -254,9 +166,11 @@ class _Endpoint:
         self._process()
 
     def _receive_handshake(self, data: bytes) -> None:
-        handshake = self._handshake
-        assert handshake is not None  # dropped only once frames flow
-        if not self._head_open:
+        handshake, head = self._handshake, self._head
+        # Both are dropped once frames flow, and only then.
+        assert handshake is not None
+        assert head is not None
+        if head.complete:
             if self._client:
                 handshake.receive_data(data)  # the body of a refusal
             else:
@@ -264,44 +178,13 @@ class _Endpoint:
                 # while the upgrade is decided, so this is at most one read.
                 self._early += data
             return
-        end = self._count_head(data)
+        end = head.count(data)
         handshake.receive_data(data[:end])
         if end < len(data):
             if self._client:
                 self._early = data[end:]
             else:
                 self._early += data[end:]
-
-    def _count_head(self, data: bytes) -> int:
-        """Count the handshake head in ``data``; how much of ``data`` the head takes.
-
-        Runs before wsproto sees ``data``, so a head over the limit is never
-        buffered (raises :class:`HandshakeTooLarge`). Lines are counted as h11
-        splits them (on line feeds).
-        """
-        if len(self._head_start) < 5:
-            self._head_start += data[: 5 - len(self._head_start)]
-        window = self._head_tail + data
-        end = _END_OF_HEAD.search(window)
-        taken = len(data) if end is None else end.end() - len(self._head_tail)
-        head = data[:taken]
-        self._head_size += taken
-        self._head_lines += head.count(b"\n")
-        if end is not None:
-            self._head_open = False
-            # Neither the request (status) line nor the blank line is a header.
-            headers = self._head_lines - 2
-        else:
-            self._head_tail = window[-2:]
-            headers = self._head_lines - 1
-        limits = self.limits
-        if self._head_size > limits.max_handshake_size:
-            raise HandshakeTooLarge(f"handshake exceeds {limits.max_handshake_size} bytes")
-        if headers > limits.max_header_count:
-            raise HandshakeTooLarge(f"handshake has more than {limits.max_header_count} headers")
-        if self._keep_head:
-            self._head_chunks.append(head)
-        return taken
 
     def receive_eof(self) -> None:
         """The peer closed its side of the socket (or the backend gave up on it)."""
@@ -370,7 +253,7 @@ class _Endpoint:
             self._sender = FrameProtocol(self._client, enabled)
             self._compressed_out = bool(enabled)
         self._handshake = None
-        self._head_chunks.clear()
+        self._head = None
         self._state = ConnectionState.OPEN
         early, self._early = self._early, b""
         if early:
@@ -454,7 +337,7 @@ class _Endpoint:
                 self._events.append(PongReceived(bytes(payload)))
             else:  # _CLOSE: the only other opcode wsproto's parser lets through
                 try:
-                    code, reason = _close_payload(payload)
+                    code, reason = parse_close(payload)
                 except ParseFailed as exc:
                     self._broken(int(exc.code), str(exc))
                     return

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import jsonrpc
-from .connection import text_frame
+from .frames import text_frame
 
 __all__ = ["encode_notification", "text_frame"]
 

@@ -1,39 +1,37 @@
-"""The server side of one connection: handshake, JSON-RPC dispatch, answers."""
+"""The server side of one connection: tool calls and their answers, MCP, server push.
+
+The upgrade itself is :class:`~securemcp.protocol.upgrade.ServerHandshake`'s; the
+seed dialect's methods are in :mod:`.seed`, MCP's in :mod:`.mcp`.
+"""
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterable
-from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pydantic_core
-from wsproto import ConnectionType
-from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
-from wsproto.events import Event as WSEvent
-from wsproto.utilities import RemoteProtocolError
 
 from ..app import SecureMCP
-from ..auth import Principal, authorize, check_scopes
+from ..auth import authorize, check_scopes
 from ..context import Context
 from ..errors import (
     InternalError,
     InvalidParams,
     InvalidRequest,
     LocalProtocolError,
-    MethodNotFound,
     RPCError,
     ToolError,
-    ToolNotFound,
 )
 from ..progress import Progress
 from ..tools import Tool
-from .connection import ConnectionState, HandshakeTooLarge, _Endpoint
-from .events import CallCancelled, HandshakeRequest, HTTPRequest, ToolCall
-from .jsonrpc import RequestId, dumps_bytes, is_request_id, is_utf8, loads
+from . import seed
+from .connection import ConnectionState
+from .events import CallCancelled, ToolCall
+from .jsonrpc import RequestId, dumps_bytes, is_utf8, loads
 from .limits import Limits
 from .mcp import SUBPROTOCOL, TOOLS_CALL, MCPSession, tool_error_result
+from .upgrade import ServerHandshake
 
 if TYPE_CHECKING:
     from ..pubsub import Session
@@ -44,17 +42,8 @@ logger = logging.getLogger("securemcp.protocol")
 security_logger = logging.getLogger("securemcp.security")
 """Refused calls (missing scopes) are security events, logged where the backends log theirs."""
 
-_NO_ANSWER: Any = object()
-"""Returned by a method handler whose answer comes later (a tool call)."""
 
-Handler = Callable[["ServerConnection", RequestId, Any, bool], Any]
-
-
-def _latin1(pairs: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
-    return tuple((name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in pairs)
-
-
-class ServerConnection(_Endpoint):
+class ServerConnection(ServerHandshake):
     """The sans-I/O server side of one WebSocket connection serving ``app``.
 
     Drive it like this: feed ``receive_data(bytes)``; act on
@@ -66,17 +55,13 @@ class ServerConnection(_Endpoint):
     """
 
     __slots__ = (
-        "_awaiting_decision",
-        "_awaiting_http",
         "_calls",
         "_cancelled",
         "_mcp",
         "_seen_message",
         "app",
         "mask_errors",
-        "principal",
         "session",
-        "subprotocol",
     )
 
     def __init__(
@@ -87,21 +72,15 @@ class ServerConnection(_Endpoint):
         mask_errors: bool = False,
         http: bool = False,
     ) -> None:
-        super().__init__(ConnectionType.SERVER, limits)
-        self.app = app
         # With http, a plain GET becomes an HTTPRequest event for the driver
         # to answer (a page next to the WebSocket endpoint) instead of a 400.
-        self._keep_head = http
-        self._awaiting_http = False
+        super().__init__(limits, http=http)
+        self.app = app
         self.session: Session | None = None
         """The driver's broadcast session for this connection, handed to tools in
         their :class:`~securemcp.Context` (``None``: no broadcast)."""
         self.mask_errors = mask_errors
         """Hide tool exception texts and internal errors behind a correlation id."""
-        self.subprotocol: str | None = None
-        self.principal: Principal | None = None
-        """Who is connected, as ``accept()`` was told; ``None`` when anonymous."""
-        self._awaiting_decision = False
         self._calls: dict[RequestId, ToolCall] = {}
         # Calls the client cancelled, still in _calls until the backend answers them.
         # Created on first use: most connections never see a cancellation.
@@ -109,39 +88,9 @@ class ServerConnection(_Endpoint):
         self._mcp: MCPSession | None = None
         self._seen_message = False
 
-    # Handshake
+    # The upgrade
 
-    def accept(
-        self,
-        subprotocol: str | None = None,
-        extra_headers: Iterable[tuple[str, str]] = (),
-        *,
-        principal: Principal | None = None,
-        welcome: bool = True,
-    ) -> None:
-        """Complete the upgrade for ``principal`` (``None``: anonymous).
-
-        With ``welcome``, greet the client as the original server did. With
-        ``subprotocol="mcp"`` the connection speaks MCP, where no welcome is sent.
-        """
-        self._require_decision("accept")
-        self.principal = principal
-        headers = [
-            (name.encode("latin-1"), value.encode("latin-1")) for name, value in extra_headers
-        ]
-        handshake = self._handshake
-        assert handshake is not None  # a decision is awaited, so the handshake is on
-        extensions = self._extensions()
-        self._write(
-            handshake.send(
-                AcceptConnection(
-                    subprotocol=subprotocol, extra_headers=headers, extensions=extensions
-                )
-            )
-        )
-        self._awaiting_decision = False
-        self._opened(extensions)
-        self.subprotocol = subprotocol
+    def _on_accepted(self, subprotocol: str | None, welcome: bool) -> None:
         if subprotocol == SUBPROTOCOL:
             self._mcp = MCPSession(self)
         elif welcome:
@@ -154,124 +103,10 @@ class ServerConnection(_Endpoint):
                     },
                 }
             )
-        # Lift the pause that held input while the handshake awaited a decision.
-        self._process()
-
-    def reject(
-        self,
-        status: int = 400,
-        body: bytes | str | None = None,
-        extra_headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        """Refuse the upgrade with an HTTP answer; the connection is then closed."""
-        self._require_decision("reject")
-        self._reject(status, body, extra_headers)
-
-    def _require_decision(self, what: str) -> None:
-        if not self._awaiting_decision:
-            raise LocalProtocolError(f"{what}() is only valid after a HandshakeRequest event")
-
-    def _reject(
-        self, status: int, body: bytes | str | None, extra_headers: Iterable[tuple[str, str]] = ()
-    ) -> None:
-        if body is None:
-            try:
-                body = HTTPStatus(status).phrase + "\n"
-            except ValueError:
-                body = ""
-        payload = body.encode() if isinstance(body, str) else body
-        headers = [
-            (name.encode("latin-1"), value.encode("latin-1"))
-            for name, value in extra_headers
-            # Framing is ours to decide: the body is sent whole, then the connection closes.
-            if name.lower() not in ("content-length", "connection", "transfer-encoding")
-        ]
-        if not any(name.lower() == b"content-type" for name, _ in headers):
-            headers.append((b"content-type", b"text/plain; charset=utf-8"))
-        # An answer to HEAD has no body: h11 refuses one, and wsproto then
-        # declares the length itself.
-        has_body = self._head_start != b"HEAD "
-        if has_body:
-            headers.append((b"content-length", str(len(payload)).encode()))
-        headers.append((b"connection", b"close"))
-        handshake = self._handshake
-        assert handshake is not None  # only a connection still in its handshake is refused
-        self._write(
-            handshake.send(RejectConnection(status_code=status, headers=headers, has_body=has_body))
-        )
-        if has_body:
-            self._write(handshake.send(RejectData(data=payload)))
-        self._awaiting_decision = False
-        self._state = ConnectionState.CLOSED
-
-    def _on_handshake_event(self, event: WSEvent) -> None:
-        if isinstance(event, Request):
-            self._awaiting_decision = True
-            self._events.append(
-                HandshakeRequest(
-                    path=event.target,
-                    host=event.host,
-                    headers=_latin1(event.extra_headers),
-                    subprotocols=tuple(event.subprotocols),
-                    extensions=tuple(str(ext) for ext in event.extensions),
-                )
-            )
-
-    def _handshake_failed(self, exc: RemoteProtocolError | UnicodeError) -> None:
-        # Not a WebSocket upgrade (plain HTTP, wrong method, bad headers, oversized head).
-        if self._awaiting_http:  # pragma: no cover - wsproto only buffers what follows
-            return  # More bytes after a plain request: it is answered once, then closed.
-        if isinstance(exc, HandshakeTooLarge):
-            self._reject(431, f"Request Header Fields Too Large: {exc}\n")
-            return
-        request = self._plain_request() if self._keep_head else None
-        self._head_chunks.clear()
-        if request is None:
-            self._reject(400, f"Bad Request: {exc}\n")
-        elif request.method != "GET":
-            self._reject(405, "Method Not Allowed\n", [("allow", "GET")])
-        else:
-            self._awaiting_http = True
-            self._events.append(request)
-
-    def _plain_request(self) -> HTTPRequest | None:
-        """The request whose head was kept, if it is well formed and no upgrade attempt."""
-        if self._head_open:
-            return None  # The head is incomplete: h11 found it malformed.
-        lines = b"".join(self._head_chunks).decode("latin-1").split("\n")
-        parts = lines[0].rstrip("\r").split(" ")
-        if len(parts) != 3 or not parts[0].isalpha() or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
-            return None
-        headers: list[tuple[str, str]] = []
-        for line in lines[1:]:
-            line = line.rstrip("\r")
-            if not line:
-                continue
-            name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip():
-                return None
-            headers.append((name.lower(), value.strip()))
-        if any(name == "upgrade" for name, _ in headers):
-            return None  # A WebSocket upgrade gone wrong stays a 400.
-        return HTTPRequest(parts[0], parts[1], tuple(headers))
-
-    def respond(
-        self, status: int, body: bytes | str = b"", headers: Iterable[tuple[str, str]] = ()
-    ) -> None:
-        """Answer an :class:`HTTPRequest` with ``status``, ``headers`` and ``body``, then close.
-
-        ``Content-Length`` and ``Connection: close`` are added (any given are
-        replaced); ``Content-Type`` defaults to ``text/plain; charset=utf-8``.
-        """
-        if not self._awaiting_http:
-            raise LocalProtocolError("respond() is only valid after an HTTPRequest event")
-        self._awaiting_http = False
-        self._reject(status, body, headers)
 
     def _may_process(self) -> bool:
         return (
-            not self._awaiting_decision
-            and not self._awaiting_http
+            not self._deciding()
             and len(self._calls) < self.limits.max_in_flight
             and self._outgoing_size < self.limits.max_pending_output
         )
@@ -474,56 +309,7 @@ class ServerConnection(_Endpoint):
             self._mcp = MCPSession(self)
             self._mcp.on_message(message)
             return
-        if not isinstance(message, dict):
-            reason = (
-                "batch requests are not supported"
-                if isinstance(message, list)
-                else ("expected a JSON object")
-            )
-            self._answer_error(None, InvalidRequest(f"Invalid Request: {reason}"), False)
-            return
-
-        jsonrpc = message.get("jsonrpc") == "2.0"
-        request_id = message.get("id")
-        method = message.get("method")
-        if "id" in message and not is_request_id(request_id):
-            if method is None and ("result" in message or "error" in message):
-                return  # An answer to nothing we asked: ignore it.
-            self._answer_error(
-                None,
-                InvalidRequest("Invalid Request: 'id' must be a string or an integer"),
-                jsonrpc,
-            )
-            return
-        if not isinstance(method, str):
-            if "result" in message or "error" in message:
-                return  # An answer to nothing we asked: ignore it.
-            self._answer_error(
-                request_id, InvalidRequest("Invalid Request: 'method' must be a string"), jsonrpc
-            )
-            return
-        if "jsonrpc" in message and not jsonrpc:
-            self._answer_error(
-                request_id, InvalidRequest("Invalid Request: 'jsonrpc' must be \"2.0\""), False
-            )
-            return
-        if "id" not in message:
-            return  # A notification: never answered, and no notification is defined yet.
-
-        handler = _SEED_METHODS.get(method)
-        request_id = cast(RequestId, request_id)  # checked above
-        try:
-            if handler is None:
-                raise MethodNotFound(f"Unknown method: {method}")
-            result = handler(self, request_id, message.get("params"), jsonrpc)
-        except RPCError as exc:
-            self._answer_error(request_id, exc, jsonrpc)
-            return
-        if result is not _NO_ANSWER:
-            answer: dict[str, Any] = {"jsonrpc": "2.0"} if jsonrpc else {}
-            answer["id"] = request_id
-            answer["result"] = result
-            self._send_json(answer)
+        seed.on_message(self, message)
 
     def _parse_failed(self, data: bytes, exc: RPCError, jsonrpc: bool) -> None:
         """Answer a message that did not parse: -32700, or close 1007 if it is not even UTF-8."""
@@ -545,14 +331,6 @@ class ServerConnection(_Endpoint):
             # A tool put something unserialisable in its error's data.
             error.pop("data", None)
             self._send_json(answer)
-
-    # Built-in methods
-
-    def _ping(self, request_id: RequestId, params: Any, jsonrpc: bool) -> Any:
-        return {"pong": True}
-
-    def _list_tools(self, request_id: RequestId, params: Any, jsonrpc: bool) -> Any:
-        return {"tools": [tool.metadata() for tool in self._visible_tools()]}
 
     def _visible_tools(self) -> list[Tool]:
         # A principal sees only the tools it may call: listing the others would
@@ -613,26 +391,3 @@ class ServerConnection(_Endpoint):
         self._calls[request_id] = call
         self._events.append(call)
         return call
-
-    def _invoke_tool(self, request_id: RequestId, params: Any, jsonrpc: bool) -> Any:
-        if not isinstance(params, dict):
-            raise InvalidParams("Invalid params: expected an object with 'tool_name' and 'params'")
-        name = params.get("tool_name")
-        if not name:
-            raise InvalidParams("Missing tool_name in params")
-        if not isinstance(name, str):
-            raise InvalidParams("Invalid params: 'tool_name' must be a string")
-        tool = self.app.get_tool(name)
-        if tool is None:
-            raise ToolNotFound(f"Tool not found: {name}")
-        self._start_call(request_id, tool, params.get("params"), "invoke_tool", jsonrpc)
-        return _NO_ANSWER
-
-
-# The seed dialect's built-in methods. A class-level table rather than a dict of
-# bound methods per connection: that dict alone was 1.6 KiB of every idle one.
-_SEED_METHODS: dict[str, Handler] = {
-    "ping": ServerConnection._ping,
-    "list_tools": ServerConnection._list_tools,
-    "invoke_tool": ServerConnection._invoke_tool,
-}

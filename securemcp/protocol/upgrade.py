@@ -1,0 +1,199 @@
+"""The server side of the opening handshake: the upgrade decided, or an HTTP answer.
+
+A :class:`ServerHandshake` turns the client's upgrade request into a
+:class:`~securemcp.protocol.HandshakeRequest` event and waits, holding any
+input, for the driver's :meth:`~ServerHandshake.accept` or
+:meth:`~ServerHandshake.reject`. A request that is no upgrade gets its HTTP
+status (400, 405, 431), or, on a server that serves plain HTTP itself, becomes
+an :class:`~securemcp.protocol.HTTPRequest` answered with
+:meth:`~ServerHandshake.respond`. wsproto's H11Handshake writes the answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from http import HTTPStatus
+
+from wsproto import ConnectionType
+from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.events import Event as WSEvent
+from wsproto.utilities import RemoteProtocolError
+
+from ..auth import Principal
+from ..errors import LocalProtocolError
+from .connection import ConnectionState, _Endpoint
+from .events import HandshakeRequest, HTTPRequest
+from .head import HandshakeTooLarge, header_pairs
+from .limits import Limits
+
+__all__ = ["ServerHandshake"]
+
+
+class ServerHandshake(_Endpoint):
+    """A server connection's upgrade (the base of :class:`ServerConnection`)."""
+
+    __slots__ = ("_awaiting_decision", "_awaiting_http", "principal", "subprotocol")
+
+    def __init__(self, limits: Limits | None, *, http: bool) -> None:
+        super().__init__(ConnectionType.SERVER, limits, keep_head=http)
+        self._awaiting_decision = False
+        self._awaiting_http = False
+        self.subprotocol: str | None = None
+        self.principal: Principal | None = None
+        """Who is connected, as ``accept()`` was told; ``None`` when anonymous."""
+
+    def accept(
+        self,
+        subprotocol: str | None = None,
+        extra_headers: Iterable[tuple[str, str]] = (),
+        *,
+        principal: Principal | None = None,
+        welcome: bool = True,
+    ) -> None:
+        """Complete the upgrade for ``principal`` (``None``: anonymous).
+
+        With ``welcome``, greet the client as the original server did. With
+        ``subprotocol="mcp"`` the connection speaks MCP, where no welcome is sent.
+        """
+        self._require_decision("accept")
+        self.principal = principal
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in extra_headers
+        ]
+        handshake = self._handshake
+        assert handshake is not None  # a decision is awaited, so the handshake is on
+        extensions = self._extensions()
+        self._write(
+            handshake.send(
+                AcceptConnection(
+                    subprotocol=subprotocol, extra_headers=headers, extensions=extensions
+                )
+            )
+        )
+        self._awaiting_decision = False
+        self._opened(extensions)
+        self.subprotocol = subprotocol
+        self._on_accepted(subprotocol, welcome)
+        # Lift the pause that held input while the handshake awaited a decision.
+        self._process()
+
+    def reject(
+        self,
+        status: int = 400,
+        body: bytes | str | None = None,
+        extra_headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Refuse the upgrade with an HTTP answer; the connection is then closed."""
+        self._require_decision("reject")
+        self._reject(status, body, extra_headers)
+
+    def _require_decision(self, what: str) -> None:
+        if not self._awaiting_decision:
+            raise LocalProtocolError(f"{what}() is only valid after a HandshakeRequest event")
+
+    def _reject(
+        self, status: int, body: bytes | str | None, extra_headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        if body is None:
+            try:
+                body = HTTPStatus(status).phrase + "\n"
+            except ValueError:
+                body = ""
+        payload = body.encode() if isinstance(body, str) else body
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in extra_headers
+            # Framing is ours to decide: the body is sent whole, then the connection closes.
+            if name.lower() not in ("content-length", "connection", "transfer-encoding")
+        ]
+        if not any(name.lower() == b"content-type" for name, _ in headers):
+            headers.append((b"content-type", b"text/plain; charset=utf-8"))
+        # An answer to HEAD has no body: h11 refuses one, and wsproto then
+        # declares the length itself.
+        has_body = self._head is None or self._head.start != b"HEAD "
+        if has_body:
+            headers.append((b"content-length", str(len(payload)).encode()))
+        headers.append((b"connection", b"close"))
+        handshake = self._handshake
+        assert handshake is not None  # only a connection still in its handshake is refused
+        self._write(
+            handshake.send(RejectConnection(status_code=status, headers=headers, has_body=has_body))
+        )
+        if has_body:
+            self._write(handshake.send(RejectData(data=payload)))
+        self._awaiting_decision = False
+        self._state = ConnectionState.CLOSED
+
+    def _on_handshake_event(self, event: WSEvent) -> None:
+        if isinstance(event, Request):
+            self._awaiting_decision = True
+            self._events.append(
+                HandshakeRequest(
+                    path=event.target,
+                    host=event.host,
+                    headers=header_pairs(event.extra_headers),
+                    subprotocols=tuple(event.subprotocols),
+                    extensions=tuple(str(ext) for ext in event.extensions),
+                )
+            )
+
+    def _handshake_failed(self, exc: RemoteProtocolError | UnicodeError) -> None:
+        # Not a WebSocket upgrade (plain HTTP, wrong method, bad headers, oversized head).
+        if self._awaiting_http:  # pragma: no cover - wsproto only buffers what follows
+            return  # More bytes after a plain request: it is answered once, then closed.
+        if isinstance(exc, HandshakeTooLarge):
+            self._reject(431, f"Request Header Fields Too Large: {exc}\n")
+            return
+        request = self._plain_request()
+        if request is None:
+            self._reject(400, f"Bad Request: {exc}\n")
+        elif request.method != "GET":
+            self._reject(405, "Method Not Allowed\n", [("allow", "GET")])
+        else:
+            self._awaiting_http = True
+            self._events.append(request)
+
+    def _plain_request(self) -> HTTPRequest | None:
+        """The request whose head was kept, if it is well formed and no upgrade attempt."""
+        head = self._head
+        if head is None or head.chunks is None:
+            return None  # No plain HTTP here: every request that is no upgrade gets 400.
+        if not head.complete:
+            return None  # The head is incomplete: h11 found it malformed.
+        lines = b"".join(head.chunks).decode("latin-1").split("\n")
+        parts = lines[0].rstrip("\r").split(" ")
+        if len(parts) != 3 or not parts[0].isalpha() or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
+            return None
+        headers: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            line = line.rstrip("\r")
+            if not line:
+                continue
+            name, colon, value = line.partition(":")
+            if not colon or not name or name != name.strip():
+                return None
+            headers.append((name.lower(), value.strip()))
+        if any(name == "upgrade" for name, _ in headers):
+            return None  # A WebSocket upgrade gone wrong stays a 400.
+        return HTTPRequest(parts[0], parts[1], tuple(headers))
+
+    def respond(
+        self, status: int, body: bytes | str = b"", headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """Answer an :class:`HTTPRequest` with ``status``, ``headers`` and ``body``, then close.
+
+        ``Content-Length`` and ``Connection: close`` are added (any given are
+        replaced); ``Content-Type`` defaults to ``text/plain; charset=utf-8``.
+        """
+        if not self._awaiting_http:
+            raise LocalProtocolError("respond() is only valid after an HTTPRequest event")
+        self._awaiting_http = False
+        self._reject(status, body, headers)
+
+    def _deciding(self) -> bool:
+        """Whether input is held while the driver decides (the upgrade, or an HTTP answer)."""
+        return self._awaiting_decision or self._awaiting_http
+
+    def _on_accepted(self, subprotocol: str | None, welcome: bool) -> None:
+        """The upgrade is done: greet the client, or start the dialect ``subprotocol`` names."""
+        raise NotImplementedError
