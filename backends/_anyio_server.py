@@ -33,7 +33,7 @@ from ._calls import run_call
 from ._driver import ConnectionDriver
 
 if TYPE_CHECKING:
-    from .server import _Server
+    from ._serving import _Server
 
 __all__ = ["StreamConnection", "serve_listener"]
 

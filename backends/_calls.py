@@ -11,17 +11,21 @@ cancelled it has answered it already.
 from __future__ import annotations
 
 import functools
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 
-from securemcp.protocol import ToolCall
+from securemcp.protocol import ServerConnection, ToolCall
+
+from ._pubsub import LoopThread
 
 if TYPE_CHECKING:
     from ._driver import ConnectionDriver
 
-__all__ = ["run_call"]
+__all__ = ["progress_sink", "run_call", "run_inline"]
 
 
 async def run_call(
@@ -43,3 +47,46 @@ async def run_call(
         driver.call_done(call, error=exc)
     else:
         driver.call_done(call, result)
+
+
+def run_inline(conn: ServerConnection, call: ToolCall) -> Exception | None:
+    """Run a call whose coroutine cannot suspend and answer it; the tool's exception, if any.
+
+    ``Tool.runs_inline`` promises that one step finishes the coroutine, so no
+    task and no event loop are needed: a task spawn saved per call.
+    """
+    coro = call.tool.fn(**call.arguments)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        conn.complete(call, done.value)
+        return None
+    except Exception as exc:  # noqa: BLE001 - a tool's failure is its caller's answer
+        return exc
+    # Unreachable for a tool that truly never awaits; refuse rather than run
+    # a half-started coroutine outside any event loop.
+    coro.close()
+    return RuntimeError("tool suspended although it has no await")
+
+
+def progress_sink(
+    conn: ServerConnection, call: ToolCall, loop: LoopThread, wake: Callable[[], None]
+) -> Callable[[float, float | None, str | None], bool]:
+    """Deliver ``call``'s progress reports, from the loop or from a tool's worker thread."""
+
+    def deliver(value: float, total: float | None, message: str | None) -> bool:
+        sent = conn.report_progress(call, value, total, message)
+        if sent:
+            wake()
+        return sent
+
+    def sink(value: float, total: float | None, message: str | None) -> bool:
+        if threading.get_ident() == loop.thread:
+            return deliver(value, total, message)
+        try:
+            return loop.run(deliver, value, total, message)
+        except RuntimeError:  # pragma: no cover - needs a loop that ended mid-report
+            # The loop is gone: an abandoned sync tool reporting after the end.
+            return False
+
+    return sink

@@ -18,16 +18,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import ssl
-import threading
 import time
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
-from securemcp.app import SecureMCP
-from securemcp.errors import Cancelled, RateLimited, RPCError
+from securemcp.errors import Cancelled, RPCError
 from securemcp.protocol import (
     CallCancelled,
     CloseCode,
@@ -35,90 +30,24 @@ from securemcp.protocol import (
     ConnectionState,
     HandshakeRequest,
     HTTPRequest,
-    Limits,
     PongReceived,
     RequestId,
     ServerConnection,
     ToolCall,
 )
-from securemcp.protocol.mcp import SUBPROTOCOL as MCP_SUBPROTOCOL
-from securemcp.pubsub import Broker
-from securemcp.security import HandshakeRefused, SecurityPolicy
 
-from ._pubsub import ConnectionSession, LoopThread
-from ._security import Admission, ConnectionGuard, security_logger
+from ._calls import progress_sink, run_inline
+from ._keepalive import Keepalive
+from ._pubsub import ConnectionSession
+from ._security import Admission, Refusal, security_logger
+from ._settings import Adapter, ServerState, answer_http, choose_subprotocol
 
-__all__ = ["Adapter", "ConnectionDriver", "HTTPHandler", "ServerSettings", "ServerState"]
+__all__ = ["ConnectionDriver"]
 
 logger = logging.getLogger("securemcp")
 
-HTTPHandler = Callable[[HTTPRequest], "tuple[int, list[tuple[str, str]], bytes] | None"]
-"""``handler(request) -> (status, headers, body)``, or ``None`` for 404 Not Found."""
-
 _DAY = 86400.0
 """The longest wait armed at once: an infinite expiry must not overflow a timer."""
-
-
-@dataclass(frozen=True, slots=True)
-class ServerSettings:
-    """Everything a connection needs to know about the server it belongs to."""
-
-    app: SecureMCP
-    limits: Limits | None
-    handshake_timeout: float | None
-    ping_interval: float | None
-    ping_timeout: float | None
-    close_timeout: float | None
-    ssl: ssl.SSLContext | None
-    guard: ConnectionGuard = field(default_factory=lambda: ConnectionGuard(SecurityPolicy()))
-    """The security policy, with the connection caps it keeps for this server."""
-    subprotocols: tuple[str, ...] = ()
-    """The subprotocols this server speaks, in order of preference."""
-    broker: Broker | None = None
-    """Where tools publish and connections subscribe (``None``: no broadcast)."""
-    http_handler: HTTPHandler | None = None
-    """Answers plain HTTP GETs (see ``WebSocketTransport``); ``None``: HTTP 400."""
-
-
-class ServerState(Protocol):
-    """What the connections of one running server share."""
-
-    settings: ServerSettings
-    draining: bool
-    """Stopping: new handshakes get 503, new calls -32800."""
-    loop: LoopThread
-    """The event loop's thread, for tools that report from worker threads."""
-
-    def call_finished(self) -> None:
-        """A call ended (the draining server waits for the last one)."""
-
-
-class Adapter(Protocol):
-    """What the I/O around a driver does for it."""
-
-    def now(self) -> float:
-        """The event loop's clock, in seconds."""
-
-    def wake(self) -> None:
-        """Output is waiting that no adapter call produced (timer, broadcast): write it soon."""
-
-    def spawn(self, call: ToolCall) -> Callable[[], object]:
-        """Run ``call`` (which may suspend) and report to :meth:`ConnectionDriver.call_done`.
-
-        Returns the function that cancels it.
-        """
-
-    def set_deadline(self, when: float) -> None:
-        """Call :meth:`ConnectionDriver.on_deadline` at ``when`` (loop clock; ``inf``: never)."""
-
-    def abort(self) -> None:
-        """Drop the connection now, without a closing handshake."""
-
-    def buffered(self) -> int:
-        """Bytes handed to the socket layer and not yet sent."""
-
-    def reading(self) -> bool:
-        """Whether bytes the peer sends are being read (not paused by backpressure)."""
 
 
 class ConnectionDriver:
@@ -131,9 +60,7 @@ class ConnectionDriver:
         "_deadline",
         "_expires_at",
         "_going_away",
-        "_next_ping",
-        "_pong_deadline",
-        "_pong_payload",
+        "_keepalive",
         "_refuse",
         "_session",
         "adapter",
@@ -166,10 +93,8 @@ class ConnectionDriver:
         self._calls: dict[RequestId, tuple[ToolCall, Callable[[], object]]] = {}
         self._deadline = math.inf
         self._expires_at: float | None = None
-        # Keepalive state, advanced by the server's ticker (keepalive_tick).
-        self._next_ping = math.inf
-        self._pong_deadline: float | None = None
-        self._pong_payload = b""
+        # Advanced by the server's ticker (keepalive_tick).
+        self._keepalive = Keepalive(settings.ping_interval, settings.ping_timeout)
         self._closing = False
         self._going_away = False
         self._session: ConnectionSession | None = None
@@ -228,7 +153,9 @@ class ConnectionDriver:
         self._cancel_calls("Connection closed")
         if self._session is not None:
             self._session.close()
-        self._release()
+        admission, self._admission = self._admission, None
+        if admission is not None:
+            self.settings.guard.release(admission, self)
         self._arm(math.inf)
         logger.debug("connection from %s closed", self.peer)
 
@@ -294,27 +221,18 @@ class ConnectionDriver:
         Called by the server's ticker for every connection a few times per interval.
         """
         conn = self.conn
-        settings = self.settings
         if conn.state is not ConnectionState.OPEN:
             return
-        if self._pong_deadline is not None and settings.ping_timeout is not None:
-            if not self.adapter.reading():
-                # We are not reading, so the pong may be sitting unread: the
-                # peer gets a full deadline from when reading resumes.
-                self._pong_deadline = now + settings.ping_timeout
-            elif now >= self._pong_deadline:
-                logger.debug("keepalive timeout on the connection from %s", self.peer)
-                conn.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-                self._handle_events()
-                self.adapter.wake()
+        verdict = self._keepalive.tick(now, reading=self.adapter.reading())
+        if verdict == "timeout":
+            logger.debug("keepalive timeout on the connection from %s", self.peer)
+            conn.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            self._handle_events()
+        elif verdict == "ping":
+            conn.ping(self._keepalive.payload)
+        else:
             return
-        if settings.ping_interval is not None and now >= self._next_ping:
-            self._pong_payload = os.urandom(4)
-            conn.ping(self._pong_payload)
-            self._next_ping = now + settings.ping_interval
-            if settings.ping_timeout is not None:
-                self._pong_deadline = now + settings.ping_timeout
-            self.adapter.wake()
+        self.adapter.wake()
 
     # Events
 
@@ -333,14 +251,14 @@ class ConnectionDriver:
                 if kind is ToolCall:
                     self._start_call(event)  # type: ignore[arg-type]
                 elif kind is PongReceived:
-                    if event.payload == self._pong_payload:  # type: ignore[attr-defined]
-                        self._pong_deadline = None
+                    self._keepalive.pong(event.payload)  # type: ignore[attr-defined]
                 elif kind is CallCancelled:
                     self._cancel_call(event.call)  # type: ignore[attr-defined]
                 elif kind is HandshakeRequest:
                     self._decide(event)  # type: ignore[arg-type]
                 elif kind is HTTPRequest:
-                    self._answer_http(event)  # type: ignore[arg-type]
+                    status, headers, body = answer_http(self.settings, event)  # type: ignore[arg-type]
+                    self.conn.respond(status, body, headers)
                 elif kind is ConnectionClosed:
                     logger.debug(
                         "connection from %s closed with code %d %s",
@@ -362,23 +280,16 @@ class ConnectionDriver:
     # The handshake
 
     def _decide(self, request: HandshakeRequest) -> None:
-        draining = self.server.draining
-        if self._refuse or draining:
-            security_logger.warning(
-                "handshake from %s refused with 503: %s",
-                self.peer,
-                "server shutting down" if draining else "max_connections reached",
-            )
-            self.conn.reject(503)
-            return
-        try:
-            admission = self.settings.guard.admit(request, self.address, now=time.time())
-        except HandshakeRefused as refusal:
-            # The reason is a fixed phrase (never the token), safe for log and body.
-            security_logger.warning(
-                "handshake from %s refused: HTTP %d %s", self.peer, refusal.status, refusal.reason
-            )
-            self.conn.reject(refusal.status, f"{refusal.reason}\n", refusal.headers)
+        unavailable: str | None = None
+        if self.server.draining:
+            unavailable = "server shutting down"
+        elif self._refuse:
+            unavailable = "max_connections reached"
+        admission = self.settings.guard.decide(
+            request, self.address, self.peer, unavailable=unavailable
+        )
+        if isinstance(admission, Refusal):
+            self.conn.reject(admission.status, admission.body, admission.headers)
             return
         self._admission = admission
         principal = admission.principal
@@ -395,16 +306,15 @@ class ConnectionDriver:
                 peer=self.peer,
             )
             self.conn.session = self._session
-        self.conn.accept(self._choose_subprotocol(admission.subprotocols), principal=principal)
+        self.conn.accept(
+            choose_subprotocol(self.settings, admission.subprotocols), principal=principal
+        )
         logger.debug(
             "connection from %s accepted for %s",
             self.peer,
             "anonymous" if principal is None else principal.subject,
         )
-        now = self.adapter.now()
-        interval = self.settings.ping_interval
-        if interval is not None:
-            self._next_ping = now + interval
+        self._keepalive.start(self.adapter.now())
         if principal is not None and principal.expires_at is not None:
             self._expires_at = principal.expires_at
             self._arm(math.inf)
@@ -412,98 +322,31 @@ class ConnectionDriver:
         else:
             self._arm(math.inf)
 
-    def _answer_http(self, request: HTTPRequest) -> None:
-        handler = self.settings.http_handler
-        answer: tuple[int, list[tuple[str, str]], bytes] | None = None
-        if handler is not None:  # pragma: no branch - the core emits these only with one
-            try:
-                answer = handler(request)
-            except Exception:
-                logger.exception("http_handler failed for %s %s", request.method, request.path)
-                answer = (500, [], b"Internal Server Error\n")
-        if answer is None:
-            answer = (404, [], b"Not Found\n")
-        status, headers, body = answer
-        self.conn.respond(status, body, headers)
-
-    def _choose_subprotocol(self, offered: tuple[str, ...]) -> str | None:
-        """The subprotocol to answer with: ours, in our order of preference, if offered.
-
-        ``offered`` comes without token entries (``bearer.<token>``), so a
-        token is never echoed back. Failing those, ``mcp`` (the MCP dialect,
-        which every server speaks) when offered.
-        """
-        chosen = next((name for name in self.settings.subprotocols if name in offered), None)
-        if chosen is None and MCP_SUBPROTOCOL in offered:
-            chosen = MCP_SUBPROTOCOL
-        return chosen
-
-    def _release(self) -> None:
-        """Give back what the connection held under the security policy."""
-        admission, self._admission = self._admission, None
-        if admission is None:
-            return
-        self.settings.guard.release(admission)
-        limiter = self.settings.guard.policy.rate_limiter
-        if limiter is not None and admission.principal is None:
-            # An anonymous connection's bucket can never be used again.
-            limiter.forget(self._rate_key())
-
-    def _rate_key(self) -> Hashable:
-        # Namespaced, so that no token subject can name an anonymous connection's bucket.
-        principal = self.conn.principal
-        if principal is None:
-            return ("connection", id(self))
-        return ("principal", principal.subject)
-
     # Tool calls
 
     def _start_call(self, call: ToolCall) -> None:
         if self.server.draining:
             self.conn.fail(call, Cancelled("Server shutting down"))
             return
-        limiter = self.settings.guard.policy.rate_limiter
-        if limiter is not None:
-            retry = limiter.check(self._rate_key(), call.tool.name, now=time.monotonic())
-            if retry > 0:
-                principal = self.conn.principal
-                security_logger.info(
-                    "call to %r by %s rate limited (retry after %.3f s)",
-                    call.tool.name,
-                    f"connection from {self.peer}" if principal is None else principal.subject,
-                    retry,
-                )
-                refusal = RateLimited("Rate limit exceeded", data={"retry_after": retry})
-                self.conn.fail(call, refusal)
-                return
+        refusal = self.settings.guard.check_call(
+            self.conn.principal, self, call.tool.name, self.peer, now=time.monotonic()
+        )
+        if refusal is not None:
+            self.conn.fail(call, refusal)
+            return
         if call.progress is not None and call.progress.token is not None:
-            call.progress.bind(self._progress_sink(call))
+            call.progress.bind(progress_sink(self.conn, call, self.server.loop, self.adapter.wake))
         if call.tool.runs_inline:
-            self._run_inline(call)
+            # No task: the answer leaves with the others of this read in one write.
+            error = run_inline(self.conn, call)
+            if error is not None:
+                self._report_failure(call, error)
             return
         # Registered before spawning: an adapter may run the call at once.
         self._calls[call.id] = (call, _nothing)
         cancel = self.adapter.spawn(call)
         if call.id in self._calls:
             self._calls[call.id] = (call, cancel)
-
-    def _run_inline(self, call: ToolCall) -> None:
-        # The tool's coroutine cannot suspend (Tool.runs_inline), so one step
-        # finishes it: no task, and its answer leaves with the others of this
-        # read in one write. That is a task spawn saved per call.
-        coro = call.tool.fn(**call.arguments)
-        try:
-            coro.send(None)
-        except StopIteration as done:
-            self.conn.complete(call, done.value)
-            return
-        except Exception as exc:  # noqa: BLE001 - a tool's failure is its caller's answer
-            self._report_failure(call, exc)
-            return
-        # Unreachable for a tool that truly never awaits; refuse rather than run
-        # a half-started coroutine outside any event loop.
-        coro.close()
-        self._report_failure(call, RuntimeError("tool suspended although it has no await"))
 
     def call_done(self, call: ToolCall, result: Any = None, error: Exception | None = None) -> None:
         """A spawned call ended with ``result`` or ``error``: answer it (unless cancelled)."""
@@ -546,27 +389,6 @@ class ConnectionDriver:
             # When masking, the core logs it once, with the correlation id.
             logger.error("tool %r raised", call.tool.name, exc_info=error)
         self.conn.fail(call, error)
-
-    def _progress_sink(self, call: ToolCall) -> Callable[[float, float | None, str | None], bool]:
-        """Deliver ``call``'s progress reports from the loop or from a tool's worker thread."""
-        loop = self.server.loop
-
-        def deliver(value: float, total: float | None, message: str | None) -> bool:
-            sent = self.conn.report_progress(call, value, total, message)
-            if sent:
-                self.adapter.wake()
-            return sent
-
-        def sink(value: float, total: float | None, message: str | None) -> bool:
-            if threading.get_ident() == loop.thread:
-                return deliver(value, total, message)
-            try:
-                return loop.run(deliver, value, total, message)
-            except RuntimeError:  # pragma: no cover - needs a loop that ended mid-report
-                # The loop is gone: an abandoned sync tool reporting after the end.
-                return False
-
-        return sink
 
 
 def _nothing() -> None:

@@ -14,15 +14,17 @@ its query string) or a message body.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
+import time
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from securemcp.auth import Principal
+from securemcp.errors import RateLimited
 from securemcp.protocol import HandshakeRequest
 from securemcp.ratelimit import ConnectionCounter
 from securemcp.security import HandshakeRefused, SecurityPolicy
 
-__all__ = ["Admission", "ConnectionGuard", "security_logger"]
+__all__ = ["Admission", "ConnectionGuard", "Refusal", "rate_key", "security_logger"]
 
 security_logger = logging.getLogger("securemcp.security")
 """Where refusals, forbidden and rate-limited calls and expiry closes are reported."""
@@ -42,6 +44,23 @@ class Admission:
     """The per-address slot held, if that cap applies."""
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A handshake the server turns down, as the HTTP answer to give."""
+
+    status: int
+    body: str | None = None
+    headers: Sequence[tuple[str, str]] = ()
+
+
+def rate_key(principal: Principal | None, connection: object) -> Hashable:
+    """The rate-limit bucket of ``principal``, or of the anonymous ``connection``."""
+    # Namespaced, so that no token subject can name an anonymous connection's bucket.
+    if principal is None:
+        return ("connection", id(connection))
+    return ("principal", principal.subject)
+
+
 def _counter(limit: int | None) -> ConnectionCounter | None:
     return None if limit is None else ConnectionCounter(limit)
 
@@ -57,6 +76,49 @@ class ConnectionGuard:
         self.policy = policy
         self._per_principal = _counter(policy.max_connections_per_principal)
         self._per_address = _counter(policy.max_connections_per_address)
+
+    def decide(
+        self,
+        request: HandshakeRequest,
+        address: str | None,
+        peer: str,
+        *,
+        unavailable: str | None = None,
+    ) -> Admission | Refusal:
+        """Admit ``request`` from ``peer`` (at ``address``), or say how to refuse it.
+
+        ``unavailable`` (why the server takes no connection now: full, or
+        shutting down) refuses with 503 first. Every refusal is logged.
+        """
+        if unavailable is not None:
+            security_logger.warning("handshake from %s refused with 503: %s", peer, unavailable)
+            return Refusal(503)
+        try:
+            return self.admit(request, address, now=time.time())
+        except HandshakeRefused as refusal:
+            # The reason is a fixed phrase (never the token), safe for log and body.
+            security_logger.warning(
+                "handshake from %s refused: HTTP %d %s", peer, refusal.status, refusal.reason
+            )
+            return Refusal(refusal.status, f"{refusal.reason}\n", refusal.headers)
+
+    def check_call(
+        self, principal: Principal | None, connection: object, tool: str, peer: str, *, now: float
+    ) -> RateLimited | None:
+        """The rate limit's refusal of a call to ``tool`` at ``now`` (monotonic), if any."""
+        limiter = self.policy.rate_limiter
+        if limiter is None:
+            return None
+        retry = limiter.check(rate_key(principal, connection), tool, now=now)
+        if retry <= 0:
+            return None
+        security_logger.info(
+            "call to %r by %s rate limited (retry after %.3f s)",
+            tool,
+            f"connection from {peer}" if principal is None else principal.subject,
+            retry,
+        )
+        return RateLimited("Rate limit exceeded", data={"retry_after": retry})
 
     def admit(self, request: HandshakeRequest, address: str | None, *, now: float) -> Admission:
         """Check ``request`` from ``address`` at ``now`` (POSIX seconds) and take its slots.
@@ -91,12 +153,16 @@ class ConnectionGuard:
                 raise HandshakeRefused(429, "too many connections for this principal")
         return Admission(accepted.principal, accepted.subprotocols, principal_key, address_key)
 
-    def release(self, admission: Admission) -> None:
-        """Give back the slots of a connection that ended."""
+    def release(self, admission: Admission, connection: object = None) -> None:
+        """Give back the slots of ``connection``, which ended."""
         if admission.principal_key is not None and self._per_principal is not None:
             self._per_principal.release(admission.principal_key)
         if admission.address_key is not None and self._per_address is not None:
             self._per_address.release(admission.address_key)
+        limiter = self.policy.rate_limiter
+        if limiter is not None and admission.principal is None:
+            # An anonymous connection's bucket can never be used again.
+            limiter.forget(rate_key(None, connection))
 
     def open_for_principal(self, subject: str) -> int:
         """How many connections the principal ``subject`` holds (0 when uncapped)."""

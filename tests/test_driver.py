@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from securemcp import Principal, SecureMCP, SecurityPolicy, StaticTokenAuthenticator
-from securemcp.backends._driver import ConnectionDriver, ServerSettings
+from securemcp.backends._driver import ConnectionDriver
 from securemcp.backends._pubsub import LoopThread
 from securemcp.backends._security import ConnectionGuard
+from securemcp.backends._settings import ServerSettings
 from securemcp.protocol import ToolCall
 from securemcp.ratelimit import RateLimiter
 

@@ -10,9 +10,9 @@ import pytest
 
 from securemcp import SecureMCP
 from securemcp.backends._anyio_server import StreamConnection
-from securemcp.backends._driver import ServerSettings
 from securemcp.backends._pubsub import LoopThread
-from securemcp.backends.server import _Server
+from securemcp.backends._serving import _Server
+from securemcp.backends._settings import ServerSettings
 from securemcp.protocol import ClientConnection
 
 

@@ -1,0 +1,59 @@
+"""Keepalive decisions for one connection: when to ping, when a pong is overdue.
+
+Pure state advanced by the server's ticker: one task for every connection of a
+server instead of a timer per connection, since an idle connection should cost
+memory and nothing else. The ticker runs a few times per interval, so a ping
+goes out, and an overdue pong is noticed, within a quarter of the period.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Literal
+
+__all__ = ["Keepalive"]
+
+
+class Keepalive:
+    """The keepalive of one connection, with ``interval`` and ``timeout`` in seconds."""
+
+    __slots__ = ("_deadline", "_next_ping", "interval", "payload", "timeout")
+
+    def __init__(self, interval: float | None, timeout: float | None) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        self._next_ping = math.inf
+        self._deadline: float | None = None
+        self.payload = b""
+        """The latest ping's payload: the pong that answers it carries the same."""
+
+    def start(self, now: float) -> None:
+        """The connection opened at ``now``: the first ping is due an interval later."""
+        if self.interval is not None:
+            self._next_ping = now + self.interval
+
+    def pong(self, payload: bytes) -> None:
+        """The peer answered; only the answer to our latest ping counts."""
+        if payload == self.payload:
+            self._deadline = None
+
+    def tick(self, now: float, *, reading: bool) -> Literal["ping", "timeout"] | None:
+        """``"ping"`` (send one with :attr:`payload`), ``"timeout"``, or ``None``.
+
+        While the connection is not ``reading``, its pong may be sitting unread:
+        the peer gets a full deadline from when reading resumes.
+        """
+        if self._deadline is not None and self.timeout is not None:
+            if not reading:
+                self._deadline = now + self.timeout
+            elif now >= self._deadline:
+                return "timeout"
+            return None
+        if self.interval is not None and now >= self._next_ping:
+            self.payload = os.urandom(4)
+            self._next_ping = now + self.interval
+            if self.timeout is not None:
+                self._deadline = now + self.timeout
+            return "ping"
+        return None
