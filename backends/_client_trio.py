@@ -1,0 +1,288 @@
+"""The client on trio: one lean reader task per connection feeds the core.
+
+There is no writer task: whoever has bytes to send (a caller with its request,
+the reader with a pong or a close reply) writes them itself when nobody else is
+writing, and otherwise leaves them to the one who is, which loops until the
+core is empty. A write is shielded from its task's cancellation, so a caller
+that gives up never cuts a frame in half. The reader waits for the writer only
+while the core's ``wants_read`` is false. A call waits on a bare trio task
+wake-up, the least trio can do.
+
+The socket is anyio's (``anyio.connect_tcp``, its TLS stream): on trio it is
+a thin layer over trio's socket calls, and it reports connect failures and
+TLS the way the rest of SecureMCP does.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+import anyio.abc
+import trio
+
+from securemcp.protocol import ConnectionState
+
+from ._client_io import INFINITY, ClientIO, Signal, Waiter
+from ._client_target import connect_error
+
+if TYPE_CHECKING:
+    from ._client_session import ClientSession
+
+__all__ = ["TrioIO"]
+
+_READ_SIZE = 65536
+_CLOSED = ConnectionState.CLOSED
+_LOST = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+class _TrioWaiter:
+    """One task parked until :meth:`set_result`; cancellation unparks it."""
+
+    __slots__ = ("_done", "_task", "_value")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._task: trio.lowlevel.Task | None = None
+        self._value: Any = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self) -> Any:
+        return self._value
+
+    def set_result(self, value: Any, /) -> None:
+        self._value, self._done = value, True
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        if self._done:
+            return
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, raise_cancel: Any) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
+class TrioIO(ClientIO):
+    """One client connection: a stream and the reader task that feeds the core."""
+
+    def __init__(
+        self,
+        session: ClientSession,
+        stream: anyio.abc.ByteStream,
+        raw: socket.socket | None,
+        tg: anyio.abc.TaskGroup,
+    ) -> None:
+        self._session = session
+        self._conn = session.conn
+        self._stream = stream
+        self._raw = raw
+        self._tg = tg
+        self._deadline = INFINITY
+        self._timer_scope: trio.CancelScope | None = None
+        self._writing = False
+        self._write_scope: trio.CancelScope | None = None
+        self._flush_pending = False
+        self._idle = Signal()
+        # The tasks are shielded from the caller's cancellation (the task group
+        # encloses the caller's code): an `async with` body that is cancelled
+        # still gets a clean close. shutdown() cancels their scopes itself.
+        self._scopes = [trio.CancelScope(shield=True), trio.CancelScope(shield=True)]
+        self._reader_done = trio.Event()
+
+    @classmethod
+    async def open(cls, session: ClientSession, deadline: float) -> TrioIO | None:
+        target, ssl_context = session.target, session.ssl_context
+        stream: anyio.abc.ByteStream | None = None
+        with anyio.move_on_at(deadline):
+            try:
+                if ssl_context is None:
+                    stream = await anyio.connect_tcp(target.host, target.port)
+                else:
+                    stream = await anyio.connect_tcp(
+                        target.host,
+                        target.port,
+                        ssl_context=ssl_context,
+                        tls_hostname=target.host,
+                        # The WebSocket close handshake already protects against
+                        # truncation, and servers often skip TLS close_notify.
+                        tls_standard_compatible=False,
+                    )
+            except OSError as exc:
+                raise connect_error(exc, session.url) from None
+        if stream is None:
+            return None
+        # Entered here, outside the deadline's scope: it lives until shutdown().
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        # A plain TCP stream's socket takes our bytes directly (see _send).
+        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket) if ssl_context is None else None
+        io = cls(session, stream, raw, tg)
+        tg.start_soon(io._in_scope, io._scopes[0], io._read_loop)
+        tg.start_soon(io._in_scope, io._scopes[1], io._timer_loop)
+        return io
+
+    @staticmethod
+    async def _in_scope(scope: trio.CancelScope, task: Callable[[], Awaitable[None]]) -> None:
+        with scope:
+            await task()
+
+    # Reading
+
+    async def _read_loop(self) -> None:
+        conn, session, stream = self._conn, self._session, self._stream
+        try:
+            while conn.state is not _CLOSED:
+                if not conn.wants_read:
+                    # Our own output is over its limit: drain it before reading on.
+                    if self._writing:
+                        await self._idle.wait(self)
+                    else:
+                        await self._send(INFINITY)
+                    continue
+                try:
+                    data = await stream.receive(_READ_SIZE)
+                except _LOST:
+                    conn.receive_eof()
+                else:
+                    conn.receive_data(data)
+                session.handle(conn.events_received())
+                if not self._writing:
+                    # Pongs and close replies; callers send their own requests.
+                    await self._send(INFINITY)
+        finally:
+            session.lost()
+            # Shielded: the socket must be closed whatever happens; shutdown()
+            # cancels a last write that the peer does not take.
+            with trio.CancelScope(shield=True):
+                if self._writing:
+                    await self._idle.wait(self)
+                await self._send(INFINITY)
+                await anyio.aclose_forcefully(stream)
+            self._reader_done.set()
+
+    # Writing
+
+    async def _send(self, deadline: float) -> None:
+        """Write what the core holds, unless someone else is writing (they will)."""
+        if self._writing:
+            return
+        conn = self._conn
+        raw = self._raw
+        self._writing = True
+        try:
+            while data := conn.data_to_send():
+                # Draining the output may let the core process input it held back.
+                self._session.handle(conn.events_received())
+                if raw is not None:
+                    # Almost always the kernel takes it all at once: no scope,
+                    # no task switch, one system call.
+                    try:
+                        sent = raw.send(data)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError:
+                        self._fail()
+                        return
+                    if sent == len(data):
+                        continue
+                    data = data[sent:]
+                with trio.CancelScope(deadline=deadline, shield=True) as scope:
+                    self._write_scope = scope
+                    try:
+                        await self._stream.send(data)
+                    except _LOST:
+                        scope.cancel()
+                if scope.cancelled_caught:
+                    # The peer is gone, or did not take our bytes before the
+                    # caller's deadline and a frame may be cut: the connection
+                    # cannot go on.
+                    self._fail()
+                    return
+        finally:
+            self._writing = False
+            self._write_scope = None
+            self._idle.fire()
+
+    def _fail(self) -> None:
+        self._session.lost()
+        self._scopes[0].cancel()
+
+    async def _scheduled_send(self) -> None:
+        self._flush_pending = False
+        await self._send(INFINITY)
+
+    # ClientIO
+
+    def time(self) -> float:
+        return trio.current_time()
+
+    def waiter(self) -> Waiter:
+        return _TrioWaiter()
+
+    async def wait(self, waiter: Waiter) -> Any:
+        parked = cast(_TrioWaiter, waiter)
+        await parked.wait()
+        return parked.result()
+
+    def arm(self, deadline: float) -> None:
+        self._deadline = deadline
+        if self._timer_scope is not None:
+            self._timer_scope.deadline = deadline
+
+    async def _timer_loop(self) -> None:
+        while True:
+            with trio.CancelScope(deadline=self._deadline) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
+            self._deadline = INFINITY
+            self._session.expire(trio.current_time())
+
+    @property
+    def write_blocked(self) -> bool:
+        return self._writing and not self._conn.wants_read
+
+    async def writable(self) -> None:
+        await self._idle.wait(self)
+
+    async def write(self, deadline: float) -> None:
+        await self._send(deadline)
+
+    def write_soon(self) -> None:
+        if not self._writing and not self._flush_pending:
+            self._flush_pending = True
+            self._tg.start_soon(self._scheduled_send)
+
+    def spawn(self, task: Callable[[], Awaitable[None]]) -> None:
+        scope = trio.CancelScope(shield=True)
+        self._scopes.append(scope)
+        self._tg.start_soon(self._in_scope, scope, task)
+
+    async def shutdown(self, deadline: float) -> None:
+        for scope in self._scopes:
+            scope.cancel()
+        with trio.move_on_at(deadline) as bounded:
+            bounded.shield = True
+            await self._reader_done.wait()
+        if not self._reader_done.is_set():
+            # The peer does not take our last bytes: give up on them.
+            if self._write_scope is not None:
+                self._write_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await self._reader_done.wait()
+        # The task group's scope encloses the caller's code since open(), so it
+        # must be exited right here, in the caller's own scope (no shield).
+        self._tg.cancel_scope.cancel()
+        try:
+            await self._tg.__aexit__(None, None, None)
+        except BaseExceptionGroup as group:  # pragma: no cover - the tasks catch all
+            raise group.exceptions[0] if len(group.exceptions) == 1 else group from None
