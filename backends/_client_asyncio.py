@@ -65,8 +65,7 @@ async def _connect(
             errors.append(exc)
         else:
             return
-    if not errors:
-        raise OSError(f"cannot connect to {url}: no address for {target.host}")
+    # getaddrinfo() raises rather than return no address, so there is an error.
     raise system_error(errors[0], url)
 
 
@@ -190,12 +189,8 @@ class AsyncioIO(asyncio.Protocol, ClientIO):
     async def writable(self) -> None:
         await self._writable.wait(self)
 
-    async def write(self, deadline: float) -> None:
+    def write(self) -> None:
         # A flush already scheduled sends our bytes too, with the others'.
-        if not self._flush_scheduled:
-            self._flush()
-
-    def write_soon(self) -> None:
         if not self._flush_scheduled:
             self._flush()
 

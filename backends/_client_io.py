@@ -83,16 +83,12 @@ class ClientIO(abc.ABC):
         """Wait until :attr:`write_blocked` may have cleared."""
 
     @abc.abstractmethod
-    async def write(self, deadline: float) -> None:
-        """Send what the core has to send, now or in this loop iteration.
+    def write(self) -> None:
+        """Send what the core has to send, without waiting for the peer.
 
-        Bytes are never cut: a write that passes ``deadline`` half-way fails
-        the connection instead.
+        The socket or a task of the adapter keeps what the peer does not take
+        yet; callers see that as :attr:`write_blocked`.
         """
-
-    @abc.abstractmethod
-    def write_soon(self) -> None:
-        """Send what the core has to send, without waiting (from code that cannot)."""
 
     @abc.abstractmethod
     def spawn(self, task: Callable[[], Awaitable[None]]) -> None:

@@ -147,7 +147,7 @@ class ClientSession:
             extra_headers=self._headers,
         )
         self._opened = opened = io.waiter()
-        await io.write(deadline)
+        io.write()
         with anyio.move_on_at(deadline):
             failure = await io.wait(opened)
             if failure is not None:
@@ -166,7 +166,7 @@ class ClientSession:
         if conn.state is _OPEN:
             conn.notify("notifications/initialized")
             assert self.io is not None
-            self.io.write_soon()
+            self.io.write()
 
     async def aclose(self, code: int, reason: str, close_timeout: float) -> None:
         """The closing handshake, bounded by ``close_timeout``, then the socket's end."""
@@ -180,7 +180,7 @@ class ClientSession:
         with anyio.move_on_at(deadline, shield=True):
             if conn.state is _OPEN:
                 conn.close(code, reason)
-                await io.write(deadline)
+                io.write()
             await self._closed.wait()
         await self._shutdown(deadline)
 
@@ -231,7 +231,7 @@ class ClientSession:
             request_id = conn.send_request(method, params)
             waiter = self._waiting[request_id] = self._progress.track(token)
         try:
-            await io.write(deadline)
+            io.write()
             if on_progress is None:
                 answer = await io.wait(waiter)
             else:
@@ -304,7 +304,7 @@ class ClientSession:
                 {"requestId": request_id, "reason": "the caller stopped waiting"},
             )
             assert self.io is not None
-            self.io.write_soon()
+            self.io.write()
 
     # Events, as soon as the adapter has fed the core
 

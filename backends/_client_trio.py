@@ -89,8 +89,8 @@ class TrioIO(ClientIO):
         self._deadline = INFINITY
         self._timer_scope: trio.CancelScope | None = None
         self._writing = False
+        self._unsent = b""
         self._write_scope: trio.CancelScope | None = None
-        self._flush_pending = False
         self._idle = Signal()
         # The tasks are shielded from the caller's cancellation (the task group
         # encloses the caller's code): an `async with` body that is cancelled
@@ -142,11 +142,10 @@ class TrioIO(ClientIO):
         try:
             while conn.state is not _CLOSED:
                 if not conn.wants_read:
-                    # Our own output is over its limit: drain it before reading on.
+                    # Our own output is over its limit: wait for the drain task.
+                    self._send()
                     if self._writing:
                         await self._idle.wait(self)
-                    else:
-                        await self._send(INFINITY)
                     continue
                 try:
                     data = await stream.receive(_READ_SIZE)
@@ -155,70 +154,75 @@ class TrioIO(ClientIO):
                 else:
                     conn.receive_data(data)
                 session.handle(conn.events_received())
-                if not self._writing:
-                    # Pongs and close replies; callers send their own requests.
-                    await self._send(INFINITY)
+                # Pongs and close replies; callers send their own requests.
+                self._send()
         finally:
             session.lost()
             # Shielded: the socket must be closed whatever happens; shutdown()
             # cancels a last write that the peer does not take.
             with trio.CancelScope(shield=True):
+                self._send()
                 if self._writing:
                     await self._idle.wait(self)
-                await self._send(INFINITY)
                 await anyio.aclose_forcefully(stream)
             self._reader_done.set()
 
     # Writing
 
-    async def _send(self, deadline: float) -> None:
-        """Write what the core holds, unless someone else is writing (they will)."""
+    def _send(self) -> None:
+        """Write what the core holds, unless the drain task is writing (it will).
+
+        On plain TCP the bytes go straight to the socket: almost always the
+        kernel takes them all at once, with one system call and no task switch.
+        What it does not take, and everything on TLS, goes to a drain task, so
+        that no caller ever waits for the peer to read: a caller's timeout or
+        cancellation then cannot strand half a frame, and the connection goes
+        on (the asyncio transport behaves the same way).
+        """
         if self._writing:
             return
-        conn = self._conn
-        raw = self._raw
-        self._writing = True
-        try:
-            while data := conn.data_to_send():
-                # Draining the output may let the core process input it held back.
-                self._session.handle(conn.events_received())
-                if raw is not None:
-                    # Almost always the kernel takes it all at once: no scope,
-                    # no task switch, one system call.
-                    try:
-                        sent = raw.send(data)
-                    except BlockingIOError:
-                        sent = 0
-                    except OSError:
-                        self._fail()
-                        return
-                    if sent == len(data):
-                        continue
-                    data = data[sent:]
-                with trio.CancelScope(deadline=deadline, shield=True) as scope:
-                    self._write_scope = scope
-                    try:
-                        await self._stream.send(data)
-                    except _LOST:
-                        scope.cancel()
-                if scope.cancelled_caught:
-                    # The peer is gone, or did not take our bytes before the
-                    # caller's deadline and a frame may be cut: the connection
-                    # cannot go on.
+        conn, raw = self._conn, self._raw
+        while data := conn.data_to_send():
+            # Draining the output may let the core process input it held back.
+            self._session.handle(conn.events_received())
+            sent = 0
+            if raw is not None:
+                try:
+                    sent = raw.send(data)
+                except BlockingIOError:
+                    pass
+                except OSError:
                     self._fail()
                     return
+            if sent < len(data):
+                self._unsent = data[sent:]
+                self._writing = True
+                self._tg.start_soon(self._drain)
+                return
+
+    async def _drain(self) -> None:
+        """Send the bytes the socket did not take, then all the core holds, then stop."""
+        conn, stream = self._conn, self._stream
+        try:
+            # Shielded from the caller's cancellation (the task group encloses
+            # the caller's code); shutdown() cancels it.
+            with trio.CancelScope(shield=True) as self._write_scope:
+                data = self._unsent
+                while data:
+                    await stream.send(data)
+                    data = conn.data_to_send()
+                    self._session.handle(conn.events_received())
+        except _LOST:
+            self._fail()
         finally:
-            self._writing = False
+            self._unsent = b""
             self._write_scope = None
+            self._writing = False
             self._idle.fire()
 
     def _fail(self) -> None:
         self._session.lost()
         self._scopes[0].cancel()
-
-    async def _scheduled_send(self) -> None:
-        self._flush_pending = False
-        await self._send(INFINITY)
 
     # ClientIO
 
@@ -249,18 +253,14 @@ class TrioIO(ClientIO):
 
     @property
     def write_blocked(self) -> bool:
+        # The drain task is at work and the core holds more than it should.
         return self._writing and not self._conn.wants_read
 
     async def writable(self) -> None:
         await self._idle.wait(self)
 
-    async def write(self, deadline: float) -> None:
-        await self._send(deadline)
-
-    def write_soon(self) -> None:
-        if not self._writing and not self._flush_pending:
-            self._flush_pending = True
-            self._tg.start_soon(self._scheduled_send)
+    def write(self) -> None:
+        self._send()
 
     def spawn(self, task: Callable[[], Awaitable[None]]) -> None:
         scope = trio.CancelScope(shield=True)
