@@ -2,9 +2,10 @@
 
 No reader task: ``data_received`` feeds the core and sets the waiting calls'
 futures in the same callback, one pass per message. A call waits on a plain
-:class:`asyncio.Future` (the cheapest waiter asyncio has) and its timeout is a
-loop timer that sets that future, not a cancel scope. Writes go straight to
-the transport; its ``pause_writing``/``resume_writing`` make callers wait
+:class:`asyncio.Future` (the cheapest waiter asyncio has); its timeout is the
+session's one loop timer per connection setting that future, not a cancel
+scope. Writes go straight to the transport (several callers woken by one read
+share one write); its ``pause_writing``/``resume_writing`` make callers wait
 while its buffer is over the high-water mark, and ``pause_reading`` stops the
 socket while the core's ``wants_read`` is false.
 """

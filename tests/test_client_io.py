@@ -8,6 +8,7 @@ server backend or a small server written here on the sans-I/O core.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
+import trustme
 
 from securemcp import Context, Progress, RequestTimeout, SecureMCP
 from securemcp.backends.client import WebSocketClient
@@ -72,6 +74,24 @@ async def test_uvloop_gets_the_protocol_path(anyio_backend: Any) -> None:
             assert client.pending_count == 0
             assert await client.ping() >= 0
     assert results == {value: str(value) for value in range(64)}
+    assert client.close_code == 1000
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", [UVLOOP])
+async def test_uvloop_speaks_tls_and_refuses_an_untrusted_certificate(anyio_backend: Any) -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    with anyio.fail_after(LIMIT):
+        async with running(tls=server_ctx) as (_, url):
+            async with WebSocketClient(url, ssl=client_ctx) as client:
+                assert await client.invoke_tool("echo", {"message": "s"}) == {"echoed": "s"}
+            with pytest.raises(ssl.SSLCertVerificationError):
+                async with WebSocketClient(url):  # the system trust store: no test CA
+                    pytest.fail("the certificate is not trusted")  # pragma: no cover
     assert client.close_code == 1000
 
 
