@@ -215,7 +215,7 @@ class WebSocketClient:
         """Open the connection: TCP, TLS for ``wss://``, then the WebSocket handshake.
 
         Prefer ``async with``; if you call this, call :meth:`aclose` from the same
-        task, because the client's task group spans the time in between.
+        task, because (on trio) the client's task group spans the time in between.
         """
         session = self._session
         await session.open(_io_class(), self.connect_timeout)
