@@ -15,7 +15,15 @@ from urllib.parse import urlsplit
 
 from securemcp.auth import SUBPROTOCOL_TOKEN_PREFIX
 
-__all__ = ["Target", "connect_error", "header_pairs", "parse_url", "tls_context", "with_token"]
+__all__ = [
+    "Target",
+    "connect_error",
+    "header_pairs",
+    "parse_url",
+    "system_error",
+    "tls_context",
+    "with_token",
+]
 
 # Headers the handshake itself sets; a second copy from the caller would make
 # the upgrade ambiguous, so they are refused up front.
@@ -154,6 +162,11 @@ def connect_error(exc: OSError, url: str) -> OSError:
         first = next((e for e in cause.exceptions if isinstance(e, OSError)), exc)
     else:
         return exc
+    return system_error(first, url)
+
+
+def system_error(first: OSError, url: str) -> OSError:
+    """``first`` (the first address's failure) as the error a connect to ``url`` raises."""
     if first.errno is None:
         return first
     return type(first)(first.errno, f"cannot connect to {url}: {first.strerror}")

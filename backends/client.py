@@ -1,11 +1,13 @@
-"""The WebSocket client: :class:`~securemcp.protocol.ClientConnection` on anyio sockets.
+"""The WebSocket client: :class:`WebSocketClient`, on asyncio (and uvloop) or trio.
 
-One implementation for asyncio and trio. A connection runs three kinds of task
-in a task group the client owns: one reader (socket -> core -> events), one
-writer (core -> socket) and, with ``on_notification``, one dispatcher that feeds
-the handler. Callers never touch the socket: they put a request into the core
-and wait for their own answer, so a caller that times out or is cancelled
-cannot cut a frame in half.
+One public class, two thin adapters under one policy. The policy (calls and
+their answers, errors, progress, notifications, opening and closing) is
+:class:`~securemcp.backends._client_session.ClientSession`, written once. It
+runs on an :class:`asyncio.Protocol` on asyncio, where ``data_received``
+answers the waiting calls in the same pass, and on one lean reader task on
+trio; the client picks the adapter by the async library it runs under.
+Callers put their requests into the core and wait for their own answer, so a
+caller that times out or is cancelled cannot cut a frame in half.
 
 Errors, at the edge:
 
@@ -24,132 +26,37 @@ No exception group ever leaves a public method.
 
 from __future__ import annotations
 
-import inspect
-import logging
-import math
 import ssl as ssl_module
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from functools import partial
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import EllipsisType, TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 import anyio
-import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+import sniffio
 
-from securemcp import __version__ as securemcp_version
-from securemcp.errors import (
-    ConnectionClosed,
-    HandshakeRejected,
-    InternalError,
-    LocalProtocolError,
-    RequestTimeout,
-    SecureMCPError,
-    error_for_code,
-)
-from securemcp.protocol import (
-    ClientConnection,
-    CloseCode,
-    Connected,
-    ConnectionRejected,
-    ConnectionState,
-    ErrorReceived,
-    Event,
-    Limits,
-    NotificationReceived,
-    RequestId,
-    ResponseReceived,
-    Welcome,
-)
-from securemcp.protocol import ConnectionClosed as ClosedEvent
+from securemcp.errors import InternalError, LocalProtocolError
+from securemcp.protocol import CloseCode, Limits, Welcome
 from securemcp.protocol.mcp import SUBPROTOCOL as MCP_SUBPROTOCOL
 from securemcp.protocol.mcp import TOOLS_CALL
 
-from ._client_target import (
-    connect_error,
-    header_pairs,
-    parse_url,
-    tls_context,
-    with_token,
-)
-from .mcp_client import (
-    ProgressCallback,
-    ProgressUpdate,
-    ServerInfo,
-    ToolResult,
-    initialize_params,
-    parse_initialize_result,
-    parse_progress,
-    parse_tool_result,
-)
+from ._client_io import ClientIO
+from ._client_notes import Notification, NotificationHandler, NotificationIterator
+from ._client_session import ClientSession
+from ._client_target import header_pairs, parse_url, tls_context, with_token
+from .mcp_client import ProgressCallback, ServerInfo, ToolResult, parse_tool_result
 
 __all__ = ["Notification", "WebSocketClient"]
 
-logger = logging.getLogger("securemcp.client")
 
-_READ_SIZE = 65536
-_MAX_QUEUED_PROGRESS = 64
+def _io_class() -> type[ClientIO]:
+    """The adapter for the async library this task runs under."""
+    if sniffio.current_async_library() == "trio":
+        from ._client_trio import TrioIO
 
-NotificationHandler = Callable[[str, Any], Any]
-"""``on_notification(method, params)``; it may return an awaitable, which is awaited."""
+        return TrioIO
+    from ._client_asyncio import AsyncioIO
 
-
-class Notification(NamedTuple):
-    """A notification the server pushed: unpacks as ``(method, params)``."""
-
-    method: str
-    params: Any
-
-
-class _Pending:
-    """One call waiting for its answer."""
-
-    __slots__ = ("done", "error", "result", "tool_call", "updates", "updates_in")
-
-    def __init__(self, tool_call: bool, progress: bool = False) -> None:
-        self.done = anyio.Event()
-        self.tool_call = tool_call
-        self.result: Any = None
-        self.error: SecureMCPError | None = None
-        # Progress updates for the caller's task; closed once the answer is in.
-        self.updates_in: MemoryObjectSendStream[ProgressUpdate] | None = None
-        self.updates: MemoryObjectReceiveStream[ProgressUpdate] | None = None
-        if progress:
-            self.updates_in, self.updates = anyio.create_memory_object_stream[ProgressUpdate](
-                _MAX_QUEUED_PROGRESS
-            )
-
-    def resolve(self, result: Any = None, error: SecureMCPError | None = None) -> None:
-        self.result, self.error = result, error
-        self.done.set()
-        if self.updates_in is not None:
-            self.updates_in.close()
-
-    def progress(self, update: ProgressUpdate) -> None:
-        if self.updates_in is None or self.updates is None or self.done.is_set():
-            return
-        try:
-            self.updates_in.send_nowait(update)
-        except anyio.WouldBlock:
-            # A slow callback: the older update is the one worth losing.
-            self.updates.receive_nowait()
-            self.updates_in.send_nowait(update)
-
-
-class _NotificationIterator:
-    """Iterates notifications until the connection is over and the buffer is drained."""
-
-    def __init__(self, stream: MemoryObjectReceiveStream[Notification]) -> None:
-        self._stream = stream
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> Notification:
-        try:
-            return await self._stream.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StopAsyncIteration from None
+    return AsyncioIO
 
 
 class WebSocketClient:
@@ -212,57 +119,83 @@ class WebSocketClient:
         if max_queued_notifications < 1:
             raise ValueError("max_queued_notifications must be at least 1")
         self.url = url
-        self._target = parse_url(url)
-        self._ssl_context = tls_context(self._target, ssl)
-        self._headers = header_pairs(headers)
-        self._subprotocols = tuple(subprotocols)
+        target = parse_url(url)
+        ssl_context = tls_context(target, ssl)
+        extra_headers = header_pairs(headers)
+        offered = tuple(subprotocols)
         if token is not None:
-            self._headers, self._subprotocols = with_token(
-                token, token_in_subprotocol, self._headers, self._subprotocols
-            )
+            extra_headers, offered = with_token(token, token_in_subprotocol, extra_headers, offered)
         elif token_in_subprotocol:
             raise ValueError("token_in_subprotocol needs a token")
-        self._mcp = mcp
-        if mcp and MCP_SUBPROTOCOL not in self._subprotocols:
-            self._subprotocols = (MCP_SUBPROTOCOL, *self._subprotocols)
+        if mcp and MCP_SUBPROTOCOL not in offered:
+            offered = (MCP_SUBPROTOCOL, *offered)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
         self._on_notification = on_notification
-        self._max_queued = max_queued_notifications
-        self._limits = limits
-
-        self.welcome: Welcome | None = None
-        """The server's greeting (seed dialect), once it has arrived."""
-        self.subprotocol: str | None = None
-        """The subprotocol the server chose, if any."""
-        self.close_code: int | None = None
-        """The WebSocket close code once the connection is over, else ``None``."""
-        self.close_reason = ""
-        """The close reason once the connection is over."""
-        self.dropped_notifications = 0
-        """How many notifications were dropped because the consumer lagged."""
-        self.server_info: ServerInfo | None = None
-        """MCP: the server's ``initialize`` answer (revision, name, capabilities)."""
-
-        self._progress_routes: dict[str, _Pending] = {}
-        self._next_progress_token = 0
-        self._conn: ClientConnection | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
-        self._pending: dict[RequestId, _Pending] = {}
-        self._notes_in: MemoryObjectSendStream[Notification] | None = None
-        self._notes_out: MemoryObjectReceiveStream[Notification] | None = None
-        self._write_wanted = anyio.Event()
-        self._write_progress = anyio.Event()
-        self._reader_scope: anyio.CancelScope | None = None
-        self._task_scopes: list[anyio.CancelScope] = []
-        self._writer_done = anyio.Event()
-        self._reader_done = anyio.Event()
-        self._closed = anyio.Event()
+        self._session = ClientSession(
+            url,
+            target,
+            ssl_context,
+            extra_headers,
+            offered,
+            mcp=mcp,
+            limits=limits,
+            max_queued_notifications=max_queued_notifications,
+            on_notification=on_notification,
+        )
 
     def __repr__(self) -> str:
-        state = self._conn.state.value if self._conn is not None else "unconnected"
+        session = self._session
+        state = session.conn.state.value if session.io is not None else "unconnected"
         return f"<WebSocketClient {self.url} {state}>"
+
+    # What the connection says about itself
+
+    @property
+    def welcome(self) -> Welcome | None:
+        """The server's greeting (seed dialect), once it has arrived."""
+        return self._session.welcome
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server chose, if any."""
+        return self._session.subprotocol
+
+    @property
+    def close_code(self) -> int | None:
+        """The WebSocket close code once the connection is over, else ``None``."""
+        return self._session.close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The close reason once the connection is over."""
+        return self._session.close_reason
+
+    @property
+    def dropped_notifications(self) -> int:
+        """How many notifications were dropped because the consumer lagged."""
+        return self._session.notes.dropped
+
+    @property
+    def server_info(self) -> ServerInfo | None:
+        """MCP: the server's ``initialize`` answer (revision, name, capabilities)."""
+        return self._session.server_info
+
+    @property
+    def speaks_mcp(self) -> bool:
+        """Whether this connection speaks MCP (asked for, or the ``mcp`` subprotocol chosen)."""
+        return self._session.speaks_mcp
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is over (true as well after a failed connect)."""
+        return self._session.closed
+
+    @property
+    def pending_count(self) -> int:
+        """How many calls are waiting for an answer (the core's pending table)."""
+        return len(self._session.conn.pending)
 
     # Life cycle
 
@@ -282,123 +215,16 @@ class WebSocketClient:
         """Open the connection: TCP, TLS for ``wss://``, then the WebSocket handshake.
 
         Prefer ``async with``; if you call this, call :meth:`aclose` from the same
-        task, because the client's task group spans the time in between.
+        task, because (on trio) the client's task group spans the time in between.
         """
-        if self._conn is not None:
-            raise LocalProtocolError("connect() was already called on this client")
-        self._conn = ClientConnection(limits=self._limits)
-        send, receive = anyio.create_memory_object_stream[Notification](self._max_queued)
-        self._notes_in, self._notes_out = send, receive
-        try:
-            stream = await self._open()
-        except BaseException:
-            send.close()
-            receive.close()
-            self._closed.set()
-            raise
-        # The tasks are shielded from the caller's cancellation: an `async with`
-        # body that is cancelled still gets a (bounded) clean close. aclose()
-        # cancels their scopes itself.
-        self._reader_scope = anyio.CancelScope(shield=True)
-        writer_scope = anyio.CancelScope(shield=True)
-        self._task_scopes = [self._reader_scope, writer_scope]
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        task_group.start_soon(self._read_loop, stream)
-        task_group.start_soon(self._in_scope, writer_scope, partial(self._write_loop, stream))
-        if self._on_notification is not None:
-            dispatch_scope = anyio.CancelScope(shield=True)
-            self._task_scopes.append(dispatch_scope)
-            task_group.start_soon(
-                self._in_scope,
-                dispatch_scope,
-                partial(self._dispatch_notifications, receive, self._on_notification),
-            )
-        if self.speaks_mcp:
+        session = self._session
+        await session.open(_io_class(), self.connect_timeout)
+        if session.speaks_mcp:
             try:
-                await self._initialize()
+                await session.initialize(self.connect_timeout)
             except BaseException:
                 await self.aclose()
                 raise
-
-    @property
-    def speaks_mcp(self) -> bool:
-        """Whether this connection speaks MCP (asked for, or the ``mcp`` subprotocol chosen)."""
-        return self._mcp or self.subprotocol == MCP_SUBPROTOCOL
-
-    async def _initialize(self) -> None:
-        """MCP's opening: ``initialize``, check the revision, ``notifications/initialized``."""
-        conn = self._require_conn()
-        conn.jsonrpc = True
-        result = await self._call(
-            "initialize",
-            initialize_params(securemcp_version),
-            self.connect_timeout,
-            tool_call=False,
-        )
-        self.server_info = parse_initialize_result(result)
-        if conn.state is ConnectionState.OPEN:
-            conn.notify("notifications/initialized")
-            self._write_wanted.set()
-
-    async def _open(self) -> anyio.abc.ByteStream:
-        target = self._target
-        stream: anyio.abc.ByteStream | None = None
-        with anyio.move_on_after(self.connect_timeout) as scope:
-            try:
-                if self._ssl_context is not None:
-                    stream = await anyio.connect_tcp(
-                        target.host,
-                        target.port,
-                        ssl_context=self._ssl_context,
-                        tls_hostname=target.host,
-                        # The WebSocket close handshake already protects against
-                        # truncation, and servers often skip TLS close_notify.
-                        tls_standard_compatible=False,
-                    )
-                else:
-                    stream = await anyio.connect_tcp(target.host, target.port)
-            except OSError as exc:
-                raise connect_error(exc, self.url) from None
-            try:
-                await self._handshake(stream)
-            except BaseException:
-                await anyio.aclose_forcefully(stream)
-                raise
-        if scope.cancelled_caught:
-            # A stream opened in time was closed by the handler above.
-            raise RequestTimeout(f"could not connect to {self.url} within {self.connect_timeout} s")
-        assert stream is not None
-        return stream
-
-    async def _handshake(self, stream: anyio.abc.ByteStream) -> None:
-        conn = self._require_conn()
-        conn.connect(
-            self._target.host_header,
-            self._target.resource,
-            subprotocols=self._subprotocols,
-            extra_headers=self._headers,
-        )
-        await stream.send(conn.data_to_send())
-        while True:
-            try:
-                data = await stream.receive(_READ_SIZE)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                conn.receive_eof()
-            else:
-                conn.receive_data(data)
-            events = conn.events_received()
-            for index, event in enumerate(events):
-                if isinstance(event, Connected):
-                    self.subprotocol = event.subprotocol
-                    # The welcome often travels with the upgrade answer.
-                    self._handle(events[index + 1 :])
-                    return
-                if isinstance(event, ConnectionRejected):
-                    raise HandshakeRejected(event.status_code, event.body, event.headers)
-                if isinstance(event, ClosedEvent):
-                    raise ConnectionClosed(event.code, "connection lost during the handshake")
 
     async def aclose(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the connection with ``code`` and wait (up to ``close_timeout``) for the server.
@@ -406,43 +232,11 @@ class WebSocketClient:
         Calls still waiting raise :class:`~securemcp.errors.ConnectionClosed`.
         Harmless when the client is already closed or was never connected.
         """
-        task_group, self._task_group = self._task_group, None
-        if task_group is None:
-            return
-        conn = self._require_conn()
-        # Shielded: closing must finish even when the caller is being cancelled
-        # (an `async with` body that timed out), and it is bounded by close_timeout.
-        with anyio.move_on_after(self.close_timeout, shield=True):
-            if conn.state is ConnectionState.OPEN:
-                conn.close(code, reason)
-                self._write_wanted.set()
-            await self._reader_done.wait()
-        # The task group's scope encloses the caller's code since connect(), so
-        # it must be exited right here, in the caller's own scope (no shield).
-        for scope in self._task_scopes:
-            scope.cancel()
-        task_group.cancel_scope.cancel()
-        try:
-            await task_group.__aexit__(None, None, None)
-        except BaseExceptionGroup as group:  # pragma: no cover - the tasks catch all
-            raise group.exceptions[0] if len(group.exceptions) == 1 else group from None
-        finally:
-            if self._notes_out is not None:
-                self._notes_out.close()
+        await self._session.aclose(code, reason, self.close_timeout)
 
     async def wait_closed(self) -> None:
         """Return once the connection is over (:attr:`close_code` is then set)."""
-        await self._closed.wait()
-
-    @property
-    def closed(self) -> bool:
-        """Whether the connection is over (true as well after a failed connect)."""
-        return self._closed.is_set()
-
-    @property
-    def pending_count(self) -> int:
-        """How many calls are waiting for an answer (the core's pending table)."""
-        return len(self._conn.pending) if self._conn is not None else 0
+        await self._session.wait_closed()
 
     # Calls
 
@@ -461,7 +255,7 @@ class WebSocketClient:
         :class:`~securemcp.errors.ConnectionClosed`. ``params`` that JSON cannot
         hold raise :class:`ValueError` before anything is sent.
         """
-        return await self._call(method, params, timeout, tool_call=False)
+        return await self._session.call(method, params, self._limit(timeout), tool_call=False)
 
     async def invoke_tool(
         self,
@@ -484,7 +278,9 @@ class WebSocketClient:
             result = await self.call_tool(name, params, timeout=timeout)
             return result.value()
         payload = {"tool_name": name, "params": dict(params) if params is not None else {}}
-        return await self._call("invoke_tool", payload, timeout, tool_call=True)
+        return await self._session.call(
+            "invoke_tool", payload, self._limit(timeout), tool_call=True
+        )
 
     async def call_tool(
         self,
@@ -510,8 +306,8 @@ class WebSocketClient:
         params: dict[str, Any] = {"name": name}
         if arguments is not None:
             params["arguments"] = dict(arguments)
-        result = await self._call(
-            TOOLS_CALL, params, timeout, tool_call=True, on_progress=on_progress
+        result = await self._session.call(
+            TOOLS_CALL, params, self._limit(timeout), tool_call=True, on_progress=on_progress
         )
         return parse_tool_result(result)
 
@@ -526,7 +322,7 @@ class WebSocketClient:
         """
         if self.speaks_mcp:
             return await self._list_mcp_tools(timeout)
-        result = await self._call("list_tools", None, timeout, tool_call=False)
+        result = await self._session.call("list_tools", None, self._limit(timeout), tool_call=False)
         tools = result.get("tools") if isinstance(result, dict) else None
         if not isinstance(tools, list):
             raise InternalError("malformed list_tools answer: no 'tools' list")
@@ -541,7 +337,9 @@ class WebSocketClient:
         seen: set[str] = set()
         while True:
             params = None if cursor is None else {"cursor": cursor}
-            result = await self._call("tools/list", params, timeout, tool_call=False)
+            result = await self._session.call(
+                "tools/list", params, self._limit(timeout), tool_call=False
+            )
             page = result.get("tools") if isinstance(result, dict) else None
             if not isinstance(page, list):
                 raise InternalError("malformed tools/list answer: no 'tools' list")
@@ -561,7 +359,7 @@ class WebSocketClient:
     ) -> float:
         """Send a ``ping`` request; return the round trip in seconds."""
         start = anyio.current_time()
-        await self._call("ping", None, timeout, tool_call=False)
+        await self._session.call("ping", None, self._limit(timeout), tool_call=False)
         return anyio.current_time() - start
 
     def notifications(self) -> AsyncIterator[Notification]:
@@ -573,228 +371,11 @@ class WebSocketClient:
         """
         if self._on_notification is not None:
             raise LocalProtocolError("notifications go to on_notification on this client")
-        if self._notes_out is None:
+        io = self._session.io
+        if io is None:
             raise LocalProtocolError("the client is not connected")
-        return _NotificationIterator(self._notes_out)
+        return NotificationIterator(self._session.notes, io)
 
-    async def _call(
-        self,
-        method: str,
-        params: Any,
-        timeout: float | EllipsisType | None,  # noqa: ASYNC109
-        *,
-        tool_call: bool,
-        on_progress: ProgressCallback | None = None,
-    ) -> Any:
-        conn = self._require_conn()
-        if conn.state is not ConnectionState.OPEN:
-            if conn.state is ConnectionState.CONNECTING:
-                raise LocalProtocolError("the client is not connected")
-            raise ConnectionClosed(
-                self.close_code, self.close_reason or "the connection is closing"
-            )
-        limit = self.timeout if isinstance(timeout, EllipsisType) else timeout
-        progress_token: str | None = None
-        if on_progress is not None:
-            self._next_progress_token += 1
-            progress_token = f"progress-{self._next_progress_token}"
-            params = {**params, "_meta": {"progressToken": progress_token}}
-        request_id = conn.send_request(method, params)
-        pending = self._pending[request_id] = _Pending(tool_call, on_progress is not None)
-        if progress_token is not None:
-            self._progress_routes[progress_token] = pending
-        self._write_wanted.set()
-        try:
-            with anyio.move_on_after(math.inf if limit is None else limit):
-                if on_progress is None or pending.updates is None:
-                    await pending.done.wait()
-                else:
-                    # Updates end when the answer arrives (resolve closes the stream).
-                    async for update in pending.updates:
-                        outcome = on_progress(update)
-                        if inspect.isawaitable(outcome):
-                            await outcome
-                    await pending.done.wait()
-        finally:
-            if progress_token is not None:
-                self._progress_routes.pop(progress_token, None)
-            if pending.updates is not None and pending.updates_in is not None:
-                pending.updates_in.close()
-                pending.updates.close()
-            if not pending.done.is_set():
-                # Timed out or cancelled: leave the pending table, so that a late
-                # answer is dropped by the core.
-                self._pending.pop(request_id, None)
-                conn.forget(request_id)
-                if (
-                    self.speaks_mcp
-                    and method != "initialize"
-                    and conn.state is ConnectionState.OPEN
-                ):
-                    # MCP: tell the server to stop (it must not cancel initialize).
-                    conn.notify(
-                        "notifications/cancelled",
-                        {"requestId": request_id, "reason": "the caller stopped waiting"},
-                    )
-                    self._write_wanted.set()
-        if not pending.done.is_set():
-            raise RequestTimeout(f"no answer to {method!r} within {limit} s")
-        if pending.error is not None:
-            raise pending.error
-        return pending.result
-
-    def _require_conn(self) -> ClientConnection:
-        if self._conn is None:
-            raise LocalProtocolError(
-                "the client is not connected: use 'async with WebSocketClient(...)'"
-            )
-        return self._conn
-
-    # Tasks
-
-    async def _read_loop(self, stream: anyio.abc.ByteStream) -> None:
-        conn = self._require_conn()
-        assert self._reader_scope is not None
-        try:
-            with self._reader_scope:
-                while conn.state is not ConnectionState.CLOSED:
-                    if not conn.wants_read:
-                        # Our own output is over its limit: let the writer drain it.
-                        await self._write_progress.wait()
-                        continue
-                    try:
-                        data = await stream.receive(_READ_SIZE)
-                    except (
-                        anyio.EndOfStream,
-                        anyio.BrokenResourceError,
-                        anyio.ClosedResourceError,
-                        OSError,
-                    ):
-                        conn.receive_eof()
-                    else:
-                        conn.receive_data(data)
-                    self._handle(conn.events_received())
-                    self._write_wanted.set()
-        finally:
-            if conn.state is not ConnectionState.CLOSED:
-                conn.receive_eof()
-                self._handle(conn.events_received())
-            # Shielded: the caller's scope may be cancelled, and the socket must
-            # be closed and _reader_done set whatever happens.
-            with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(self.close_timeout):
-                    # Let the writer flush the last frames (our close reply).
-                    self._write_wanted.set()
-                    await self._writer_done.wait()
-                await anyio.aclose_forcefully(stream)
-                self._reader_done.set()
-
-    @staticmethod
-    async def _in_scope(scope: anyio.CancelScope, task: Callable[[], Awaitable[None]]) -> None:
-        with scope:
-            await task()
-
-    async def _write_loop(self, stream: anyio.abc.ByteStream) -> None:
-        # The only task that writes, so frames are never interleaved and a
-        # caller's cancellation never interrupts a write.
-        conn = self._require_conn()
-        try:
-            while True:
-                data = conn.data_to_send()
-                # Draining output may unpause input the core had buffered.
-                self._handle(conn.events_received())
-                if data:
-                    await stream.send(data)
-                    self._write_progress.set()
-                    self._write_progress = anyio.Event()
-                    continue
-                if conn.state is ConnectionState.CLOSED:
-                    return
-                await self._write_wanted.wait()
-                self._write_wanted = anyio.Event()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            conn.receive_eof()
-            self._handle(conn.events_received())
-        finally:
-            self._writer_done.set()
-            self._write_progress.set()
-
-    async def _dispatch_notifications(
-        self, notes: MemoryObjectReceiveStream[Notification], handler: NotificationHandler
-    ) -> None:
-        async for method, params in _NotificationIterator(notes):
-            try:
-                outcome = handler(method, params)
-                if inspect.isawaitable(outcome):
-                    await outcome
-            except Exception:
-                # A handler's bug must not kill the connection.
-                logger.exception("on_notification handler failed for %r", method)
-
-    # Events
-
-    def _handle(self, events: list[Event]) -> None:
-        for event in events:
-            if isinstance(event, ResponseReceived):
-                pending = self._pending.pop(event.id, None)
-                if pending is not None:
-                    pending.resolve(result=event.result)
-            elif isinstance(event, ErrorReceived):
-                pending = self._pending.pop(event.id, None)
-                if pending is not None:
-                    pending.resolve(
-                        error=error_for_code(
-                            event.code, event.message, event.data, tool_call=pending.tool_call
-                        )
-                    )
-            elif isinstance(event, NotificationReceived):
-                if event.method == "notifications/progress" and self._route_progress(event.params):
-                    continue
-                self._queue_notification(Notification(event.method, event.params))
-            elif isinstance(event, Welcome):
-                self.welcome = event
-            elif isinstance(event, ClosedEvent):
-                self._on_closed(event)
-
-    def _route_progress(self, params: Any) -> bool:
-        """Hand a progress report to the call that asked for it; ``False`` if none did."""
-        parsed = parse_progress(params)
-        if parsed is None:
-            return False
-        token, update = parsed
-        pending = self._progress_routes.get(token) if isinstance(token, str) else None
-        if pending is None:
-            return False
-        pending.progress(update)
-        return True
-
-    def _queue_notification(self, note: Notification) -> None:
-        assert self._notes_in is not None
-        assert self._notes_out is not None
-        try:
-            self._notes_in.send_nowait(note)
-        except anyio.WouldBlock:
-            self._notes_out.receive_nowait()
-            self._notes_in.send_nowait(note)
-            self.dropped_notifications += 1
-            if self.dropped_notifications == 1:
-                logger.warning(
-                    "notification consumer lags: dropping the oldest (max_queued_notifications=%d)",
-                    self._max_queued,
-                )
-
-    def _on_closed(self, event: ClosedEvent) -> None:
-        self.close_code, self.close_reason = event.code, event.reason
-        waiting, self._pending = self._pending, {}
-        for pending in waiting.values():
-            pending.resolve(error=ConnectionClosed(event.code, event.reason))
-        if self._notes_in is not None:
-            self._notes_in.close()
-        self._closed.set()
-        # Nothing more can arrive; the writer flushes what is left (a close reply).
-        self._stop_reading()
-        self._write_wanted.set()
-
-    def _stop_reading(self) -> None:
-        if self._reader_scope is not None:
-            self._reader_scope.cancel()
+    def _limit(self, timeout: float | EllipsisType | None) -> float | None:
+        """A call's timeout: its own, or the client's default for ``...``."""
+        return self.timeout if isinstance(timeout, EllipsisType) else timeout

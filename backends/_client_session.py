@@ -1,0 +1,363 @@
+"""The client's policy, written once for asyncio and trio.
+
+:class:`ClientSession` drives one :class:`~securemcp.protocol.ClientConnection`
+through a :class:`~securemcp.backends._client_io.ClientIO` adapter: it opens
+and closes the connection, matches answers to the calls waiting for them, turns
+error answers into exceptions, routes MCP progress to the call that asked for
+it, queues notifications and keeps the close bookkeeping. The adapters only
+move bytes and wake tasks.
+
+The adapter feeds :meth:`ClientSession.handle` with the core's events as soon
+as the bytes are in, in the same pass (an asyncio ``data_received`` callback,
+or trio's reader task): an answer sets its call's waiter right there.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import anyio
+
+from securemcp import __version__ as securemcp_version
+from securemcp.errors import (
+    ConnectionClosed,
+    HandshakeRejected,
+    LocalProtocolError,
+    RequestTimeout,
+    error_for_code,
+)
+from securemcp.protocol import (
+    ClientConnection,
+    Connected,
+    ConnectionRejected,
+    ConnectionState,
+    ErrorReceived,
+    Event,
+    Limits,
+    NotificationReceived,
+    RequestId,
+    ResponseReceived,
+    Welcome,
+)
+from securemcp.protocol import ConnectionClosed as ClosedEvent
+from securemcp.protocol.mcp import SUBPROTOCOL as MCP_SUBPROTOCOL
+
+from ._client_io import EXPIRED, INFINITY, ClientIO, Waiter
+from ._client_notes import Notification, NotificationHandler, NotificationQueue
+from ._client_progress import ProgressCall, ProgressRoutes
+from ._client_target import Target
+from .mcp_client import ProgressCallback, ServerInfo, initialize_params, parse_initialize_result
+
+__all__ = ["ClientSession"]
+
+_OPEN = ConnectionState.OPEN
+_CLOSED = ConnectionState.CLOSED
+# Timers may fire a little early (uvloop counts in milliseconds).
+_SLACK = 0.001
+
+
+class ClientSession:
+    """One client connection's state and rules, whatever loop runs it."""
+
+    def __init__(
+        self,
+        url: str,
+        target: Target,
+        ssl_context: ssl.SSLContext | None,
+        headers: tuple[tuple[str, str], ...],
+        subprotocols: tuple[str, ...],
+        *,
+        mcp: bool,
+        limits: Limits | None,
+        max_queued_notifications: int,
+        on_notification: NotificationHandler | None,
+    ) -> None:
+        self.url = url
+        self.target = target
+        self.ssl_context = ssl_context
+        self._headers = headers
+        self._subprotocols = subprotocols
+        self._mcp = mcp
+        self._on_notification = on_notification
+        self.conn = ClientConnection(limits=limits)
+        self.io: ClientIO | None = None
+        self.connected = False
+        self.welcome: Welcome | None = None
+        self.subprotocol: str | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.server_info: ServerInfo | None = None
+        self.notes = NotificationQueue(max_queued_notifications)
+        self._waiting: dict[RequestId, Waiter] = {}
+        self._progress = ProgressRoutes()
+        self._deadlines: dict[Waiter, float] = {}
+        self._armed = INFINITY
+        self._started = False
+        self._opened: Waiter | None = None
+        self._closed = anyio.Event()
+        self._shut = False
+
+    @property
+    def speaks_mcp(self) -> bool:
+        """Whether this connection speaks MCP (asked for, or the ``mcp`` subprotocol chosen)."""
+        return self._mcp or self.subprotocol == MCP_SUBPROTOCOL
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is over (or could not be opened)."""
+        return self._closed.is_set()
+
+    # Opening and closing
+
+    async def open(self, io_class: type[ClientIO], connect_timeout: float) -> None:
+        """TCP, TLS and the WebSocket handshake, all within ``connect_timeout``."""
+        if self._started:
+            raise LocalProtocolError("connect() was already called on this client")
+        self._started = True
+        # A deadline rather than a cancel scope: on trio the adapter opens the
+        # task group that outlives this call, which no scope of ours may enclose.
+        deadline = anyio.current_time() + connect_timeout
+        try:
+            io = await io_class.open(self, deadline)
+            if io is None:
+                raise self._too_slow(connect_timeout)
+            self.io = io
+            try:
+                if not await self._handshake(io, deadline):
+                    raise self._too_slow(connect_timeout)
+            except BaseException:
+                await self._shutdown(io.time())
+                raise
+        except BaseException:
+            self._end()
+            raise
+        if self._on_notification is not None:
+            handler = self._on_notification
+            io.spawn(lambda: self.notes.dispatch(io, handler))
+
+    def _too_slow(self, connect_timeout: float) -> RequestTimeout:
+        return RequestTimeout(f"could not connect to {self.url} within {connect_timeout} s")
+
+    async def _handshake(self, io: ClientIO, deadline: float) -> bool:
+        self.conn.connect(
+            self.target.host_header,
+            self.target.resource,
+            subprotocols=self._subprotocols,
+            extra_headers=self._headers,
+        )
+        self._opened = opened = io.waiter()
+        io.write()
+        with anyio.move_on_at(deadline):
+            failure = await io.wait(opened)
+            if failure is not None:
+                raise failure
+            return True
+        return False
+
+    async def initialize(self, limit: float) -> None:
+        """MCP's opening: ``initialize``, check the revision, ``notifications/initialized``."""
+        conn = self.conn
+        conn.jsonrpc = True
+        result = await self.call(
+            "initialize", initialize_params(securemcp_version), limit, tool_call=False
+        )
+        self.server_info = parse_initialize_result(result)
+        if conn.state is _OPEN:
+            conn.notify("notifications/initialized")
+            assert self.io is not None
+            self.io.write()
+
+    async def aclose(self, code: int, reason: str, close_timeout: float) -> None:
+        """The closing handshake, bounded by ``close_timeout``, then the socket's end."""
+        io = self.io
+        if io is None or self._shut:
+            return
+        deadline = io.time() + close_timeout
+        conn = self.conn
+        # Shielded: closing must finish even when the caller is being cancelled
+        # (an `async with` body that timed out), and it is bounded by the deadline.
+        with anyio.move_on_at(deadline, shield=True):
+            if conn.state is _OPEN:
+                conn.close(code, reason)
+                io.write()
+            await self._closed.wait()
+        await self._shutdown(deadline)
+
+    async def _shutdown(self, deadline: float) -> None:
+        self._shut = True
+        assert self.io is not None
+        await self.io.shutdown(deadline)
+
+    async def wait_closed(self) -> None:
+        """Return once the connection is over."""
+        await self._closed.wait()
+
+    # Calls
+
+    async def call(
+        self,
+        method: str,
+        params: Any,
+        limit: float | None,
+        *,
+        tool_call: bool,
+        on_progress: ProgressCallback | None = None,
+    ) -> Any:
+        """Send a request; return its result or raise what its answer (or its absence) means."""
+        conn = self.conn
+        if conn.state is not _OPEN:
+            self._refuse()
+        io = self.io
+        assert io is not None
+        deadline = INFINITY if limit is None else io.time() + limit
+        if io.write_blocked:
+            # Backpressure: the socket does not take our bytes as fast as we make them.
+            with anyio.move_on_at(deadline):
+                while io.write_blocked:
+                    await io.writable()
+            if io.write_blocked:
+                raise RequestTimeout(f"could not send {method!r} within {limit} s")
+            if conn.state is not _OPEN:
+                self._refuse()
+        waiter: Waiter
+        if on_progress is None:
+            request_id = conn.send_request(method, params)
+            waiter = self._waiting[request_id] = io.waiter()
+            if deadline != INFINITY:
+                self._expire_at(waiter, deadline)
+        else:
+            token, params = self._progress.with_token(params)
+            request_id = conn.send_request(method, params)
+            waiter = self._waiting[request_id] = self._progress.track(token)
+        try:
+            io.write()
+            if on_progress is None:
+                answer = await io.wait(waiter)
+            else:
+                assert isinstance(waiter, ProgressCall)
+                answer = await waiter.follow(io, on_progress, deadline)
+        finally:
+            if on_progress is not None:
+                self._progress.forget(token)
+            elif deadline != INFINITY:
+                self._deadlines.pop(waiter, None)
+            # Still waiting (a timeout or a cancellation): a late answer must be dropped.
+            if self._waiting.pop(request_id, None) is not None:
+                self._abandon(request_id, method)
+        if answer is EXPIRED:
+            raise RequestTimeout(f"no answer to {method!r} within {limit} s")
+        return self._outcome(answer, tool_call)
+
+    def _expire_at(self, waiter: Waiter, deadline: float) -> None:
+        # One timer for the connection, armed for the earliest deadline: a
+        # timer per call would cost more than the rest of the call's own work.
+        self._deadlines[waiter] = deadline
+        if deadline < self._armed:
+            self._armed = deadline
+            assert self.io is not None
+            self.io.arm(deadline)
+
+    def expire(self, now: float) -> None:
+        """The armed deadline has come: end the waits that are due, arm the next one."""
+        self._armed = INFINITY
+        due = now + _SLACK
+        following = INFINITY
+        for waiter, deadline in list(self._deadlines.items()):
+            if deadline <= due:
+                del self._deadlines[waiter]
+                if not waiter.done():
+                    waiter.set_result(EXPIRED)
+            elif deadline < following:
+                following = deadline
+        if following != INFINITY:
+            self._armed = following
+            assert self.io is not None
+            self.io.arm(following)
+
+    @staticmethod
+    def _outcome(answer: Any, tool_call: bool) -> Any:
+        if type(answer) is ResponseReceived:
+            return answer.result
+        if type(answer) is ErrorReceived:
+            raise error_for_code(answer.code, answer.message, answer.data, tool_call=tool_call)
+        assert type(answer) is ClosedEvent
+        raise ConnectionClosed(answer.code, answer.reason)
+
+    def _refuse(self) -> None:
+        """Why no call can be made now."""
+        if not self._started:
+            raise LocalProtocolError(
+                "the client is not connected: use 'async with WebSocketClient(...)'"
+            )
+        if not self.connected:
+            raise LocalProtocolError("the client is not connected")
+        raise ConnectionClosed(self.close_code, self.close_reason or "the connection is closing")
+
+    def _abandon(self, request_id: RequestId, method: str) -> None:
+        conn = self.conn
+        conn.forget(request_id)
+        if self.speaks_mcp and method != "initialize" and conn.state is _OPEN:
+            # MCP: tell the server to stop (it must not cancel initialize).
+            conn.notify(
+                "notifications/cancelled",
+                {"requestId": request_id, "reason": "the caller stopped waiting"},
+            )
+            assert self.io is not None
+            self.io.write()
+
+    # Events, as soon as the adapter has fed the core
+
+    def lost(self) -> None:
+        """The socket is gone (or given up on): the core closes as a lost connection."""
+        conn = self.conn
+        if conn.state is not _CLOSED:
+            conn.receive_eof()
+            self.handle(conn.events_received())
+
+    def handle(self, events: list[Event]) -> None:
+        """Act on the core's events: wake calls, queue notifications, note the close."""
+        for event in events:
+            if isinstance(event, (ResponseReceived, ErrorReceived)):
+                waiter = self._waiting.pop(event.id, None)
+                # A cancelled asyncio waiter is done already.
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(event)
+            elif isinstance(event, NotificationReceived):
+                if event.method == "notifications/progress" and self._progress.route(event.params):
+                    continue
+                self.notes.put(Notification(event.method, event.params))
+            elif isinstance(event, Welcome):
+                self.welcome = event
+            elif isinstance(event, Connected):
+                self.subprotocol = event.subprotocol
+                self.connected = True
+                self._opening_ends(None)
+            elif isinstance(event, ConnectionRejected):
+                self._opening_ends(HandshakeRejected(event.status_code, event.body, event.headers))
+            elif isinstance(event, ClosedEvent):
+                if self.connected:
+                    self._on_closed(event)
+                else:
+                    self._opening_ends(
+                        ConnectionClosed(event.code, "connection lost during the handshake")
+                    )
+
+    def _opening_ends(self, failure: BaseException | None) -> None:
+        opened = self._opened
+        if opened is not None and not opened.done():
+            opened.set_result(failure)
+        if failure is not None:
+            self._end()
+
+    def _on_closed(self, event: ClosedEvent) -> None:
+        self.close_code, self.close_reason = event.code, event.reason
+        waiting, self._waiting = self._waiting, {}
+        for waiter in waiting.values():
+            if not waiter.done():
+                waiter.set_result(event)
+        self._end()
+
+    def _end(self) -> None:
+        self.notes.end()
+        self._closed.set()
