@@ -39,24 +39,35 @@ __all__ = ["ServerProtocol", "WriteBatch", "open_asyncio_server"]
 
 
 class WriteBatch:
-    """The connections with output waiting, written once at the end of the loop's pass."""
+    """The connections with output waiting, written together at the end of the loop's pass.
 
-    __slots__ = ("_loop", "_waiting")
+    The first connection to have output in a pass writes at once, so that a
+    lone connection (one call at a time: latency) pays no extra loop turn;
+    those after it in the same pass wait for the pass to end and go out in one
+    burst.
+    """
+
+    __slots__ = ("_loop", "_pass_open", "_waiting")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._waiting: list[ServerProtocol] = []
+        self._pass_open = False
 
     def add(self, protocol: ServerProtocol) -> None:
-        """Write ``protocol``'s output with the others of this pass."""
+        """Write ``protocol``'s output now, or with the others of this pass."""
         if protocol.queued:
             return
-        protocol.queued = True
-        if not self._waiting:
+        if not self._pass_open:
+            self._pass_open = True
             self._loop.call_soon(self._write_all)
+            protocol.write_out()
+            return
+        protocol.queued = True
         self._waiting.append(protocol)
 
     def _write_all(self) -> None:
+        self._pass_open = False
         waiting, self._waiting = self._waiting, []
         for protocol in waiting:
             protocol.queued = False
