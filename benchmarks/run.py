@@ -264,7 +264,7 @@ def markdown(
                     cells.append(f"{statistics.median(r['p99_ms'] for r in runs):.3f}")
                     cells.append(f"{statistics.median(r['calls_per_s'] for r in runs):,.0f}")
                 cells.append(f"{statistics.median(r['server_cpu_pct'] for r in runs):.0f}%")
-                cells.append(f"{statistics.median(r['loadgen_cpu_pct'] for r in runs):.0f}%")
+                cells.append(f"{statistics.median(r['client_cpu_pct'] for r in runs):.0f}%")
                 cells.append(str(sum(r["errors"] for r in runs)))
             lines.append("| " + " | ".join(cells) + " |")
     lines += ratio_table(results, servers, workloads)
