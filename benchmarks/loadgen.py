@@ -255,6 +255,7 @@ async def run_idle(args: argparse.Namespace, opener: Opener) -> dict[str, Any]:
     return {
         "connections": open_now,
         "asked": args.idle,
+        "open_share": open_now / args.idle,
         "failed": len(failures),
         "failure": f"{reasons[0][1]} x {reasons[0][0]}" if reasons else "",
         "errors": warm["errors"],
