@@ -251,13 +251,13 @@ async def run_idle(args: argparse.Namespace, opener: Opener) -> dict[str, Any]:
     for close in closers:
         close()
     await asyncio.sleep(0.2)
-    reasons = collections.Counter(failures).most_common(1)
+    reasons = collections.Counter(failures).most_common(1)  # The usual one, e.g. "HTTP 503".
     return {
         "connections": open_now,
         "asked": args.idle,
         "open_share": open_now / args.idle,
         "failed": len(failures),
-        "failure": f"{reasons[0][1]} x {reasons[0][0]}" if reasons else "",
+        "failure": reasons[0][0] if reasons else "",
         "errors": warm["errors"],
         "open_seconds": opening,
         "rss_before_kib": before,

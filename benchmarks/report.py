@@ -92,7 +92,7 @@ def _idle_table(name: str, runs: list[dict[str, Any]], value: str, spread: str) 
     cells = [
         f"`{name}`", value, spread, f"{before:.1f} -> {after:.1f}",
         f"{min(run['connections'] for run in runs):,} / {runs[0]['asked']:,}",
-        f"{failed:,}" + (f" ({reason})" if reason else ""),
+        f"{failed:,}" + (f" (mostly {reason})" if reason else ""),
         f"{_med(runs, 'open_seconds'):.1f}",
     ]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
@@ -186,8 +186,11 @@ def target_lines(
         if value is None:
             continue
         if target.other is None:
-            shown = f"{value:.2f}" if metric == "open_share" else fmt(value, workload.unit)
-            shown += "" if metric == "open_share" else f" {workload.unit}"
+            shown = (
+                f"{value:.0%} open"
+                if metric == "open_share"
+                else f"{fmt(value, workload.unit)} {workload.unit}"
+            )
         else:
             key = (target.other, target.other_workload or target.workload)
             other = harness.median(results, key, metric)

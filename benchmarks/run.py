@@ -185,7 +185,7 @@ TARGETS = [
         target
         for backend, most in (("asyncio", 10.0), ("uvloop", 10.0), ("trio", 12.0))
         for target in (
-            Target(f"S4 {backend}: every idle connection open, default settings (share)",
+            Target(f"S4 {backend}: every idle connection open at default settings",
                    f"securemcp-{backend}", "S4", None, 1.0, metric="open_share"),
             Target(f"S4 {backend} <= {most:.0f} KiB per idle connection",
                    f"securemcp-{backend}", "S4", None, most, True),

@@ -10,6 +10,7 @@ client libraries inside the functions that use them.
 from __future__ import annotations
 
 import asyncio
+import re
 import resource
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
@@ -78,8 +79,9 @@ async def open_picows(url: str, handler: Handler, subprotocol: str | None) -> Ca
             Listener, url, extra_headers=headers, max_frame_size=16 * 1024 * 1024
         )
     except WSError as error:
-        # "expected upgrade response with status 101 ..., but received 503": keep the end.
-        raise ConnectionError(str(error).rpartition(", ")[2]) from error
+        # "expected upgrade response with status 101 ..., but received 503": name the status.
+        status = re.search(r"received (\d{3})", str(error))
+        raise ConnectionError(f"HTTP {status[1]}" if status else str(error)) from error
 
     def close() -> None:
         if not transport.is_disconnected:
