@@ -254,10 +254,10 @@ def markdown(
     workloads: Sequence[Workload],
     targets: Sequence[Target],
     meta: dict[str, Any],
-    intro: Sequence[str],
+    preface: Sequence[str],
 ) -> str:
-    """The whole section: ``intro`` paragraphs, conditions, tables, ratios, targets."""
-    lines = [*intro]
+    """The whole section: ``preface`` (see :func:`intro`), conditions, tables, ratios, targets."""
+    lines = [*preface]
     lines += harness.conditions(
         meta, "before the run", "(the machine is shared: compare ratios within this run)"
     )
