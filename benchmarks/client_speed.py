@@ -13,11 +13,15 @@ environment) during one more S3 per work value, and gives the share of its
 samples on the lines of asyncio's socket transport that call ``send()`` and
 ``recv()``: where a write that wakes a sleeping peer costs. Servers on
 uvloop make those calls in C, out of py-spy's sight: profile asyncio ones.
+``--syscalls`` counts, with ``perf stat`` during one more S3 per work value,
+the server's ``sendto``, ``recvfrom`` and ``epoll_wait`` calls and its
+context switches, per call answered: how many calls share one loop
+iteration, one send, one sleep.
 
 Usage::
 
     python benchmarks/client_speed.py [--work 0,25,50,100] [--runs 3] [--profile] \\
-        [--only wsproto-ceiling,securemcp-asyncio]
+        [--syscalls] [--only wsproto-ceiling,securemcp-asyncio]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import argparse
 import asyncio.selector_events
 import collections
 import inspect
+import os
 import statistics
 import subprocess
 import sys
@@ -76,26 +81,99 @@ def shares(raw: str, lines: dict[str, set[int]]) -> dict[str, float]:
     return {call: 100 * counts[call] / total if total else 0.0 for call in lines}
 
 
-def profile(server: run.Entry, work: float, args: argparse.Namespace) -> dict[str, float]:
-    """Sample ``server`` with py-spy for 4 s inside an S3 window at ``work`` us per answer."""
+SAMPLED = 4.0
+"""Seconds a sampler (py-spy, perf) watches the server, inside the load generator's window."""
+
+PERF_EVENTS = {
+    "send": "syscalls:sys_enter_sendto",
+    "recv": "syscalls:sys_enter_recvfrom",
+    "epoll": "syscalls:sys_enter_epoll_wait",
+    "sleeps": "context-switches",
+}
+"""What ``--syscalls`` counts in the server, per call: its socket sends and receives, its event
+loop's waits for readiness (one per loop iteration) and the times it gave up the CPU; and in
+the load generator, its context switches (``client sleeps``: each one a wake-up to pay)."""
+
+
+def loadgen_pid() -> int:
+    """The load generator this process is running (its child running ``loadgen.py``)."""
+    for children in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        for pid in children.read_text().split():
+            if b"loadgen.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return int(pid)
+    raise RuntimeError("no load generator running")
+
+
+def sampled(
+    server: run.Entry, work: float, args: argparse.Namespace, samplers: Sequence[Sequence[str]]
+) -> tuple[dict[str, Any], list[str]]:
+    """S3 at ``work`` us per answer with ``samplers`` watching for ``SAMPLED`` s of the window.
+
+    Each sampler is an argv in which ``{server}``, ``{client}`` (the pids) and
+    ``{out}`` (its output file) are filled in. Returns the load generator's
+    figures and what each sampler wrote.
+    """
     s3 = next(w for w in run.WORKLOADS if w.key == "S3")
-    loadgen_args = argparse.Namespace(**{**vars(args), "warmup": 1.0, "duration": 6.0,
-                                         "client_work_us": work})  # fmt: skip
+    loadgen_args = argparse.Namespace(
+        **{**vars(args), "warmup": 1.0, "duration": SAMPLED + 2.0, "client_work_us": work}
+    )
     with run.running(server) as (port, pid), tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "profile.txt"
-        samplers: list[subprocess.Popen[bytes]] = []
-        # Pinned with the load generator, so that sampling takes no CPU from the server;
-        # started once the load generator has connected and warmed up.
-        start = threading.Timer(1.5, lambda: samplers.append(subprocess.Popen(
-            [str(PY_SPY), "record", "-r", "500", "-f", "raw", "-d", "4", "-p", str(pid),
-             "-o", str(out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: harness.pin(1),
-        )))  # fmt: skip
-        start.start()
-        run.measure(s3, port, pid, loadgen_args)
-        start.join()
-        samplers[0].wait(30)
-        return shares(out.read_text(), syscall_lines())
+        outs = [Path(tmp) / f"sampled{index}.txt" for index in range(len(samplers))]
+        started: list[subprocess.Popen[bytes]] = []
+
+        def start() -> None:
+            client = loadgen_pid()
+            for sampler, out in zip(samplers, outs, strict=True):
+                argv = [part.format(server=pid, client=client, out=out) for part in sampler]
+                # Pinned with the load generator, so as to take no CPU from the server.
+                started.append(subprocess.Popen(
+                    argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    preexec_fn=lambda: harness.pin(1),
+                ))  # fmt: skip
+
+        # Once the load generator has connected and warmed up.
+        timer = threading.Timer(1.5, start)
+        timer.start()
+        figures = run.measure(s3, port, pid, loadgen_args)
+        timer.join()
+        for process in started:
+            process.wait(30)
+        return figures, [out.read_text() for out in outs]
+
+
+def profile(server: run.Entry, work: float, args: argparse.Namespace) -> dict[str, float]:
+    """The share of py-spy's samples of ``server`` on socket send and recv lines."""
+    command = [str(PY_SPY), "record", "-r", "500", "-f", "raw", "-d", f"{SAMPLED:g}",
+               "-p", "{server}", "-o", "{out}"]  # fmt: skip
+    _figures, (raw,) = sampled(server, work, args, [command])
+    return shares(raw, syscall_lines())
+
+
+def perf_counts(text: str) -> dict[str, int]:
+    """Event name -> count, from ``perf stat -x ,`` output."""
+    counts = {}
+    for row in text.splitlines():
+        fields = row.split(",")
+        if len(fields) > 2 and fields[0].isdigit():
+            counts[fields[2]] = int(fields[0])
+    return counts
+
+
+def syscalls(server: run.Entry, work: float, args: argparse.Namespace) -> dict[str, float]:
+    """``PERF_EVENTS`` in the server, and the client's sleeps, per call, from ``perf stat``."""
+
+    def perf(pid: str, events: str) -> list[str]:
+        return ["perf", "stat", "-x", ",", "-o", "{out}", "-p", pid, "-e", events,
+                "sleep", f"{SAMPLED:g}"]  # fmt: skip
+
+    figures, (server_text, client_text) = sampled(server, work, args, [
+        perf("{server}", ",".join(PERF_EVENTS.values())), perf("{client}", "context-switches"),
+    ])  # fmt: skip
+    calls = figures["calls_per_s"] * SAMPLED
+    counts = perf_counts(server_text)
+    found = {name: counts.get(event, 0) / calls for name, event in PERF_EVENTS.items()}
+    found["client sleeps"] = perf_counts(client_text).get("context-switches", 0) / calls
+    return found
 
 
 def sweep(
@@ -123,36 +201,44 @@ def table(
     results: dict[tuple[str, float], list[dict[str, Any]]],
     servers: Sequence[run.Entry],
     works: Sequence[float],
-    profiles: dict[tuple[str, float], dict[str, float]],
+    extra: dict[tuple[str, float], dict[str, float]],
 ) -> list[str]:
-    """The study's Markdown table: a line per server and work value."""
+    """The study's Markdown table: a line per server and work value.
+
+    ``extra`` holds the py-spy shares (``send``, ``recv``: % of samples) and
+    the perf counts (``per call ...``) of each, where they were taken.
+    """
+    counted = (*PERF_EVENTS, "client sleeps")
+    columns = [name for name in ("send", "recv", *(f"per call {e}" for e in counted))
+               if any(name in found for found in extra.values())]  # fmt: skip
+    titles = [f"{c} (count)" if c.startswith("per call") else f"{c}() share" for c in columns]
     lines = [
         "| server | client work us/answer | calls/s | server CPU | client CPU "
-        "| server CPU us/call | send() share | recv() share |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| server CPU us/call | " + " | ".join(titles) + (" |" if titles else "|"),
+        "|---|" + "---:|" * (5 + len(columns)),
     ]
     for server in servers:
         for work in works:
             runs = results[(server.name, work)]
-            rate = statistics.median(r["calls_per_s"] for r in runs)
-            server_cpu = statistics.median(r["server_cpu_pct"] for r in runs)
-            client_cpu = statistics.median(r["client_cpu_pct"] for r in runs)
             per_call = statistics.median(
                 1e4 * r["server_cpu_pct"] / r["calls_per_s"] for r in runs if r["calls_per_s"]
             )
-            shown = profiles.get((server.name, work))
-            syscalls = (
-                f"{shown['send']:.0f}% | {shown['recv']:.0f}%" if shown is not None else " | "
-            )
-            lines.append(
-                f"| `{server.name}` | {work:g} | {rate:,.0f} | {server_cpu:.0f}% | "
-                f"{client_cpu:.0f}% | {per_call:.1f} | {syscalls} |"
-            )
+            found = extra.get((server.name, work), {})
+            cells = [
+                f"`{server.name}`", f"{work:g}",
+                f"{statistics.median(r['calls_per_s'] for r in runs):,.0f}",
+                f"{statistics.median(r['server_cpu_pct'] for r in runs):.0f}%",
+                f"{statistics.median(r['client_cpu_pct'] for r in runs):.0f}%",
+                f"{per_call:.1f}",
+                *(f"{found[c]:.2f}" if c.startswith("per call") else f"{found[c]:.0f}%"
+                  for c in columns),
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the sweep (and the profiles); print the table."""
+    """Run the sweep (and the samplers asked for); print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="0,25,50,100", help="us per answer, comma-separated")
     parser.add_argument("--only", default=DEFAULT_SERVERS, help="comma-separated server names")
@@ -160,6 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--profile", action="store_true", help="py-spy each server (root)")
+    parser.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="count each server's syscalls per call with perf (root)",
+    )
     args = parser.parse_args(argv)
     if args.profile and not PY_SPY.exists():
         parser.error(f"--profile needs py-spy at {PY_SPY} (bash benchmarks/setup_peers.sh)")
@@ -169,12 +260,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     load_before = harness.load_average()
     results = sweep(servers, works, args)
-    profiles: dict[tuple[str, float], dict[str, float]] = {}
-    if args.profile:
-        for server in servers:
-            for work in works:
-                profiles[(server.name, work)] = profile(server, work, args)
-    print("\n".join(table(results, servers, works, profiles)))
+    extra: dict[tuple[str, float], dict[str, float]] = {}
+    for server in servers:
+        for work in works:
+            found = extra.setdefault((server.name, work), {})
+            if args.profile:
+                found.update(profile(server, work, args))
+            if args.syscalls:
+                found.update(
+                    {
+                        f"per call {name}": value
+                        for name, value in syscalls(server, work, args).items()
+                    }
+                )
+    print("\n".join(table(results, servers, works, extra)))
     print(
         f"\n{args.runs} runs, medians; 1-minute load {load_before:.2f} before, "
         f"{harness.load_average():.2f} after; {time.monotonic() - started:.0f} s",
