@@ -15,8 +15,9 @@ both ends of the window, so that the report shows which side was busy.
 
 Every answer is checked, not only counted: in the seed dialect the result
 must be ``{"echoed": <the message sent>}``; in the MCP dialect ``isError``
-must be false, ``structuredContent`` (when there) that same object and the
-first text content its JSON. A wrong answer is an error.
+must be false (or absent, which means false), ``structuredContent`` (when
+there) that same object and the first text content its JSON. A wrong answer
+is an error.
 
 ``--client-work-us N`` spins N microseconds after each answer before the
 next call goes out: a slower client, for ``benchmarks/HARNESS.md``'s study

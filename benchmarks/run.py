@@ -21,6 +21,9 @@ Workloads (seed dialect unless said):
   (``benchmarks/clients/``) makes closed-loop echo calls over one connection,
   1 or 64 in flight, against one fast server (``C1_SERVER``).
 
+Why another harness ranks some servers differently in S3, and how to study
+it (``benchmarks/client_speed.py``, ``--client-work-us``): ``benchmarks/HARNESS.md``.
+
 Usage::
 
     python benchmarks/run.py                # full run, writes its section of RESULTS.md
