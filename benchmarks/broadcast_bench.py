@@ -44,10 +44,12 @@ from typing import TYPE_CHECKING, Any
 # Run as a script, this file finds its sibling modules on sys.path[0]; mypy knows them by package.
 if TYPE_CHECKING:
     from benchmarks import harness
-    from benchmarks.wsclient import Opener, open_many, run_workload, server_cpu_seconds
+    from benchmarks.window import server_cpu_seconds
+    from benchmarks.wsclient import Opener, open_many, run_workload
 else:
     import harness
-    from wsclient import Opener, open_many, run_workload, server_cpu_seconds
+    from window import server_cpu_seconds
+    from wsclient import Opener, open_many, run_workload
 
 SERVERS_DIR = harness.SERVERS_DIR
 SECTION = "## S6 broadcast: one sender, a room of receivers"

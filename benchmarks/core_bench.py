@@ -54,8 +54,8 @@ MESSAGE = "hello from the benchmark"
 PIPELINE_DEPTH = 8
 """Calls in flight per batch in the pipelined variant."""
 
-TARGET_RATIO = 0.70
-"""The issue's target: the full core at least 70% of the bare-wsproto ceiling."""
+TARGET_RATIO = 0.90
+"""Issue 12's target: the full core at least 90% of the bare-wsproto ceiling, 1 call in flight."""
 
 
 def echo(message: str) -> dict[str, str]:
@@ -230,11 +230,9 @@ def table(pairs: Sequence[tuple[Row, Row]]) -> list[str]:
 def report(pairs: Sequence[tuple[Row, Row]], calls: int, runs: int, markdown: bool) -> str:
     """The full report: the table, the verdict against the target and, for Markdown, context."""
     ratios = [core.median / ceiling.median for core, ceiling in pairs]
-    verdict = ", ".join(
-        f"{depth} in flight: {ratio:.0%}"
-        for (core, _), ratio, depth in zip(pairs, ratios, (1, PIPELINE_DEPTH), strict=True)
-    )
-    met = "met" if min(ratios) >= TARGET_RATIO else "NOT met"
+    # The target is for one call in flight; the pipelined ratio is shown beside it.
+    met = "met" if ratios[0] >= TARGET_RATIO else "NOT met"
+    verdict = f"{ratios[0]:.0%}; {PIPELINE_DEPTH} in flight, not a target: {ratios[1]:.0%}"
     lines: list[str] = []
     if markdown:
         lines += [
@@ -264,7 +262,10 @@ def report(pairs: Sequence[tuple[Row, Row]], calls: int, runs: int, markdown: bo
             "",
         ]
     lines += table(pairs)
-    lines += ["", f"Target core/ceiling >= {TARGET_RATIO:.0%}: {met} ({verdict})."]
+    lines += [
+        "",
+        f"Target core/ceiling >= {TARGET_RATIO:.0%} with 1 call in flight: {met} ({verdict}).",
+    ]
     return "\n".join(lines)
 
 

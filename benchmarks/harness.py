@@ -1,8 +1,9 @@
 """What the benchmark orchestrators share: servers in pinned processes, the machine, RESULTS.md.
 
-Imported by ``benchmarks/run.py`` and ``benchmarks/broadcast_bench.py`` (as
-``harness``, from their own directory); standard library only, because
-``broadcast_bench.py --client`` runs in the peers' environment too.
+Imported by ``benchmarks/run.py``, ``report.py``, ``client_speed.py`` and
+``broadcast_bench.py`` (as ``harness``, from their own directory); standard
+library only, because ``broadcast_bench.py --client`` runs in the peers'
+environment too.
 """
 
 from __future__ import annotations

@@ -13,33 +13,47 @@ of ``--duration`` seconds opens; only calls answered inside it count. The
 CPU time of this process and of the server (``/proc/PID/stat``) is taken at
 both ends of the window, so that the report shows which side was busy.
 
+Every answer is checked, not only counted: in the seed dialect the result
+must be ``{"echoed": <the message sent>}``; in the MCP dialect ``isError``
+must be false (or absent, which means false), ``structuredContent`` (when
+there) that same object and the first text content its JSON. A wrong answer
+is an error.
+
+``--client-work-us N`` spins N microseconds after each answer before the
+next call goes out: a slower client, for ``benchmarks/HARNESS.md``'s study
+of how the client's speed changes the servers' costs. The default, 0, is
+what the report publishes: a fast client that sleeps between answers.
+
 ``--idle N`` (S4) instead warms the server up, reads its resident memory,
 opens ``N`` idle connections, reads it again, and reports the difference per
-connection.
+connection that opened; connections the server refuses (503 past its limit)
+or does not answer in time are counted and named, not waited for.
 
 Usage::
 
     python benchmarks/loadgen.py --url ws://127.0.0.1:PORT --server-pid PID \\
         [--dialect seed|mcp] [--connections C] [--depth D] [--payload BYTES] \\
-        [--warmup S] [--duration S] [--idle N]
+        [--warmup S] [--duration S] [--idle N] [--client-work-us N]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-# Run as a script, this file finds its sibling module on sys.path[0]; mypy knows it by package.
+# Run as a script, this file finds its sibling modules on sys.path[0]; mypy knows them by package.
 if TYPE_CHECKING:
-    from benchmarks.wsclient import Opener, SendText, open_many, run_workload, server_cpu_seconds
+    from benchmarks.window import Stats, measure
+    from benchmarks.wsclient import Opener, SendText, open_many, run_workload
 else:
-    from wsclient import Opener, SendText, open_many, run_workload, server_cpu_seconds
+    from window import Stats, measure
+    from wsclient import Opener, SendText, open_many, run_workload
 
 MESSAGE = "hello from the benchmark"
 """The text echoed when no ``--payload`` size is given (24 bytes)."""
@@ -57,32 +71,73 @@ def server_rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-@dataclass
-class Stats:
-    """What the connections record while the window is open."""
+def busy(seconds: float) -> None:
+    """Spin for ``seconds`` without yielding: the CPU a slower client spends per answer."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
-    measuring: bool = False
-    running: bool = True
-    calls: int = 0
-    errors: int = 0
-    latencies: list[float] = field(default_factory=list)
+
+class Echo:
+    """The right answer to an echo of ``message``, prepared once so that each check is cheap."""
+
+    def __init__(self, message: str) -> None:
+        self.result = {"echoed": message}
+        # The JSON texts servers write for it (compact, json's default, the SDK's indent=2):
+        # a string comparison settles most answers; only another form is parsed.
+        self.texts = (
+            json.dumps(self.result, separators=(",", ":")),
+            json.dumps(self.result),
+            json.dumps(self.result, indent=2),
+        )
+
+    def seed(self, result: Any) -> bool:
+        """A seed dialect result: exactly ``{"echoed": message}``."""
+        return bool(result == self.result)
+
+    def mcp(self, result: Any) -> bool:
+        """An MCP ``tools/call`` result: not an error, structured and text content the echo."""
+        if type(result) is not dict or result.get("isError", False) is not False:
+            return False
+        if result.get("structuredContent", self.result) != self.result:
+            return False
+        content = result.get("content")
+        if type(content) is not list or not content or type(content[0]) is not dict:
+            return False
+        text = content[0].get("text")
+        if text in self.texts:  # A tuple: == on each, which compares lengths before bytes.
+            return True
+        try:
+            return isinstance(text, str) and bool(json.loads(text) == self.result)
+        except ValueError:
+            return False
 
 
 class Caller:
     """One connection's calls, whatever client library carries the frames."""
 
     def __init__(
-        self, dialect: str, message: str, depth: int, stats: Stats, *, idle: bool = False
+        self,
+        dialect: str,
+        message: str,
+        depth: int,
+        stats: Stats,
+        *,
+        idle: bool = False,
+        work: float = 0.0,
     ) -> None:
         self.dialect = dialect
         self.depth = depth
         self.stats = stats
         self.idle = idle
+        self.work = work
         self.send: SendText = lambda text: None
         self.ready = asyncio.get_running_loop().create_future()
         self.pending: dict[Any, float] = {}
         self.next_id = 1
         self.alive = False
+        echo = Echo(message)
+        self.check = echo.mcp if dialect == "mcp" else echo.seed
         if dialect == "mcp":
             self.template = (
                 '{"jsonrpc":"2.0","id":%d,"method":"tools/call",'
@@ -143,24 +198,11 @@ class Caller:
         started = self.pending.pop(answer_id, None)
         if started is None:
             return  # A notification or a server ping request: not ours to count.
-        result = answer.get("result")
-        ok = isinstance(result, dict) and not result.get("isError")
-        stats = self.stats
-        if stats.measuring:
-            if ok:
-                stats.calls += 1
-                stats.latencies.append(now - started)
-            else:
-                stats.errors += 1
-        if stats.running:
+        self.stats.answered(now - started, self.check(answer.get("result")))
+        if self.work:
+            busy(self.work)
+        if self.stats.running:
             self._call()
-
-
-def percentile(ordered: list[float], fraction: float) -> float:
-    """The value at ``fraction`` of a sorted list (nearest rank); 0 when empty."""
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def run_load(args: argparse.Namespace, opener: Opener) -> dict[str, Any]:
@@ -168,15 +210,14 @@ async def run_load(args: argparse.Namespace, opener: Opener) -> dict[str, Any]:
     stats = Stats()
     message = "a" * args.payload if args.payload else MESSAGE
     subprotocol = "mcp" if args.dialect == "mcp" else None
-    callers = [Caller(args.dialect, message, args.depth, stats) for _ in range(args.connections)]
+    work = args.client_work_us / 1e6
+    callers = [
+        Caller(args.dialect, message, args.depth, stats, work=work) for _ in range(args.connections)
+    ]
     closers = await open_many(opener, args.url, callers, subprotocol, 50)
-    await asyncio.sleep(args.warmup)
-    stats.measuring = True
-    cpu0, server0, wall0 = time.process_time(), server_cpu_seconds(args.server_pid), time.time()
-    await asyncio.sleep(args.duration)
-    stats.measuring = False
-    cpu1, server1, wall1 = time.process_time(), server_cpu_seconds(args.server_pid), time.time()
-    stats.running = False
+    figures = await measure(
+        stats, asyncio.sleep, warmup=args.warmup, duration=args.duration, server_pid=args.server_pid
+    )
     # Let the calls in flight land before closing, so the server sees clean closes.
     deadline = time.monotonic() + 2
     # Polling: one check over every connection is simpler than an event per caller.
@@ -185,22 +226,11 @@ async def run_load(args: argparse.Namespace, opener: Opener) -> dict[str, Any]:
     for close in closers:
         close()
     await asyncio.sleep(0.05)
-    elapsed = wall1 - wall0
-    ordered = sorted(stats.latencies)
-    return {
-        "calls": stats.calls,
-        "errors": stats.errors,
-        "seconds": elapsed,
-        "calls_per_s": stats.calls / elapsed,
-        "p50_ms": percentile(ordered, 0.50) * 1000,
-        "p99_ms": percentile(ordered, 0.99) * 1000,
-        "loadgen_cpu_pct": 100 * (cpu1 - cpu0) / elapsed,
-        "server_cpu_pct": 100 * (server1 - server0) / elapsed,
-    }
+    return figures
 
 
 async def run_idle(args: argparse.Namespace, opener: Opener) -> dict[str, Any]:
-    """S4: the server's resident memory per idle connection."""
+    """S4: the server's resident memory per idle connection, and how many it let open."""
     # Warm the server first so that first-use allocations (imports, caches)
     # are not charged to the idle connections.
     warm = await run_load(
@@ -213,7 +243,8 @@ async def run_idle(args: argparse.Namespace, opener: Opener) -> dict[str, Any]:
     callers = [Caller(args.dialect, MESSAGE, 0, stats, idle=True) for _ in range(args.idle)]
     started = time.time()
     subprotocol = "mcp" if args.dialect == "mcp" else None
-    closers = await open_many(opener, args.url, callers, subprotocol, 64)
+    failures: list[str] = []
+    closers = await open_many(opener, args.url, callers, subprotocol, 64, failures=failures)
     opening = time.time() - started
     await asyncio.sleep(1.0)
     after = server_rss_kib(args.server_pid)
@@ -221,13 +252,19 @@ async def run_idle(args: argparse.Namespace, opener: Opener) -> dict[str, Any]:
     for close in closers:
         close()
     await asyncio.sleep(0.2)
+    reasons = collections.Counter(failures).most_common(1)  # The usual one, e.g. "HTTP 503".
     return {
         "connections": open_now,
+        "asked": args.idle,
+        "open_share": open_now / args.idle,
+        "failed": len(failures),
+        "failure": reasons[0][0] if reasons else "",
         "errors": warm["errors"],
         "open_seconds": opening,
         "rss_before_kib": before,
         "rss_after_kib": after,
-        "kib_per_connection": (after - before) / args.idle,
+        # Per connection that is open: refused ones cost the server nothing once refused.
+        "kib_per_connection": (after - before) / max(open_now, 1),
     }
 
 
@@ -243,6 +280,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--idle", type=int, default=0, help="S4: idle connections to open")
+    parser.add_argument("--client-work-us", type=float, default=0.0,
+                        help="spin this many microseconds per answer")  # fmt: skip
     args = parser.parse_args()
     workload = run_idle if args.idle else run_load
     print(json.dumps(run_workload(lambda opener: workload(args, opener))))

@@ -14,36 +14,45 @@ Workloads (seed dialect unless said):
 - S1 latency: 1 connection, 1 call in flight, p50/p99;
 - S2 throughput: 16 connections x 8 calls in flight, calls/s;
 - S3 fan-in: 100 connections x 1 call in flight, calls/s;
-- S4 idle: 2,000 idle connections, server memory (RSS) per connection;
+- S4 idle: 10,000 idle connections (``--idle``), how many open, server memory (RSS) each;
 - S5 large: 256 KiB messages, 4 connections x 2 in flight, calls/s;
-- M1, M2: S1 and S2 in the MCP dialect (``tools/call``).
+- M1, M2, M5: S1, S2 and S5 in the MCP dialect (``tools/call``);
+- C1-1, C1-64: *clients* instead of servers: each client library
+  (``benchmarks/clients/``) makes closed-loop echo calls over one connection,
+  1 or 64 in flight, against one fast server (``C1_SERVER``).
+
+Why another harness ranks some servers differently in S3, and how to study
+it (``benchmarks/client_speed.py``, ``--client-work-us``): ``benchmarks/HARNESS.md``.
 
 Usage::
 
     python benchmarks/run.py                # full run, writes its section of RESULTS.md
     python benchmarks/run.py --smoke        # every server x workload for about a second
     python benchmarks/run.py --only securemcp-trio,nextmcp --workloads S1,S2 --no-write
+    python benchmarks/run.py --workloads C1-1,C1-64 --no-write   # the clients only
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-# Run as a script, this file finds its sibling module on sys.path[0]; mypy knows it by package.
+# Run as a script, this file finds its sibling modules on sys.path[0]; mypy knows them by package.
 if TYPE_CHECKING:
     from benchmarks import harness
+    from benchmarks.report import Target, fmt, intro, markdown
 else:
     import harness
+    from report import Target, fmt, intro, markdown
 
 HERE = harness.HERE
 SERVERS_DIR = harness.SERVERS_DIR
+CLIENTS_DIR = HERE / "clients"
 SECTION = "## Servers and peers over loopback"
 COMMAND = "bash benchmarks/setup_peers.sh && .venv/bin/python benchmarks/run.py"
 
@@ -61,31 +70,47 @@ class Workload:
     unit: str
     lower: bool
     payload: int = 0
-    idle: int = 0
+    idle: bool = False
+    """S4: open ``--idle`` connections and weigh them instead of calling."""
+    client: bool = False
+    """C1: the rows are client libraries against one server, not servers."""
+
+    def heading(self, idle: int) -> str:
+        """The title, with S4's number of idle connections."""
+        return self.title.format(idle=idle)
 
 
+LARGE = 256 * 1024
 WORKLOADS = [
     Workload("S1", "S1 latency: 1 connection, 1 in flight", "seed", 1, 1, "p50_ms", "ms", True),
     Workload("S2", "S2 throughput: 16 connections x 8 in flight", "seed", 16, 8,
              "calls_per_s", "calls/s", False),
     Workload("S3", "S3 fan-in: 100 connections x 1 in flight", "seed", 100, 1,
              "calls_per_s", "calls/s", False),
-    Workload("S4", "S4 idle: 2,000 idle connections", "seed", 0, 0,
-             "kib_per_connection", "KiB/conn", True, idle=2000),
+    Workload("S4", "S4 idle: {idle:,} idle connections", "seed", 0, 0,
+             "kib_per_connection", "KiB/conn", True, idle=True),
     Workload("S5", "S5 large: 256 KiB messages, 4 connections x 2 in flight", "seed", 4, 2,
-             "calls_per_s", "calls/s", False, payload=256 * 1024),
+             "calls_per_s", "calls/s", False, payload=LARGE),
     Workload("M1", "M1 (MCP dialect S1): 1 connection, 1 in flight", "mcp", 1, 1,
              "p50_ms", "ms", True),
     Workload("M2", "M2 (MCP dialect S2): 16 connections x 8 in flight", "mcp", 16, 8,
              "calls_per_s", "calls/s", False),
+    Workload("M5", "M5 (MCP dialect S5): 256 KiB messages, 4 connections x 2 in flight", "mcp",
+             4, 2, "calls_per_s", "calls/s", False, payload=LARGE),
+    Workload("C1-1", "C1 clients: 1 connection, 1 call in flight", "seed", 1, 1,
+             "calls_per_s", "calls/s", False, client=True),
+    Workload("C1-64", "C1 clients: 1 connection, 64 calls in flight", "seed", 1, 64,
+             "calls_per_s", "calls/s", False, client=True),
 ]  # fmt: skip
 SEED = ("S1", "S2", "S3", "S4", "S5")
 MCP = ("M1", "M2")
+OURS = (*SEED, *MCP, "M5")
+C1 = ("C1-1", "C1-64")
 
 
 @dataclass(frozen=True)
-class Server(harness.Server):
-    """A server to measure: how to start it and which workloads it speaks."""
+class Entry(harness.Server):
+    """A server to measure, or for C1 a client: how to start it, which workloads it runs."""
 
     workloads: tuple[str, ...]
     securemcp: bool = False
@@ -97,37 +122,112 @@ def _script(name: str) -> str:
     return str(SERVERS_DIR / name)
 
 
+def _client(name: str) -> str:
+    return str(CLIENTS_DIR / name)
+
+
 SERVERS = [
-    Server("securemcp-asyncio", "SecureMCP, anyio on asyncio",
-           (_script("securemcp_server.py"), "--backend", "asyncio"), False, SEED + MCP, True),
-    Server("securemcp-uvloop", "SecureMCP, anyio on asyncio with uvloop",
-           (_script("securemcp_server.py"), "--backend", "asyncio+uvloop"), False, SEED + MCP,
-           True, needs="uvloop"),
-    Server("securemcp-trio", "SecureMCP, anyio on trio",
-           (_script("securemcp_server.py"), "--backend", "trio"), False, SEED + MCP, True),
-    Server("nextmcp", "nextmcp 0.6.0 (the original system), websockets underneath",
-           (_script("nextmcp_server.py"),), True, SEED),
-    Server("websockets", "hand-written websockets 17 echo, asyncio",
-           (_script("websockets_server.py"),), True, SEED),
-    Server("websockets-uvloop", "hand-written websockets 17 echo, uvloop",
-           (_script("websockets_server.py"), "--uvloop"), True, SEED),
-    Server("wsproto-ceiling", "bare wsproto + asyncio.Protocol echo (the ceiling)",
-           (_script("wsproto_server.py"),), False, SEED),
-    Server("mcp-sdk", "official MCP SDK 1.x WebSocket server (FastMCP, uvicorn)",
-           (_script("mcp_sdk_server.py"),), True, MCP),
+    Entry("securemcp-asyncio", "SecureMCP, anyio on asyncio",
+          (_script("securemcp_server.py"), "--backend", "asyncio"), False, OURS, True),
+    Entry("securemcp-uvloop", "SecureMCP, anyio on asyncio with uvloop",
+          (_script("securemcp_server.py"), "--backend", "asyncio+uvloop"), False, OURS,
+          True, needs="uvloop"),
+    Entry("securemcp-trio", "SecureMCP, anyio on trio",
+          (_script("securemcp_server.py"), "--backend", "trio"), False, OURS, True),
+    Entry("nextmcp", "nextmcp 0.6.0 (the original system), websockets underneath",
+          (_script("nextmcp_server.py"),), True, SEED),
+    Entry("websockets", "hand-written websockets 17 echo, asyncio",
+          (_script("websockets_server.py"),), True, SEED),
+    Entry("websockets-uvloop", "hand-written websockets 17 echo, uvloop",
+          (_script("websockets_server.py"), "--uvloop"), True, SEED),
+    Entry("wsproto-ceiling", "bare wsproto + asyncio.Protocol echo (the ceiling)",
+          (_script("wsproto_server.py"),), False, SEED),
+    Entry("mcp-sdk", "official MCP SDK 1.x WebSocket server (FastMCP at WARNING, uvicorn)",
+          (_script("mcp_sdk_server.py"),), True, MCP),
+]  # fmt: skip
+
+CLIENTS = [
+    Entry("securemcp-client-asyncio", "C1: SecureMCP `WebSocketClient`, anyio on asyncio",
+          (_client("securemcp_client.py"), "--loop", "asyncio"), False, C1, True),
+    Entry("securemcp-client-uvloop", "C1: SecureMCP `WebSocketClient`, asyncio with uvloop",
+          (_client("securemcp_client.py"), "--loop", "uvloop"), False, C1, True,
+          needs="uvloop"),
+    Entry("securemcp-client-trio", "C1: SecureMCP `WebSocketClient`, anyio on trio",
+          (_client("securemcp_client.py"), "--loop", "trio"), False, C1, True),
+    Entry("nextmcp-client", "C1: nextmcp 0.6.0 `WebSocketClient` (the seed's client), asyncio",
+          (_client("nextmcp_client.py"), "--loop", "asyncio"), True, C1),
+    Entry("websockets-client", "C1: hand-written websockets 17 client, asyncio",
+          (_client("websockets_client.py"), "--loop", "asyncio"), True, C1),
+    Entry("websockets-client-uvloop", "C1: hand-written websockets 17 client, uvloop",
+          (_client("websockets_client.py"), "--loop", "uvloop"), True, C1),
+]  # fmt: skip
+
+C1_SERVER = Entry("websockets-uvloop", "the C1 server",
+                  (_script("websockets_server.py"), "--uvloop", "--no-compression"), True,
+                  C1)  # fmt: skip
+C1_FALLBACK = Entry("wsproto-ceiling", "the C1 server without the peers' environment",
+                    (_script("wsproto_server.py"),), False, C1)  # fmt: skip
+"""C1's one server: the lowest S1 latency of all, and it answers each request as it reads it,
+so that the client is what is measured; deflate declined, as the load generator never offers it.
+Without the peers' environment (only SecureMCP's clients run then) the ceiling stands in."""
+
+# Issue 12's targets, read off one run's medians.
+TARGETS = [
+    Target("S3 asyncio >= 1.2 x nextmcp", "securemcp-asyncio", "S3", "nextmcp", 1.2),
+    Target("S3 asyncio >= 0.85 x wsproto ceiling", "securemcp-asyncio", "S3", "wsproto-ceiling",
+           0.85),
+    Target("S3 uvloop >= 1.4 x nextmcp", "securemcp-uvloop", "S3", "nextmcp", 1.4),
+    Target("S3 trio >= 1.0 x nextmcp", "securemcp-trio", "S3", "nextmcp", 1.0),
+    Target("S1 p50 asyncio <= nextmcp", "securemcp-asyncio", "S1", "nextmcp", 1.0, True),
+    Target("S1 p50 trio <= nextmcp", "securemcp-trio", "S1", "nextmcp", 1.0, True),
+    Target("S1 p50 asyncio <= 1.1 x wsproto ceiling", "securemcp-asyncio", "S1",
+           "wsproto-ceiling", 1.1, True),
+    Target("S2 asyncio >= 1.6 x nextmcp", "securemcp-asyncio", "S2", "nextmcp", 1.6),
+    Target("S2 uvloop >= websockets (asyncio)", "securemcp-uvloop", "S2", "websockets", 1.0),
+    *(
+        target
+        for backend, most in (("asyncio", 10.0), ("uvloop", 10.0), ("trio", 12.0))
+        for target in (
+            Target(f"S4 {backend}: every idle connection open at default settings",
+                   f"securemcp-{backend}", "S4", None, 1.0, metric="open_share"),
+            Target(f"S4 {backend} <= {most:.0f} KiB per idle connection",
+                   f"securemcp-{backend}", "S4", None, most, True),
+        )
+    ),
+    *(
+        target
+        for backend in ("asyncio", "uvloop", "trio")
+        for target in (
+            Target(f"S5 {backend} >= 1.0 x nextmcp", f"securemcp-{backend}", "S5", "nextmcp"),
+            Target(f"M5 {backend} >= 0.8 x S5 {backend}", f"securemcp-{backend}", "M5",
+                   f"securemcp-{backend}", 0.8, other_workload="S5"),
+        )
+    ),
+    Target("C1 64 in flight: SecureMCP client (asyncio) >= 1.5 x nextmcp's",
+           "securemcp-client-asyncio", "C1-64", "nextmcp-client", 1.5),
+    Target("C1 64 in flight: SecureMCP client (trio) >= 1.5 x nextmcp's",
+           "securemcp-client-trio", "C1-64", "nextmcp-client", 1.5),
+    Target("C1 1 in flight: SecureMCP client (asyncio) >= 1.0 x nextmcp's",
+           "securemcp-client-asyncio", "C1-1", "nextmcp-client", 1.0),
+    Target("C1 1 in flight: SecureMCP client (trio) >= 1.0 x nextmcp's",
+           "securemcp-client-trio", "C1-1", "nextmcp-client", 1.0),
+    Target("M2 asyncio >= 5 x MCP SDK (at WARNING)", "securemcp-asyncio", "M2", "mcp-sdk", 5.0),
 ]  # fmt: skip
 
 
+def c1_server() -> Entry:
+    """The server C1's clients call on this machine."""
+    return C1_SERVER if harness.available([C1_SERVER]) else C1_FALLBACK
+
+
 @contextlib.contextmanager
-def running(server: Server) -> Iterator[tuple[int, int]]:
+def running(server: Entry) -> Iterator[tuple[int, int]]:
     """Start ``server`` on port 0, pinned to CPU 0; yield (port, pid); stop it."""
     with harness.running(server.name, server.argv, server.peers_env) as (port, pid):
         yield port, pid
 
 
-def measure(
-    workload: Workload, port: int, pid: int, *, warmup: float, duration: float, idle: int
-) -> dict[str, Any]:
+def measure(workload: Workload, port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
     """Run the load generator once against a running server; its JSON figures."""
     argv = [
         harness.client_python(), str(HERE / "loadgen.py"),
@@ -135,44 +235,59 @@ def measure(
         "--dialect", workload.dialect,
         "--connections", str(workload.connections), "--depth", str(workload.depth),
         "--payload", str(workload.payload),
-        "--warmup", str(warmup), "--duration", str(duration),
-        "--idle", str(idle if workload.idle else 0),
+        "--warmup", str(args.warmup), "--duration", str(args.duration),
+        "--idle", str(args.idle if workload.idle else 0),
+        "--client-work-us", str(args.client_work_us),
     ]  # fmt: skip
-    return harness.run_client(argv, f"loadgen failed on {workload.key}", 120)
+    # Opening S4's connections has a budget of 120 s in the load generator.
+    return harness.run_client(argv, f"loadgen failed on {workload.key}", 240)
+
+
+def measure_client(
+    client: Entry, workload: Workload, port: int, pid: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Run one C1 client runner once against the running C1 server; its JSON figures."""
+    python = str(harness.PEERS_PYTHON) if client.peers_env else sys.executable
+    argv = [
+        python, *client.argv,
+        "--url", f"ws://127.0.0.1:{port}/", "--server-pid", str(pid),
+        "--depth", str(workload.depth),
+        "--warmup", str(args.warmup), "--duration", str(args.duration),
+    ]  # fmt: skip
+    return harness.run_client(argv, f"{client.name} failed on {workload.key}", 120)
 
 
 def one_round(
-    servers: Sequence[Server], workloads: Sequence[Workload], args: argparse.Namespace
-) -> Iterator[tuple[Server, Workload, dict[str, Any]]]:
-    """Every server once over its workloads: S4 on a fresh process, the rest on another."""
+    servers: Sequence[Entry],
+    clients: Sequence[Entry],
+    workloads: Sequence[Workload],
+    args: argparse.Namespace,
+) -> Iterator[tuple[Entry, Workload, dict[str, Any]]]:
+    """Every server once over its workloads (S4 on a fresh process), then every C1 client."""
     for server in servers:
         mine = [w for w in workloads if w.key in server.workloads]
-        idle = [w for w in mine if w.idle]
-        busy = [w for w in mine if not w.idle]
-        for group in (idle, busy):
+        for group in ([w for w in mine if w.idle], [w for w in mine if not w.idle]):
             if not group:
                 continue
             with running(server) as (port, pid):
                 for workload in group:
-                    result = measure(
-                        workload, port, pid,
-                        warmup=args.warmup, duration=args.duration, idle=args.idle,
-                    )  # fmt: skip
-                    yield server, workload, result
-
-
-load_average = harness.load_average
+                    yield server, workload, measure(workload, port, pid, args)
+    c1 = [w for w in workloads if w.client]
+    if not (c1 and clients):
+        return
+    with running(c1_server()) as (port, pid):
+        for workload in c1:
+            for client in clients:
+                yield client, workload, measure_client(client, workload, port, pid, args)
 
 
 def wait_for_quiet(threshold: float, patience: float) -> None:
     """Poll every 30 s until the 1-minute load is under ``threshold``, for ``patience`` s."""
     deadline = time.monotonic() + patience
-    while load_average() >= threshold and time.monotonic() < deadline:
-        print(f"load {load_average():.2f} >= {threshold}: waiting", file=sys.stderr, flush=True)
+    while harness.load_average() >= threshold and time.monotonic() < deadline:
+        load = harness.load_average()
+        print(f"load {load:.2f} >= {threshold}: waiting", file=sys.stderr, flush=True)
         time.sleep(30)
-
-
-# Reporting
 
 
 def _versions() -> dict[str, str]:
@@ -185,184 +300,33 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _fmt(value: float, unit: str) -> str:
-    if unit == "ms":
-        return f"{value:.3f}"
-    if unit == "KiB/conn":
-        return f"{value:.1f}"
-    return f"{value:,.0f}"
-
-
-def summarise(runs: list[dict[str, Any]], metric: str) -> tuple[float, float, float]:
-    """Median, min and max of ``metric`` over the runs."""
-    values = [run[metric] for run in runs]
-    return statistics.median(values), min(values), max(values)
-
-
-def markdown(
-    results: dict[tuple[str, str], list[dict[str, Any]]],
-    servers: Sequence[Server],
-    workloads: Sequence[Workload],
-    meta: dict[str, Any],
-) -> str:
-    """The RESULTS.md section: conditions, one table per workload, the ratios, the targets."""
-    lines = [
-        SECTION,
-        "",
-        "Each server in its own process pinned to CPU 0, the load generator in another pinned to "
-        "CPU 1: `benchmarks/loadgen.py`, the same client for every server "
-        f"({meta['client']}). Closed loop: every connection keeps its calls in flight and sends "
-        f"the next one as an answer arrives; {meta['warmup']} s of warm-up, then a "
-        f"{meta['duration']} s window. {meta['runs']} runs of each, rounds interleaved (every "
-        "server, then again); medians with the min - max range. `server CPU` and `loadgen CPU` "
-        "are the busy share of one core during the window: a loadgen well under 100% is not "
-        "the bottleneck. S4 opens its connections on a fresh server process after a short "
-        "warm-up and divides the growth of the server's resident memory (VmRSS) by their number."
-        " SecureMCP servers run with `Limits(max_message_size=4 MiB)` and "
-        "`max_connections=10_000`, every other setting at its default (keepalive pings every "
-        "20 s included); the peers run with their defaults (websockets `max_size` raised to "
-        "4 MiB in the hand-written server).",
-        "",
-        *harness.conditions(
-            meta, "before the run", "(the machine is shared: compare ratios within this run)"
-        ),
-    ]
-    lines += [f"- `{server.name}`: {server.description}" for server in servers]
-    for workload in workloads:
-        rows = [s for s in servers if (s.name, workload.key) in results]
-        if not rows:
-            continue
-        better = "lower is better" if workload.lower else "higher is better"
-        lines += ["", f"### {workload.title}", ""]
-        if workload.idle:
-            lines += [
-                f"| server | {workload.unit} ({better}) | min - max | RSS before -> after (MiB) "
-                "| connections open |",
-                "|---|---:|---:|---:|---:|",
-            ]
-        else:
-            extra = " | p99 ms | calls/s" if workload.unit == "ms" else ""
-            lines += [
-                f"| server | {workload.unit} ({better}) | min - max{extra} | server CPU "
-                "| loadgen CPU | errors |",
-                "|---|---:|---:|" + ("---:|---:|" if extra else "") + "---:|---:|---:|",
-            ]
-        for server in rows:
-            runs = results[(server.name, workload.key)]
-            median, low, high = summarise(runs, workload.metric)
-            cells = [
-                f"`{server.name}`",
-                f"**{_fmt(median, workload.unit)}**",
-                f"{_fmt(low, workload.unit)} - {_fmt(high, workload.unit)}",
-            ]
-            if workload.idle:
-                before = statistics.median(r["rss_before_kib"] for r in runs) / 1024
-                after = statistics.median(r["rss_after_kib"] for r in runs) / 1024
-                cells += [f"{before:.1f} -> {after:.1f}", str(min(r["connections"] for r in runs))]
-            else:
-                if workload.unit == "ms":
-                    cells.append(f"{statistics.median(r['p99_ms'] for r in runs):.3f}")
-                    cells.append(f"{statistics.median(r['calls_per_s'] for r in runs):,.0f}")
-                cells.append(f"{statistics.median(r['server_cpu_pct'] for r in runs):.0f}%")
-                cells.append(f"{statistics.median(r['loadgen_cpu_pct'] for r in runs):.0f}%")
-                cells.append(str(sum(r["errors"] for r in runs)))
-            lines.append("| " + " | ".join(cells) + " |")
-    lines += ratio_table(results, servers, workloads)
-    lines += targets(results)
-    return "\n".join(lines) + "\n"
-
-
-def _median(
-    results: dict[tuple[str, str], list[dict[str, Any]]], server: str, workload: Workload
-) -> float | None:
-    runs = results.get((server, workload.key))
-    return None if not runs else summarise(runs, workload.metric)[0]
-
-
-def ratio_table(
-    results: dict[tuple[str, str], list[dict[str, Any]]],
-    servers: Sequence[Server],
-    workloads: Sequence[Workload],
-) -> list[str]:
-    """SecureMCP / peer for every workload both ran (ratio of the medians)."""
-    ours = [s for s in servers if s.securemcp]
-    peers = [s for s in servers if not s.securemcp]
-    shown = [w for w in workloads if any((s.name, w.key) in results for s in servers)]
-    lines = [
-        "",
-        "### Ratios SecureMCP / peer",
-        "",
-        "Ratio of the medians, per workload. Throughput (S2, S3, S5, M2): above 1 SecureMCP is "
-        "faster. Latency and memory (S1, S4, M1): below 1 SecureMCP is better.",
-        "",
-        "| SecureMCP / peer | " + " | ".join(w.key for w in shown) + " |",
-        "|---|" + "---:|" * len(shown),
-    ]
-    for peer in peers:
-        for mine in ours:
-            cells = []
-            for workload in shown:
-                a = _median(results, mine.name, workload)
-                b = _median(results, peer.name, workload)
-                cells.append("" if a is None or b is None or b == 0 else f"{a / b:.2f}")
-            if any(cells):
-                lines.append(f"| `{mine.name}` / `{peer.name}` | " + " | ".join(cells) + " |")
-    return lines
-
-
-TARGETS = [
-    # (label, ours, workload, peer, factor, kind) with kind ">=" ratio >= factor, "<=" ratio <=.
-    ("S2 asyncio >= 1.5 x nextmcp", "securemcp-asyncio", "S2", "nextmcp", 1.5, ">="),
-    ("S2 asyncio >= 0.8 x wsproto ceiling", "securemcp-asyncio", "S2", "wsproto-ceiling", 0.8,
-     ">="),
-    ("S2 uvloop >= websockets on uvloop", "securemcp-uvloop", "S2", "websockets-uvloop", 1.0,
-     ">="),
-    ("S2 trio >= 1.2 x nextmcp", "securemcp-trio", "S2", "nextmcp", 1.2, ">="),
-    ("S1 p50 asyncio <= nextmcp", "securemcp-asyncio", "S1", "nextmcp", 1.0, "<="),
-    ("S1 p50 asyncio <= 1.2 x wsproto ceiling", "securemcp-asyncio", "S1", "wsproto-ceiling",
-     1.2, "<="),
-    ("S5 asyncio >= nextmcp", "securemcp-asyncio", "S5", "nextmcp", 1.0, ">="),
-    ("M2 asyncio >= 5 x MCP SDK", "securemcp-asyncio", "M2", "mcp-sdk", 5.0, ">="),
-]  # fmt: skip
-
-
-def targets(results: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
-    """The issue's targets, each met or not, from this run's medians."""
-    by_key = {w.key: w for w in WORKLOADS}
-    lines = ["", "### Targets", "", "| target | ratio | met |", "|---|---:|:---:|"]
-    for label, ours, key, peer, factor, kind in TARGETS:
-        a = _median(results, ours, by_key[key])
-        b = _median(results, peer, by_key[key])
-        if a is None or b is None or b == 0:
-            continue
-        ratio = a / b
-        met = ratio >= factor if kind == ">=" else ratio <= factor
-        lines.append(f"| {label} | {ratio:.2f} | {'yes' if met else '**no**'} |")
-    for name in ("securemcp-asyncio", "securemcp-uvloop", "securemcp-trio"):
-        value = _median(results, name, by_key["S4"])
-        if value is not None:
-            verdict = "yes" if value <= 10 else "**no**"
-            lines.append(
-                f"| S4 {name} <= 10 KiB per idle connection | {value:.1f} KiB | {verdict} |"
-            )
-    return lines
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the section; write it into RESULTS.md unless smoke."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     harness.add_options(parser, "every server x workload, ~1 s")
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--idle", type=int, default=2000, help="S4's idle connections")
+    parser.add_argument("--idle", type=int, default=10_000, help="S4's idle connections")
     parser.add_argument("--workloads", default="", help="comma-separated workload keys")
-    parser.add_argument("--wait-load", type=float, default=0.8,
-                        help="wait (15 min at most) for the 1-minute load to go below")  # fmt: skip
+    parser.add_argument(
+        "--client-work-us",
+        type=float,
+        default=0.0,
+        help="the load generator spins this long per answer (HARNESS.md)",
+    )
+    parser.add_argument(
+        "--wait-load",
+        type=float,
+        default=0.8,
+        help="wait (15 min at most) for the 1-minute load to go below",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.runs, args.warmup, args.duration, args.idle = 1, 0.1, 0.4, 50
 
-    servers = harness.chosen(SERVERS, args.only)
+    chosen = harness.chosen([*SERVERS, *CLIENTS], args.only)
+    servers = [entry for entry in chosen if entry in SERVERS]
+    clients = [entry for entry in chosen if entry in CLIENTS]
     workloads = WORKLOADS
     if args.workloads:
         keys = set(args.workloads.split(","))
@@ -370,18 +334,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not args.smoke:
         wait_for_quiet(args.wait_load, 15 * 60)
-    load_before = load_average()
+    load_before = harness.load_average()
     started = time.monotonic()
     runs = harness.Collector()
     for round_number in range(1, args.runs + 1):
-        for server, workload, result in one_round(servers, workloads, args):
-            figure = _fmt(result[workload.metric], workload.unit)
+        for entry, workload, result in one_round(servers, clients, workloads, args):
+            figure = fmt(result[workload.metric], workload.unit)
             summary = f"{figure} {workload.unit}  (errors {result['errors']})"
-            runs.add(round_number, server.name, workload.key, result, summary)
+            if workload.idle:
+                summary += f", open {result['connections']}, failed {result['failed']}"
+            runs.add(round_number, entry.name, workload.key, result, summary)
     meta = runs.meta(
-        load_before, _versions(), args.runs, COMMAND, warmup=args.warmup, duration=args.duration
-    )
-    section = markdown(runs.results, servers, workloads, meta)
+        load_before, _versions(), args.runs, COMMAND,
+        warmup=args.warmup, duration=args.duration, idle=args.idle,
+        client_work_us=args.client_work_us, c1_server=c1_server().name,
+    )  # fmt: skip
+    rows = [*servers, *clients]
+    section = markdown(runs.results, rows, workloads, TARGETS, meta, intro(SECTION, meta))
     harness.report(args, SECTION, section, meta, runs.results)
     print(f"total {time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0

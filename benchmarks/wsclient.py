@@ -1,4 +1,4 @@
-"""What the load generators share: the WebSocket client, opening connections, CPU accounting.
+"""What the load generators share: the WebSocket client and opening many connections.
 
 Imported by ``benchmarks/loadgen.py`` and ``benchmarks/broadcast_bench.py``'s
 ``--client`` (as ``wsclient``, from their own directory). They run in the
@@ -10,7 +10,7 @@ client libraries inside the functions that use them.
 from __future__ import annotations
 
 import asyncio
-import os
+import re
 import resource
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
@@ -37,21 +37,17 @@ class Handler(Protocol):
 Opener = Callable[[str, Handler, str | None], Awaitable[Callable[[], None]]]
 """Connect ``handler`` to a URL with an optional subprotocol; returns the closing function."""
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def server_cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process ``pid`` so far, from ``/proc``."""
-    with open(f"/proc/{pid}/stat") as file:
-        stat = file.read()
-    # The command name may hold spaces; the fields after its closing parenthesis do not.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+OPEN_TIMEOUT = 10.0
+"""Seconds one connection may take to open and become ready before it counts as failed."""
 
 
 async def open_picows(url: str, handler: Handler, subprotocol: str | None) -> Callable[[], None]:
-    """Connect with picows; returns the function that closes the connection."""
-    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+    """Connect with picows; returns the function that closes the connection.
+
+    A refused handshake (an HTTP status other than 101, such as 503 from a
+    server at its connection limit) raises :class:`ConnectionError`.
+    """
+    from picows import WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
     class Listener(WSListener):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -78,9 +74,14 @@ async def open_picows(url: str, handler: Handler, subprotocol: str | None) -> Ca
             handler.closed()
 
     headers = {"Sec-WebSocket-Protocol": subprotocol} if subprotocol else None
-    transport, _listener = await ws_connect(
-        Listener, url, extra_headers=headers, max_frame_size=16 * 1024 * 1024
-    )
+    try:
+        transport, _listener = await ws_connect(
+            Listener, url, extra_headers=headers, max_frame_size=16 * 1024 * 1024
+        )
+    except WSError as error:
+        # "expected upgrade response with status 101 ..., but received 503": name the status.
+        status = re.search(r"received (\d{3})", str(error))
+        raise ConnectionError(f"HTTP {status[1]}" if status else str(error)) from error
 
     def close() -> None:
         if not transport.is_disconnected:
@@ -93,13 +94,19 @@ async def open_picows(url: str, handler: Handler, subprotocol: str | None) -> Ca
 async def open_websockets(
     url: str, handler: Handler, subprotocol: str | None
 ) -> Callable[[], None]:
-    """Connect with the ``websockets`` client (the fallback); returns the closing function."""
+    """Connect with the ``websockets`` client (the fallback); returns the closing function.
+
+    A refused handshake raises :class:`ConnectionError`, as with picows.
+    """
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
     from websockets.typing import Subprotocol
 
     protocols = [Subprotocol(subprotocol)] if subprotocol else None
-    ws = await connect(url, subprotocols=protocols, compression=None, max_size=None)
+    try:
+        ws = await connect(url, subprotocols=protocols, compression=None, max_size=None)
+    except InvalidHandshake as error:
+        raise ConnectionError(str(error)) from error
     outgoing: asyncio.Queue[str] = asyncio.Queue()
 
     async def write() -> None:
@@ -137,16 +144,48 @@ def choose_client() -> tuple[Opener, str]:
 
 
 async def open_many(
-    opener: Opener, url: str, handlers: Sequence[Handler], subprotocol: str | None, parallel: int
+    opener: Opener,
+    url: str,
+    handlers: Sequence[Handler],
+    subprotocol: str | None,
+    parallel: int,
+    *,
+    failures: list[str] | None = None,
+    budget: float = 120.0,
 ) -> list[Callable[[], None]]:
-    """A connection per handler, ``parallel`` handshakes at a time; waits until each is ready."""
+    """A connection per handler, ``parallel`` handshakes at a time; waits until each is ready.
+
+    A connection that cannot open (refused, an HTTP status such as 503, not
+    ready within ``OPEN_TIMEOUT`` s) raises, unless ``failures`` is given:
+    then its reason is appended there and the others go on. Either way the
+    whole takes at most about ``budget`` s: connections not yet tried by then
+    fail at once, so that a server refusing or ignoring some cannot hang the
+    run. Returns the closing functions of the connections that opened.
+    """
     gate = asyncio.Semaphore(parallel)
     closers: list[Callable[[], None]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget
 
     async def one(handler: Handler) -> None:
         async with gate:
-            closers.append(await opener(url, handler, subprotocol))
-            await asyncio.wait_for(handler.ready, 30)
+            close: Callable[[], None] | None = None
+            try:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError("not tried: the opening budget ran out")
+                async with asyncio.timeout(min(OPEN_TIMEOUT, left)):
+                    close = await opener(url, handler, subprotocol)
+                    await handler.ready
+            # ConnectionError (refusals, closes before ready) is an OSError.
+            except (OSError, TimeoutError) as error:
+                if failures is None:
+                    raise
+                failures.append(str(error) or type(error).__name__)
+                if close is not None:
+                    close()
+                return
+            closers.append(close)
 
     await asyncio.gather(*(one(handler) for handler in handlers))
     return closers

@@ -1,10 +1,12 @@
 """The benchmark harness keeps working: ``benchmarks/run.py --smoke`` runs every server.
 
-Only that the harness runs end to end and reports every server and workload:
-no figure is checked against any speed (a shared CI machine's timings mean
-nothing). SecureMCP's servers and the bare-wsproto ceiling always run; the
-peers (nextmcp, websockets, the MCP SDK) run only where
-``benchmarks/.venv-peers`` exists (``bash benchmarks/setup_peers.sh``).
+Only that the harness runs end to end and reports every server, client and
+workload, with every answer right (the load generator and the C1 clients check
+each echo): no figure is checked against any speed (a shared CI machine's
+timings mean nothing). SecureMCP's servers and clients and the bare-wsproto
+ceiling always run; the peers (nextmcp, websockets, the MCP SDK, and their
+clients) run only where ``benchmarks/.venv-peers`` exists
+(``bash benchmarks/setup_peers.sh``).
 """
 
 from __future__ import annotations
@@ -23,23 +25,31 @@ PEERS = ROOT / "benchmarks" / ".venv-peers" / "bin" / "python"
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 SEED = {"S1", "S2", "S3", "S4", "S5"}
 MCP = {"M1", "M2"}
+OURS = SEED | MCP | {"M5"}
+C1 = {"C1-1", "C1-64"}
 
 
 def expected_rows() -> dict[str, set[str]]:
-    """Server name -> the workloads it must report."""
+    """Server (or C1 client) name -> the workloads it must report."""
     rows = {
-        "securemcp-asyncio": SEED | MCP,
-        "securemcp-trio": SEED | MCP,
+        "securemcp-asyncio": OURS,
+        "securemcp-trio": OURS,
         "wsproto-ceiling": SEED,
+        "securemcp-client-asyncio": C1,
+        "securemcp-client-trio": C1,
     }
     if importlib.util.find_spec("uvloop") is not None:
-        rows["securemcp-uvloop"] = SEED | MCP
+        rows["securemcp-uvloop"] = OURS
+        rows["securemcp-client-uvloop"] = C1
     if PEERS.exists():
         rows |= {
             "nextmcp": SEED,
             "websockets": SEED,
             "websockets-uvloop": SEED,
             "mcp-sdk": MCP,
+            "nextmcp-client": C1,
+            "websockets-client": C1,
+            "websockets-client-uvloop": C1,
         }
     return rows
 
@@ -85,6 +95,7 @@ def test_smoke_run_reports_every_server_and_workload(tmp_path: Path) -> None:
             if workload == "S4":
                 # Every idle connection was opened and stayed open.
                 assert run["connections"] == 50, (server, run)
+                assert run["failed"] == 0, (server, run)
             else:
                 assert run["calls"] > 0, (server, workload, run)
     assert {server: set(runs) for server, runs in seen.items()} == expected_rows()

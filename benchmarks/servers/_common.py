@@ -26,7 +26,7 @@ def echo(message: str) -> dict[str, str]:
 
 
 def raise_fd_limit() -> None:
-    """Allow as many open files as the hard limit does (S4 opens 2,000 connections)."""
+    """Allow as many open files as the hard limit does (S4 opens 10,000 connections)."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 

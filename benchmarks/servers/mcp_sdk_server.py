@@ -4,6 +4,15 @@ Runs from ``benchmarks/.venv-peers``. ``mcp.server.websocket.websocket_server``
 (removed in mcp 2.0) adapts the ASGI WebSocket to the SDK's streams; uvicorn
 runs with its defaults (``loop="auto"``: uvloop, which is installed), as it is
 usually deployed.
+
+FastMCP logs at INFO by default, through rich, and the low-level server logs
+one line per request at INFO ("Processing request of type CallToolRequest"):
+on the benchmark machine that line took a third or more of each M2 call. A
+deployment that cares about speed turns it down, so the benchmark runs
+FastMCP at WARNING (its ``log_level``, which it hands to
+``logging.basicConfig``), as uvicorn runs at ``warning`` too. The rest is
+the SDK's default; most of what is left of a call is its per-call
+``jsonschema`` validation of the arguments (``check_schema`` included).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ else:
 
 warnings.simplefilter("ignore", DeprecationWarning)
 
-server = FastMCP("bench")
+server = FastMCP("bench", log_level="WARNING")
 LOWLEVEL = server._mcp_server
 """FastMCP's protocol server, which runs over any pair of streams."""
 

@@ -8,8 +8,9 @@ It logs ``[WS] Starting WebSocket server on ws://127.0.0.1:PORT``. The tools
 are the chat example's broadcast path without its store and rate limit, so
 that the fan-out is what is measured: ``join_room`` subscribes the caller to
 the room's topic, ``send_message`` publishes a ``chat.message`` notification
-there (``ctx.publish``). Limits are raised as in ``securemcp_server.py``
-(10,000 connections); every other setting is the default.
+there (``ctx.publish``). Every setting is the default, as in
+``securemcp_server.py`` (the 501 connections fit the default
+``max_connections``).
 """
 
 from __future__ import annotations
@@ -62,8 +63,7 @@ def main() -> None:
     parser.add_argument("--backend", default="asyncio")
     args = parser.parse_args()
     raise_fd_limit()
-    transport = WebSocketTransport(app, max_connections=10_000)
-    transport.run(HOST, 0, backend=args.backend, log_level=logging.INFO)
+    WebSocketTransport(app).run(HOST, 0, backend=args.backend, log_level=logging.INFO)
 
 
 if __name__ == "__main__":

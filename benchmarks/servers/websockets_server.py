@@ -3,6 +3,12 @@
 Runs from ``benchmarks/.venv-peers``; ``--uvloop`` runs it on uvloop. One
 handler per connection: the welcome message, then each request answered in
 turn, as the simplest correct design does.
+
+``--no-compression`` declines permessage-deflate, which ``websockets``
+accepts by default: the load generator never offers it, but the C1 clients
+built on ``websockets`` do, and C1 measures the clients, not the deflate
+work of the server they happen to meet (SecureMCP's client does not offer
+it).
 """
 
 from __future__ import annotations
@@ -45,9 +51,9 @@ async def handler(websocket: ServerConnection) -> None:
         pass
 
 
-async def main() -> None:
+async def main(compression: str | None) -> None:
     """Serve until killed."""
-    async with serve(handler, HOST, 0, max_size=4 * 1024 * 1024) as server:
+    async with serve(handler, HOST, 0, compression=compression) as server:
         announce_bound(server.sockets)
         await asyncio.Event().wait()
 
@@ -55,11 +61,13 @@ async def main() -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--no-compression", action="store_true")
     args = parser.parse_args()
     raise_fd_limit()
+    serving = main(None if args.no_compression else "deflate")
     if args.uvloop:
         import uvloop
 
-        uvloop.run(main())
+        uvloop.run(serving)
     else:
-        asyncio.run(main())
+        asyncio.run(serving)
