@@ -24,6 +24,7 @@ from securemcp.protocol import ConnectionState
 
 from ._client_io import ClientIO, Signal, Waiter
 from ._client_target import Target, system_error
+from ._read_buffer import read_buffer
 
 if TYPE_CHECKING:
     from ._client_session import ClientSession
@@ -35,7 +36,7 @@ _CLOSED = ConnectionState.CLOSED
 
 async def _connect(
     loop: asyncio.AbstractEventLoop,
-    protocol: asyncio.Protocol,
+    protocol: asyncio.BaseProtocol,
     target: Target,
     ssl_context: ssl.SSLContext | None,
     url: str,
@@ -70,7 +71,7 @@ async def _connect(
     raise system_error(errors[0], url)
 
 
-class AsyncioIO(asyncio.Protocol, ClientIO):
+class AsyncioIO(asyncio.BufferedProtocol, ClientIO):
     """One client connection as an asyncio protocol."""
 
     def __init__(self, session: ClientSession, loop: asyncio.AbstractEventLoop) -> None:
@@ -100,6 +101,13 @@ class AsyncioIO(asyncio.Protocol, ClientIO):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports quack like asyncio.Transport without inheriting from it.
         self._transport = cast(asyncio.Transport, transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # The thread's shared buffer, not a fresh 256 KiB bytes per read.
+        return read_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(read_buffer()[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         conn = self._conn
