@@ -231,8 +231,10 @@ def intro(title: str, meta: dict[str, Any]) -> list[str]:
         "its default `Limits` (1 MiB messages, which S5's 256 KiB fit) and `max_connections`, "
         "the peers as their libraries come, the MCP SDK's FastMCP logging at WARNING instead "
         "of its per-request INFO line. Each server process raises its soft file-descriptor limit "
-        f"to the hard one. S4 opens {meta['idle']:,} connections on a fresh server process after "
-        "a short warm-up, counts those the server refused or did not answer, and divides the "
+        "to the hard one. Every workload runs on a freshly started server process (what ran "
+        "before changes what later workloads cost: `benchmarks/HARNESS.md`). "
+        f"S4 opens {meta['idle']:,} connections after a short warm-up, counts those the "
+        "server refused or did not answer, and divides the "
         "growth of its resident memory (VmRSS) by the connections open (refusals can leave "
         "memory behind too).",
         "",

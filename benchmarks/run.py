@@ -6,8 +6,9 @@ every server) in another (pinned to CPU 1). SecureMCP's servers and the bare
 wsproto ceiling run from the project's environment; the peers from
 ``benchmarks/.venv-peers`` (built by ``benchmarks/setup_peers.sh``). Rounds
 are interleaved (every server once, then again) so that drift in a shared
-machine's load hits every server alike; S4 gets a fresh server process of its
-own, so that memory left over from other workloads does not hide its cost.
+machine's load hits every server alike; every workload gets a freshly started
+server process, so that no workload's cost depends on what ran before it
+(HARNESS.md: glibc's mmap threshold), and no memory left over hides S4's.
 
 Workloads (seed dialect unless said):
 
@@ -263,14 +264,18 @@ def one_round(
     workloads: Sequence[Workload],
     args: argparse.Namespace,
 ) -> Iterator[tuple[Entry, Workload, dict[str, Any]]]:
-    """Every server once over its workloads (S4 on a fresh process), then every C1 client."""
+    """Every server once over its workloads, then every C1 client.
+
+    Each workload gets a server process of its own: a process's history
+    changes what later workloads cost (glibc raises its mmap threshold once a
+    large block is freed, after which a server that reads 256 KiB at a time
+    stops paying an mmap per read: the ceiling's S3 doubles after an S5;
+    HARNESS.md), so every figure is that of a freshly started server.
+    """
     for server in servers:
-        mine = [w for w in workloads if w.key in server.workloads]
-        for group in ([w for w in mine if w.idle], [w for w in mine if not w.idle]):
-            if not group:
-                continue
-            with running(server) as (port, pid):
-                for workload in group:
+        for workload in workloads:
+            if workload.key in server.workloads:
+                with running(server) as (port, pid):
                     yield server, workload, measure(workload, port, pid, args)
     c1 = [w for w in workloads if w.client]
     if not (c1 and clients):
