@@ -304,19 +304,16 @@ class MCPSession:
         ``pydantic_core.PydanticSerializationError`` for a value JSON cannot hold.
         """
         encoded = dumps_bytes(result)
+        head = b'{"jsonrpc":"2.0","id":' + dumps_bytes(request_id)
         if isinstance(result, str):
-            text = encoded  # the string itself, already escaped by the encoder
+            # The string itself, already a JSON string as the encoder wrote it.
+            parts = [head, b',"result":{"content":[{"type":"text","text":', encoded, b"}]"]
         else:
             # JSON text holds no raw control character: as a JSON string it
-            # only needs its backslashes and quotes escaped (two C-speed passes).
-            text = b'"' + encoded.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-        parts = [
-            b'{"jsonrpc":"2.0","id":',
-            dumps_bytes(request_id),
-            b',"result":{"content":[{"type":"text","text":',
-            text,
-            b"}]",
-        ]
+            # only needs its backslashes and quotes escaped (two C-speed passes;
+            # bytes.replace returns the very object when there is none).
+            text = encoded.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+            parts = [head, b',"result":{"content":[{"type":"text","text":"', text, b'"}]']
         if (
             tool.output_schema is not None
             and encoded[:1] == b"{"
