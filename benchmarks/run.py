@@ -128,12 +128,12 @@ def _client(name: str) -> str:
 
 
 SERVERS = [
-    Entry("securemcp-asyncio", "SecureMCP, anyio on asyncio",
+    Entry("securemcp-asyncio", "SecureMCP on asyncio (asyncio.Protocol path)",
           (_script("securemcp_server.py"), "--backend", "asyncio"), False, OURS, True),
-    Entry("securemcp-uvloop", "SecureMCP, anyio on asyncio with uvloop",
+    Entry("securemcp-uvloop", "SecureMCP on uvloop (the same protocol path)",
           (_script("securemcp_server.py"), "--backend", "asyncio+uvloop"), False, OURS,
           True, needs="uvloop"),
-    Entry("securemcp-trio", "SecureMCP, anyio on trio",
+    Entry("securemcp-trio", "SecureMCP on trio (anyio path, one task per connection)",
           (_script("securemcp_server.py"), "--backend", "trio"), False, OURS, True),
     Entry("nextmcp", "nextmcp 0.6.0 (the original system), websockets underneath",
           (_script("nextmcp_server.py"),), True, SEED),
