@@ -155,12 +155,13 @@ class StreamConnection:
         driver = self.driver
         try:
             while True:
-                data = driver.take_output()
+                chunks = driver.take_output()
                 self._maybe_resume()
-                if not data:
+                if not chunks:
                     return
                 try:
-                    await self._stream.send(data)
+                    for chunk in chunks:
+                        await self._stream.send(chunk)
                 except _IO_ERRORS as exc:
                     logger.debug("connection from %s lost while writing: %r", driver.peer, exc)
                     driver.eof_received()

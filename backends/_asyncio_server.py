@@ -166,10 +166,11 @@ class ServerProtocol(asyncio.BufferedProtocol):
         # Past the transport's high-water mark the rest waits in the core, which
         # then holds its input too: resume_writing() comes back for it.
         while not self._write_paused:
-            data = driver.take_output()
-            if not data:
+            chunks = driver.take_output()
+            if not chunks:
                 break
-            transport.write(data)
+            for chunk in chunks:
+                transport.write(chunk)
         if driver.finished:
             transport.close()  # after the buffered bytes are written
         else:

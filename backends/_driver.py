@@ -134,12 +134,12 @@ class ConnectionDriver:
         self.conn.receive_eof()
         self._handle_events()
 
-    def take_output(self) -> bytes:
-        """What to write now (empty: nothing); draining it may let held input through."""
-        data = self.conn.data_to_send()
+    def take_output(self) -> list[bytes]:
+        """The chunks to write now, in order (none: nothing); draining may let held input in."""
+        chunks = self.conn.data_to_send_chunks()
         if self.conn._events or (self.conn.close_expected() and not self._closing):
             self._handle_events()
-        return data
+        return chunks
 
     def pending_output(self) -> int:
         """Bytes the peer has yet to receive: the core's and the socket layer's."""

@@ -129,13 +129,18 @@ def driven(
 def upgraded(**options: Any) -> tuple[ConnectionDriver, Recorder, FakeServer]:
     driver, adapter, server = driven(**options)
     driver.data_received(UPGRADE_REQUEST)
-    head = driver.take_output()
+    head = output(driver)
     assert head.startswith(b"HTTP/1.1 101 ")
     return driver, adapter, server
 
 
+def output(driver: ConnectionDriver) -> bytes:
+    """Everything the driver has to write now, joined."""
+    return b"".join(driver.take_output())
+
+
 def frames(driver: ConnectionDriver) -> list[tuple[int, bytes]]:
-    return split_server_frames(driver.take_output())
+    return split_server_frames(output(driver))
 
 
 def call(name: str, request_id: int = 1, message: str = "hi") -> bytes:
@@ -155,13 +160,13 @@ def test_the_handshake_deadline_runs_from_the_start_and_aborts() -> None:
     adapter.clock = 110.0
     driver.on_deadline()
     assert adapter.aborted
-    assert driver.take_output() == b""  # a timed-out handshake gets no answer
+    assert output(driver) == b""  # a timed-out handshake gets no answer
 
 
 def test_an_accepted_upgrade_lifts_the_deadline_and_greets() -> None:
     driver, adapter, _ = driven()
     driver.data_received(UPGRADE_REQUEST)
-    head, _, rest = driver.take_output().partition(b"\r\n\r\n")
+    head, _, rest = output(driver).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101 ")
     assert adapter.deadline == math.inf
     assert not adapter.aborted
@@ -180,7 +185,7 @@ def test_a_full_or_draining_server_answers_503(
     server.draining = draining
     caplog.set_level(logging.WARNING, logger="securemcp.security")
     driver.data_received(UPGRADE_REQUEST)
-    assert driver.take_output().startswith(b"HTTP/1.1 503 ")
+    assert output(driver).startswith(b"HTTP/1.1 503 ")
     assert driver.finished
     assert f"refused with 503: {reason}" in caplog.text
 
@@ -189,7 +194,7 @@ def test_a_refused_handshake_gets_the_policy_status() -> None:
     policy = SecurityPolicy(authenticator=StaticTokenAuthenticator({"t0ken": Principal("ann")}))
     driver, _, _ = driven(security=policy)
     driver.data_received(UPGRADE_REQUEST)
-    assert driver.take_output().startswith(b"HTTP/1.1 401 ")
+    assert output(driver).startswith(b"HTTP/1.1 401 ")
     assert driver.finished
 
 
@@ -209,14 +214,14 @@ def test_a_call_that_suspends_gets_a_task_and_its_answer_when_done() -> None:
     driver.data_received(call("slow"))
     [spawned] = adapter.spawned
     assert driver.calls_in_flight == 1
-    assert driver.take_output() == b""
+    assert output(driver) == b""
     driver.call_done(spawned, "done")
     assert frames(driver) == [(0x1, b'{"id":1,"result":"done"}')]
     assert driver.calls_in_flight == 0
     assert server.finished_calls == 1
     # A second report for the same call (a race with a cancellation) is dropped.
     driver.call_done(spawned, "again")
-    assert driver.take_output() == b""
+    assert output(driver) == b""
 
 
 def test_going_away_answers_running_calls_then_closes_with_1001() -> None:
@@ -274,13 +279,13 @@ def test_calls_while_draining_are_answered_32800() -> None:
 def test_keepalive_pings_when_due_and_closes_1011_without_a_pong() -> None:
     driver, adapter, _ = upgraded()
     driver.keepalive_tick(adapter.clock + 19.0)
-    assert driver.take_output() == b""  # not due yet
+    assert output(driver) == b""  # not due yet
     driver.keepalive_tick(adapter.clock + 20.0)
     [(opcode, payload)] = frames(driver)
     assert opcode == OP_PING
     assert len(payload) == 4
     driver.keepalive_tick(adapter.clock + 39.9)
-    assert driver.take_output() == b""
+    assert output(driver) == b""
     driver.keepalive_tick(adapter.clock + 40.0)
     [(opcode, payload)] = frames(driver)
     assert (opcode, payload[:2]) == (OP_CLOSE, (1011).to_bytes(2, "big"))
@@ -304,10 +309,10 @@ def test_a_paused_connection_gets_a_fresh_pong_deadline() -> None:
     frames(driver)
     adapter.is_reading = False
     driver.keepalive_tick(adapter.clock + 50.0)
-    assert driver.take_output() == b""  # its pong may sit unread: no verdict
+    assert output(driver) == b""  # its pong may sit unread: no verdict
     adapter.is_reading = True
     driver.keepalive_tick(adapter.clock + 69.0)
-    assert driver.take_output() == b""
+    assert output(driver) == b""
     driver.keepalive_tick(adapter.clock + 70.0)
     [(opcode, _)] = frames(driver)
     assert opcode == OP_CLOSE
@@ -331,11 +336,11 @@ def test_credentials_that_expire_close_the_connection_with_1008() -> None:
     driver.data_received(
         UPGRADE_REQUEST.replace(b"\r\n\r\n", b"\r\nAuthorization: Bearer t0ken\r\n\r\n")
     )
-    assert driver.take_output().startswith(b"HTTP/1.1 101 ")
+    assert output(driver).startswith(b"HTTP/1.1 101 ")
     # Armed on the loop's clock for what the wall clock says is left.
     assert adapter.clock + 29.0 < adapter.deadline <= adapter.clock + 30.0
     driver.on_deadline()  # early (the wall clock has not got there): armed again
-    assert driver.take_output() == b""
+    assert output(driver) == b""
     assert adapter.deadline > adapter.clock
     driver.conn.principal = Principal("ann", expires_at=time.time() - 1)
     driver._expires_at = time.time() - 1

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from securemcp import SecureMCP
 from securemcp.protocol import ConnectionClosed, ConnectionState, Limits, PongReceived
+from securemcp.protocol.connection import LARGE
 
 from .helpers import (
     OP_BINARY,
@@ -341,3 +344,34 @@ def test_messages_after_our_close_are_ignored(app: SecureMCP) -> None:
     )
     assert server.data_to_send() == b""
     assert server.events_received() == []
+
+
+def test_large_answers_come_as_chunks_that_are_not_copied(app: SecureMCP) -> None:
+    # Two answers in one batch: a small one, then one past LARGE.
+    server = open_server(app)
+    big = "x" * LARGE
+    server.receive_data(
+        client_frame(b'{"id":1,"method":"ping"}')
+        + client_frame(json.dumps({"id": 2, "method": big}).encode())
+        + client_frame(b'{"id":3,"method":"ping"}')
+    )
+    chunks = server.data_to_send_chunks()
+    assert server.data_to_send_chunks() == []  # drained
+    joined = b"".join(chunks)
+    answers = parse_server_messages(joined)
+    assert [answer["id"] for answer in answers] == [1, 2, 3]
+    # Small pieces are joined; the large error answer (it quotes the method) stays
+    # whole, never copied into a bigger buffer.
+    assert all(len(chunk) >= LARGE for chunk in chunks[1:-1])
+    assert len(chunks) == 3
+    assert chunks[0].startswith(server_frame(b"")[:1])
+
+
+def test_data_to_send_and_its_chunks_write_the_same_bytes(app: SecureMCP) -> None:
+    first, second = open_server(app), open_server(app)
+    requests = b"".join(
+        client_frame(json.dumps({"id": n, "method": "x" * (n * 40_000)}).encode()) for n in range(4)
+    )
+    first.receive_data(requests)
+    second.receive_data(requests)
+    assert b"".join(second.data_to_send_chunks()) == first.data_to_send()

@@ -31,11 +31,14 @@ from ..errors import LocalProtocolError
 from . import jsonrpc
 from .deflate import BoundedPerMessageDeflate
 from .events import ConnectionClosed, Event, PongReceived
-from .frames import CloseCode, parse_close, text_frame
+from .frames import CloseCode, parse_close, text_frame, text_frame_header
 from .head import HeadCounter
 from .limits import Limits
 
-__all__ = ["CloseCode", "ConnectionState"]
+__all__ = ["LARGE", "CloseCode", "ConnectionState"]
+
+LARGE = 64 * 1024
+"""Bytes from which an outgoing part is handed to the backend on its own, not copied."""
 
 _TEXT, _BINARY, _CONTINUATION = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION
 _PING, _PONG, _CLOSE = Opcode.PING, Opcode.PONG, Opcode.CLOSE
@@ -204,12 +207,43 @@ class _Endpoint:
         if not outgoing:
             return b""
         data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
-        outgoing.clear()
+        self._drained()
+        return data
+
+    def data_to_send_chunks(self) -> list[bytes]:
+        """:meth:`data_to_send` as chunks to write in order; empty when there is nothing.
+
+        Large parts of an answer come as chunks of their own instead of being
+        copied into one buffer: a backend that writes chunk by chunk (or with
+        scatter-gather I/O) saves a copy of every large answer. Small pieces
+        come joined, one write for them all.
+        """
+        outgoing = self._outgoing
+        if len(outgoing) <= 1:
+            chunks = outgoing[:]
+        else:
+            chunks = []
+            small: list[bytes] = []
+            for chunk in outgoing:
+                if len(chunk) < LARGE:
+                    small.append(chunk)
+                    continue
+                if small:
+                    chunks.append(small[0] if len(small) == 1 else b"".join(small))
+                    small = []
+                chunks.append(chunk)
+            if small:
+                chunks.append(small[0] if len(small) == 1 else b"".join(small))
+        if outgoing:
+            self._drained()
+        return chunks
+
+    def _drained(self) -> None:
+        self._outgoing.clear()
         self._outgoing_size = 0
         # Draining the output may lift the output limit that paused input.
         if self._held:
             self._process()
-        return data
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a WebSocket ping (keepalive); the pong arrives as :class:`PongReceived`."""
@@ -270,8 +304,17 @@ class _Endpoint:
         if self._client or self._compressed_out:
             text = b"".join((payload, *more)).decode() if more else payload.decode()
             self._write(bytes(self._sender.send_data(text)))
-        else:
+            return
+        size = len(payload) + sum(map(len, more)) if more else len(payload)
+        if size < LARGE:
             self._write(text_frame(payload, *more))
+            return
+        # A large message: its parts stay as they are (data_to_send_chunks),
+        # rather than be copied after a two-byte header.
+        self._write(text_frame_header(size))
+        self._write(payload)
+        for part in more:
+            self._write(part)
 
     def _send_json(self, value: Any) -> None:
         self._send_payload(jsonrpc.dumps_bytes(value))

@@ -14,7 +14,7 @@ import struct
 
 from wsproto.frame_protocol import CloseReason, ParseFailed
 
-__all__ = ["CloseCode", "parse_close", "text_frame"]
+__all__ = ["CloseCode", "parse_close", "text_frame", "text_frame_header"]
 
 _FIN_TEXT = 0x81
 """FIN bit set, opcode 0x1 (text): a whole message in one frame."""
@@ -30,13 +30,17 @@ def text_frame(payload: bytes, *more: bytes) -> bytes:
     frames, compressed frames) is wsproto's.
     """
     size = len(payload) + sum(map(len, more)) if more else len(payload)
-    if size < 126:
-        header = bytes((_FIN_TEXT, size))
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", _FIN_TEXT, 126, size)
-    else:
-        header = struct.pack("!BBQ", _FIN_TEXT, 127, size)
+    header = text_frame_header(size)
     return b"".join((header, payload, *more)) if more else header + payload
+
+
+def text_frame_header(size: int) -> bytes:
+    """The header of an unmasked, unfragmented text frame carrying ``size`` bytes."""
+    if size < 126:
+        return bytes((_FIN_TEXT, size))
+    if size < 1 << 16:
+        return struct.pack("!BBH", _FIN_TEXT, 126, size)
+    return struct.pack("!BBQ", _FIN_TEXT, 127, size)
 
 
 class CloseCode:
