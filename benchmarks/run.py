@@ -148,12 +148,12 @@ SERVERS = [
 ]  # fmt: skip
 
 CLIENTS = [
-    Entry("securemcp-client-asyncio", "C1: SecureMCP `WebSocketClient`, anyio on asyncio",
+    Entry("securemcp-client-asyncio", "C1: SecureMCP `WebSocketClient`, asyncio (asyncio.Protocol client)",
           (_client("securemcp_client.py"), "--loop", "asyncio"), False, C1, True),
-    Entry("securemcp-client-uvloop", "C1: SecureMCP `WebSocketClient`, asyncio with uvloop",
+    Entry("securemcp-client-uvloop", "C1: SecureMCP `WebSocketClient`, uvloop (the same client)",
           (_client("securemcp_client.py"), "--loop", "uvloop"), False, C1, True,
           needs="uvloop"),
-    Entry("securemcp-client-trio", "C1: SecureMCP `WebSocketClient`, anyio on trio",
+    Entry("securemcp-client-trio", "C1: SecureMCP `WebSocketClient`, trio (one reader task)",
           (_client("securemcp_client.py"), "--loop", "trio"), False, C1, True),
     Entry("nextmcp-client", "C1: nextmcp 0.6.0 `WebSocketClient` (the seed's client), asyncio",
           (_client("nextmcp_client.py"), "--loop", "asyncio"), True, C1),
