@@ -148,7 +148,8 @@ SERVERS = [
 ]  # fmt: skip
 
 CLIENTS = [
-    Entry("securemcp-client-asyncio", "C1: SecureMCP `WebSocketClient`, asyncio (asyncio.Protocol client)",
+    Entry("securemcp-client-asyncio",
+          "C1: SecureMCP `WebSocketClient`, asyncio (asyncio.Protocol client)",
           (_client("securemcp_client.py"), "--loop", "asyncio"), False, C1, True),
     Entry("securemcp-client-uvloop", "C1: SecureMCP `WebSocketClient`, uvloop (the same client)",
           (_client("securemcp_client.py"), "--loop", "uvloop"), False, C1, True,
