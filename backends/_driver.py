@@ -126,7 +126,7 @@ class ConnectionDriver:
     def data_received(self, data: bytes) -> None:
         """Bytes from the socket."""
         self.conn.receive_data(data)
-        if self.conn._events:
+        if self.conn.has_events:
             self._handle_events()
 
     def eof_received(self) -> None:
@@ -137,7 +137,7 @@ class ConnectionDriver:
     def take_output(self) -> list[bytes]:
         """The chunks to write now, in order (none: nothing); draining may let held input in."""
         chunks = self.conn.data_to_send_chunks()
-        if self.conn._events or (self.conn.close_expected() and not self._closing):
+        if self.conn.has_events or (self.conn.close_expected() and not self._closing):
             self._handle_events()
         return chunks
 

@@ -194,6 +194,11 @@ class _Endpoint:
         if self._state is not ConnectionState.CLOSED:
             self._finish(CloseCode.ABNORMAL, "connection lost")
 
+    @property
+    def has_events(self) -> bool:
+        """Whether ``events_received()`` would return anything (a cheap check, no list)."""
+        return bool(self._events)
+
     def events_received(self) -> list[Event]:
         """The events produced since the last call, oldest first."""
         events = self._events

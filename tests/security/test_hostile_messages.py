@@ -56,6 +56,29 @@ async def still_answers(peer: RawPeer) -> None:
     assert await answer(peer) == {"id": "after", "result": {"pong": True}}
 
 
+def blob_requests(count: int, size: int) -> bytes:
+    """``count`` pipelined calls of the ``blob`` tool, ids 0 to ``count - 1``."""
+    return b"".join(
+        text_frame(
+            {"id": n, "method": "invoke_tool", "params": {"tool_name": "blob",
+                                                          "params": {"size": size}}}
+        )
+        for n in range(count)
+    )  # fmt: skip
+
+
+async def blob_answers(peer: RawPeer, count: int, size: int) -> set[int]:
+    """Read ``count`` answers of the ``blob`` tool (``size`` bytes each); their ids."""
+    ids: set[int] = set()
+    for _ in range(count):
+        opcode, payload = await peer.next_frame()
+        assert opcode == OP_TEXT
+        reply = json.loads(payload)
+        assert reply["result"] == "x" * size
+        ids.add(reply["id"])
+    return ids
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("text", "code"),
@@ -292,16 +315,7 @@ def check_growth(memory: MemoryWatch, when: str) -> int:
 @pytest.mark.anyio
 async def test_10_000_pipelined_requests_unread_keep_server_memory_bounded() -> None:
     size = 1024
-    requests = b"".join(
-        text_frame(
-            {
-                "id": n,
-                "method": "invoke_tool",
-                "params": {"tool_name": "blob", "params": {"size": size}},
-            }
-        )
-        for n in range(10_000)
-    )
+    requests = blob_requests(10_000, size)
     answered: set[int] = set()
 
     async with (
@@ -316,12 +330,7 @@ async def test_10_000_pipelined_requests_unread_keep_server_memory_bounded() -> 
             widen_receive_window(peer)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(writer.finish)
-                for _ in range(10_000):
-                    opcode, payload = await peer.next_frame()
-                    assert opcode == OP_TEXT
-                    reply = json.loads(payload)
-                    assert reply["result"] == "x" * size
-                    answered.add(reply["id"])
+                answered |= await blob_answers(peer, 10_000, size)
             growth = check_growth(memory, "over the whole flood")
         await still_answers(peer)
     # Every request was answered once the peer read: nothing was lost.
@@ -336,16 +345,7 @@ async def test_requests_read_at_once_are_answered_only_as_fast_as_the_peer_reads
     # The server may hold max_pending_output of answers, not all of them: it
     # leaves the other requests unhandled until the peer reads.
     size, count = 16 * 1024, 200
-    requests = b"".join(
-        text_frame(
-            {
-                "id": n,
-                "method": "invoke_tool",
-                "params": {"tool_name": "blob", "params": {"size": size}},
-            }
-        )
-        for n in range(count)
-    )
+    requests = blob_requests(count, size)
     assert len(requests) < READ_SIZE
     answered: set[int] = set()
     async with (
@@ -360,12 +360,7 @@ async def test_requests_read_at_once_are_answered_only_as_fast_as_the_peer_reads
             await anyio.wait_readable(writer.sock)
             check_growth(memory, "once the answers began")
             widen_receive_window(peer)
-            for _ in range(count):
-                opcode, payload = await peer.next_frame()
-                assert opcode == OP_TEXT
-                reply = json.loads(payload)
-                assert reply["result"] == "x" * size
-                answered.add(reply["id"])
+            answered |= await blob_answers(peer, count, size)
             growth = check_growth(memory, "over the whole exchange")
         await still_answers(peer)
     assert answered == set(range(count))
