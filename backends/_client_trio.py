@@ -39,8 +39,16 @@ if TYPE_CHECKING:
 __all__ = ["TrioIO"]
 
 _READ_SIZE = 65536
+_YIELD_EVERY = 16
+"""Reads served without waiting before the reader yields to other tasks once anyway."""
 _CLOSED = ConnectionState.CLOSED
-_LOST = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+_LOST = (
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    trio.ClosedResourceError,
+    OSError,
+)
 
 
 class _TrioWaiter:
@@ -102,6 +110,7 @@ class TrioIO(ClientIO):
         # still gets a clean close. shutdown() cancels their scopes itself.
         self._scopes = [trio.CancelScope(shield=True), trio.CancelScope(shield=True)]
         self._reader_done = trio.Event()
+        self._ready_reads = 0
 
     @classmethod
     async def open(cls, session: ClientSession, deadline: float) -> TrioIO | None:
@@ -153,7 +162,7 @@ class TrioIO(ClientIO):
                         await self._idle.wait(self)
                     continue
                 try:
-                    data = await stream.receive(_READ_SIZE)
+                    data = await self._receive()
                 except _LOST:
                     conn.receive_eof()
                 else:
@@ -171,6 +180,33 @@ class TrioIO(ClientIO):
                     await self._idle.wait(self)
                 await anyio.aclose_forcefully(stream)
             self._reader_done.set()
+
+    async def _receive(self) -> bytes:
+        """The next bytes from the server.
+
+        On plain TCP straight from the socket: trio's own ``recv`` yields to
+        the scheduler after every read it did not have to wait for, an extra
+        pass of trio's run loop per message; here a read that had to wait has
+        yielded already, and one in :data:`_YIELD_EVERY` of the others yields,
+        so that a server flooding us cannot starve the rest of the program.
+        """
+        raw = self._raw
+        if raw is None:
+            return await self._stream.receive(_READ_SIZE)
+        while True:
+            try:
+                data = raw.recv(_READ_SIZE)
+            except BlockingIOError:
+                self._ready_reads = 0
+                await trio.lowlevel.wait_readable(raw)
+                continue
+            if not data:
+                raise anyio.EndOfStream
+            self._ready_reads += 1
+            if self._ready_reads >= _YIELD_EVERY:
+                self._ready_reads = 0
+                await trio.lowlevel.checkpoint()
+            return data
 
     # Writing
 
