@@ -8,7 +8,7 @@ import pytest
 
 from securemcp import SecureMCP
 from securemcp.protocol import ConnectionClosed, ConnectionState, Limits, PongReceived
-from securemcp.protocol.connection import LARGE
+from securemcp.protocol.output import LARGE
 
 from .helpers import (
     OP_BINARY,
@@ -136,14 +136,14 @@ def test_fragments_over_the_limit_are_not_buffered(app: SecureMCP) -> None:
     server = open_server(app, limits=Limits(max_message_size=LIMIT))
     text = ping_text(LIMIT + 1)
     server.receive_data(client_frame(text[:150], OP_TEXT, fin=False))
-    assert server._fragments == [text[:150]]
+    assert server._messages.parts == [text[:150]]
     server.receive_data(client_frame(text[150:], OP_CONT, fin=False))
     assert server.data_to_send() == server_close(1009, f"message exceeds {LIMIT} bytes")
-    assert server._fragments == []
+    assert server._messages.parts == []
     # More of the same message, and further messages, are dropped, not buffered.
     server.receive_data(client_frame(b"x" * 50, OP_CONT, fin=False) + client_frame(b"}", OP_CONT))
     server.receive_data(client_frame(b'{"id":2,"method":"ping"}'))
-    assert server._fragments == []
+    assert server._messages.parts == []
     assert server.data_to_send() == b""
     assert server.events_received() == []
 
@@ -155,12 +155,12 @@ def test_huge_frame_header_closes_as_soon_as_the_limit_is_passed(app: SecureMCP)
     body_start = len(frame) - (LIMIT + 10_001)
     server.receive_data(frame[: body_start + LIMIT])
     assert server.data_to_send() == b""
-    assert sum(map(len, server._fragments)) == LIMIT
+    assert sum(map(len, server._messages.parts)) == LIMIT
     server.receive_data(frame[body_start + LIMIT : body_start + LIMIT + 1])
     assert server.data_to_send() == server_close(1009, f"message exceeds {LIMIT} bytes")
-    assert server._fragments == []
+    assert server._messages.parts == []
     server.receive_data(frame[body_start + LIMIT + 1 :])
-    assert server._fragments == []
+    assert server._messages.parts == []
     assert server.data_to_send() == b""
     assert server.events_received() == []
 

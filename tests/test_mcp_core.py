@@ -740,9 +740,9 @@ def test_seed_calls_get_a_progress_that_reports_nothing() -> None:
 def test_progress_is_dropped_while_the_output_is_over_its_limit() -> None:
     pair = open_mcp()
     running = start_call(pair, "steps", {"count": 0}, 1, _meta={"progressToken": 1})
-    pair.server._outgoing_size = pair.server.limits.max_pending_output
+    pair.server._output.size = pair.server.limits.max_pending_output
     assert not pair.server.report_progress(running, 1)
-    pair.server._outgoing_size = 0
+    pair.server._output.size = 0
     assert pair.server.report_progress(running, 1)
 
 

@@ -31,14 +31,13 @@ from ..errors import LocalProtocolError
 from . import jsonrpc
 from .deflate import BoundedPerMessageDeflate
 from .events import ConnectionClosed, Event, PongReceived
-from .frames import CloseCode, parse_close, text_frame, text_frame_header
+from .frames import CloseCode, parse_close
 from .head import HeadCounter
 from .limits import Limits
+from .messages import Assembler, Refused, StreamBroken, too_big
+from .output import Output
 
-__all__ = ["LARGE", "CloseCode", "ConnectionState"]
-
-LARGE = 64 * 1024
-"""Bytes from which an outgoing part is handed to the backend on its own, not copied."""
+__all__ = ["CloseCode", "ConnectionState"]
 
 _TEXT, _BINARY, _CONTINUATION = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION
 _PING, _PONG, _CLOSE = Opcode.PING, Opcode.PONG, Opcode.CLOSE
@@ -75,16 +74,12 @@ class _Endpoint:
         "_deflate",
         "_early",
         "_events",
-        "_fragments",
-        "_frame_count",
         "_frames",
         "_handshake",
         "_head",
         "_held",
-        "_message_size",
-        "_opcode",
-        "_outgoing",
-        "_outgoing_size",
+        "_messages",
+        "_output",
         "_sender",
         "_state",
         "limits",
@@ -103,13 +98,8 @@ class _Endpoint:
         self._compressed_out = False
         self._state = ConnectionState.CONNECTING
         self._events: list[Event] = []
-        self._outgoing: list[bytes] = []
-        self._outgoing_size = 0
-        # The message being assembled: its opcode, its parts, its size and frames.
-        self._opcode: Opcode | None = None
-        self._fragments: list[bytes] = []
-        self._message_size = 0
-        self._frame_count = 0
+        self._output = Output()
+        self._messages = Assembler(self.limits)
         # Bytes that followed the handshake head in the same read, kept for
         # the frame parser until the upgrade is decided.
         self._early = b""
@@ -208,11 +198,10 @@ class _Endpoint:
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the socket, in order; empty when there is nothing."""
-        outgoing = self._outgoing
-        if not outgoing:
-            return b""
-        data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
-        self._drained()
+        data = self._output.take()
+        if data and self._held:
+            # Draining the output may lift the output limit that paused input.
+            self._process()
         return data
 
     def data_to_send_chunks(self) -> list[bytes]:
@@ -223,32 +212,10 @@ class _Endpoint:
         scatter-gather I/O) saves a copy of every large answer. Small pieces
         come joined, one write for them all.
         """
-        outgoing = self._outgoing
-        if len(outgoing) <= 1:
-            chunks = outgoing[:]
-        else:
-            chunks = []
-            small: list[bytes] = []
-            for chunk in outgoing:
-                if len(chunk) < LARGE:
-                    small.append(chunk)
-                    continue
-                if small:
-                    chunks.append(small[0] if len(small) == 1 else b"".join(small))
-                    small = []
-                chunks.append(chunk)
-            if small:
-                chunks.append(small[0] if len(small) == 1 else b"".join(small))
-        if outgoing:
-            self._drained()
-        return chunks
-
-    def _drained(self) -> None:
-        self._outgoing.clear()
-        self._outgoing_size = 0
-        # Draining the output may lift the output limit that paused input.
-        if self._held:
+        chunks = self._output.take_chunks()
+        if chunks and self._held:
             self._process()
+        return chunks
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a WebSocket ping (keepalive); the pong arrives as :class:`PongReceived`."""
@@ -267,7 +234,7 @@ class _Endpoint:
     # Hooks for the server and the client
 
     def _may_process(self) -> bool:
-        return self._outgoing_size < self.limits.max_pending_output
+        return self._output.size < self.limits.max_pending_output
 
     def _on_handshake_event(self, event: WSEvent) -> None:
         raise NotImplementedError
@@ -301,8 +268,7 @@ class _Endpoint:
     # Internals
 
     def _write(self, data: bytes) -> None:
-        self._outgoing.append(data)
-        self._outgoing_size += len(data)
+        self._output.append(data)
 
     def _send_payload(self, payload: bytes, *more: bytes) -> None:
         """Send one text message whose UTF-8 bytes are ``payload`` followed by ``more``."""
@@ -310,16 +276,7 @@ class _Endpoint:
             text = b"".join((payload, *more)).decode() if more else payload.decode()
             self._write(bytes(self._sender.send_data(text)))
             return
-        size = len(payload) + sum(map(len, more)) if more else len(payload)
-        if size < LARGE:
-            self._write(text_frame(payload, *more))
-            return
-        # A large message: its parts stay as they are (data_to_send_chunks),
-        # rather than be copied after a two-byte header.
-        self._write(text_frame_header(size))
-        self._write(payload)
-        for part in more:
-            self._write(part)
+        self._output.append_text(payload, *more)
 
     def _send_json(self, value: Any) -> None:
         self._send_payload(jsonrpc.dumps_bytes(value))
@@ -334,22 +291,17 @@ class _Endpoint:
 
     def _finish(self, code: int, reason: str) -> None:
         self._state = ConnectionState.CLOSED
-        self._fragments.clear()
+        self._messages.drop()
         self._events.append(ConnectionClosed(code, reason, self._unanswered()))
 
     def _extensions(self) -> list[Extension]:
         """The extensions to offer or accept: permessage-deflate when the limits enable it."""
         return [] if self._deflate is None else [self._deflate]
 
-    def _too_big(self) -> str:
-        return f"message exceeds {self.limits.max_message_size} bytes"
-
     def _fail(self, code: int, reason: str) -> None:
         # Our side ends the connection for cause: say why, then ignore all but the
         # peer's close frame, so that nothing more is buffered for this peer.
-        self._fragments.clear()
-        self._message_size = 0
-        self._frame_count = 0
+        self._messages.drop()
         self.close(code, reason)
 
     def _process(self) -> None:
@@ -377,7 +329,20 @@ class _Endpoint:
             opcode = frame.opcode
             payload: Any = frame.payload
             if opcode is _TEXT or opcode is _CONTINUATION or opcode is _BINARY:
-                self._on_data(opcode, payload, frame.frame_finished, frame.message_finished)
+                try:
+                    if self._state is ConnectionState.OPEN:
+                        message = self._messages.feed(
+                            opcode, payload, frame.frame_finished, frame.message_finished
+                        )
+                        if message is not None:
+                            self._on_message(message)
+                    else:  # closing: the peer's messages go unread
+                        self._messages.skip(opcode, frame.frame_finished, frame.message_finished)
+                except Refused as refusal:
+                    self._fail(refusal.code, refusal.reason)
+                except StreamBroken as broken:
+                    self._broken(broken.code, broken.reason)
+                    return
             elif opcode is _PING:
                 if not self._close_sent:
                     self._write(bytes(self._sender.pong(payload)))
@@ -411,51 +376,6 @@ class _Endpoint:
                 self._held = True
                 return
 
-    def _on_data(self, opcode: Opcode, payload: bytes, frame_done: bool, fin: bool) -> None:
-        # wsproto hands over a frame's payload as it arrives; a frame that is
-        # still arriving continues as CONTINUATION, like the next frame would.
-        if opcode is _CONTINUATION:
-            if self._opcode is None:
-                self._broken(CloseCode.PROTOCOL_ERROR, "unexpected CONTINUATION")
-                return
-        elif self._opcode is not None:
-            self._broken(CloseCode.PROTOCOL_ERROR, f"expected CONTINUATION, got {opcode.name}")
-            return
-        else:
-            self._opcode = opcode
-        if self._state is not ConnectionState.OPEN:
-            if frame_done and fin:
-                self._opcode = None
-            return  # Closing: the peer's messages go unread.
-        if self._opcode is _BINARY:
-            self._fail(CloseCode.UNSUPPORTED_DATA, "binary messages are not supported")
-            return
-        self._message_size += len(payload)
-        if self._message_size > self.limits.max_message_size:
-            self._fail(CloseCode.MESSAGE_TOO_BIG, self._too_big())
-            return
-        if not (frame_done and fin):
-            if frame_done:
-                self._frame_count += 1
-                # This frame ended and the message goes on: it needs one more.
-                if self._frame_count >= self.limits.max_fragments:
-                    self._fail(
-                        CloseCode.MESSAGE_TOO_BIG,
-                        f"message has more than {self.limits.max_fragments} fragments",
-                    )
-                    return
-            if payload:
-                self._fragments.append(payload)
-            return
-        if self._fragments:
-            self._fragments.append(payload)
-            payload = b"".join(self._fragments)
-            self._fragments.clear()
-        self._opcode = None
-        self._message_size = 0
-        self._frame_count = 0
-        self._on_message(payload)
-
     def _invalid_utf8(self) -> None:
         """The message just read is not UTF-8: RFC 6455 ends the connection with 1007."""
         self._broken(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
@@ -473,7 +393,7 @@ class _Endpoint:
     def _broken(self, code: int, reason: str) -> None:
         """The peer broke the protocol: close with ``code`` and stop reading it."""
         if code == CloseCode.MESSAGE_TOO_BIG:
-            reason = self._too_big()  # wsproto's text is "error in extension"
+            reason = too_big(self.limits)  # wsproto's text is "error in extension"
         elif reason == "error in extension":
             reason = (
                 "invalid compressed data"
@@ -482,5 +402,4 @@ class _Endpoint:
             )
         if self._state is ConnectionState.OPEN:
             self._send_close(code, reason)
-        self._fragments.clear()
         self._finish(code, reason)

@@ -108,7 +108,7 @@ class ServerConnection(ServerHandshake):
         return (
             not self._deciding()
             and len(self._calls) < self.limits.max_in_flight
-            and self._outgoing_size < self.limits.max_pending_output
+            and self._output.size < self.limits.max_pending_output
         )
 
     def _unanswered(self) -> tuple[RequestId, ...]:
@@ -154,7 +154,7 @@ class ServerConnection(ServerHandshake):
             return False
         if reporter.last is not None and not progress > reporter.last:
             raise ValueError(f"progress must increase: {progress!r} after {reporter.last!r}")
-        if self._outgoing_size >= self.limits.max_pending_output:
+        if self._output.size >= self.limits.max_pending_output:
             return False
         reporter.last = progress
         self._mcp.send_progress(reporter.token, progress, total, message)
@@ -262,7 +262,7 @@ class ServerConnection(ServerHandshake):
     @property
     def pending_output(self) -> int:
         """Bytes waiting in ``data_to_send()``: what a slow reader has let pile up."""
-        return self._outgoing_size
+        return self._output.size
 
     @property
     def compressed(self) -> bool:
