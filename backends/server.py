@@ -20,6 +20,7 @@ import logging
 import signal
 import ssl as ssl_module
 import sys
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
 import anyio
@@ -184,6 +185,25 @@ class WebSocketTransport:
         after :meth:`shutdown`; when cancelled, shuts down gracefully first,
         then lets the cancellation through. Binding errors raise ``OSError``.
         """
+        async with AsyncExitStack() as resources:
+            # Entered before the first connection, left after the last one closed.
+            for resource in self._resources():
+                await resources.enter_async_context(resource)
+            await self._serve(host, port, task_status)
+
+    def _resources(self) -> list[AbstractAsyncContextManager[Any]]:
+        """The app's resources, then the broker and the rate limiter when they need opening."""
+        candidates: list[object] = [self.broker, self.security.rate_limiter]
+        return [
+            *self.app.resources,
+            *(
+                resource
+                for resource in candidates
+                if isinstance(resource, AbstractAsyncContextManager)
+            ),
+        ]
+
+    async def _serve(self, host: str, port: int, task_status: anyio.abc.TaskStatus[int]) -> None:
         server = _Server(self._settings, self.max_connections, LoopThread.current())
         native: asyncio.Server | None = None
         listeners: list[anyio.abc.SocketListener] = []

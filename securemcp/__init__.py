@@ -36,6 +36,7 @@ from .errors import (
     ToolError,
     ToolNotFound,
     Unauthenticated,
+    Unavailable,
 )
 from .origin import OriginPolicy
 from .progress import Progress
@@ -68,6 +69,7 @@ __all__ = [
     "Progress",
     "RPCError",
     "RateLimited",
+    "Unavailable",
     "RateLimiter",
     "RequestTimeout",
     "SecureMCP",

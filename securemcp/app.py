@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from types import MappingProxyType
 from typing import Any, TypeVar, overload
 
@@ -11,6 +12,7 @@ from .tools import Tool
 __all__ = ["SecureMCP"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R", bound=AbstractAsyncContextManager[Any])
 
 
 class SecureMCP:
@@ -34,6 +36,7 @@ class SecureMCP:
         self.description = description
         self.version = version
         self._tools: dict[str, Tool] = {}
+        self._resources: list[AbstractAsyncContextManager[Any]] = []
 
     @overload
     def tool(self, fn: F, /) -> F: ...
@@ -121,6 +124,24 @@ class SecureMCP:
     def get_tools(self) -> dict[str, Callable[..., Any]]:
         """The registered functions by name (the original system's accessor)."""
         return {name: tool.fn for name, tool in self._tools.items()}
+
+    def uses(self, resource: R) -> R:
+        """Open ``resource`` (an async context manager) while a server serves this app.
+
+        For what the tools share and must open first: a Redis message store,
+        say (``store = app.uses(RedisMessageStore(url))``). A transport enters
+        the resources in order before it accepts a connection and leaves them
+        in reverse order after its last connection closed. Returns ``resource``.
+        """
+        if not (hasattr(resource, "__aenter__") and hasattr(resource, "__aexit__")):
+            raise TypeError("a resource must be an async context manager")
+        self._resources.append(resource)
+        return resource
+
+    @property
+    def resources(self) -> tuple[AbstractAsyncContextManager[Any], ...]:
+        """What :meth:`uses` registered, in order."""
+        return tuple(self._resources)
 
     def list_tools(self) -> list[dict[str, Any]]:
         """Every tool's metadata, as ``list_tools`` sends it."""

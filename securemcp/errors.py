@@ -31,6 +31,7 @@ __all__ = [
     "ToolError",
     "ToolNotFound",
     "Unauthenticated",
+    "Unavailable",
     "error_for_code",
 ]
 
@@ -48,6 +49,7 @@ class ErrorCode(IntEnum):
     FORBIDDEN = -31003
     OVERLOADED = -31013
     RATE_LIMITED = -31029
+    UNAVAILABLE = -31503
     CANCELLED = -32800
 
 
@@ -144,6 +146,16 @@ class RateLimited(RPCError):
     default_code = ErrorCode.RATE_LIMITED
 
 
+class Unavailable(RPCError):
+    """A service the call needs (a shared store, Redis) cannot be reached now; retry later.
+
+    Sent within a bounded time instead of letting the call hang; ``data`` may
+    carry ``retry_after`` (seconds). Nothing the call was to write was acknowledged.
+    """
+
+    default_code = ErrorCode.UNAVAILABLE
+
+
 class Cancelled(RPCError):
     """The call was cancelled before it finished."""
 
@@ -202,6 +214,7 @@ _BY_CODE: dict[int, type[RPCError]] = {
         Forbidden,
         Overloaded,
         RateLimited,
+        Unavailable,
         Cancelled,
     )
 }

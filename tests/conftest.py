@@ -6,6 +6,8 @@ import pytest
 
 from securemcp.transport import WebSocketTransport
 
+from .redis_server import redis_server  # noqa: F401 - a fixture for every test module
+
 
 @pytest.fixture(params=["asyncio", "trio", "asyncio-anyio-path"])
 def anyio_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:

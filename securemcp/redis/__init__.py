@@ -1,0 +1,18 @@
+"""Rooms, history, broadcast and rate limits shared through Redis, by every process and machine.
+
+Needs the ``redis`` extra (``pip install 'securemcp[redis]'``, which pulls
+coredis). See ``docs/deployment.md`` for what each part guarantees.
+"""
+
+from __future__ import annotations
+
+try:
+    import coredis  # noqa: F401 - only to say which extra is missing
+except ImportError as exc:  # pragma: no cover - the test environment has the extra
+    raise ImportError(
+        "securemcp.redis needs coredis: install the extra with pip install 'securemcp[redis]'"
+    ) from exc
+
+from ._client import RedisResource
+
+__all__ = ["RedisResource"]
