@@ -158,6 +158,12 @@ class ConnectionSession:
             self._topics.discard(topic)
         return self.broker.unsubscribe(topic, self)
 
+    async def live(self) -> bool:
+        """Wait until the broker's subscriptions are live across processes (from the loop)."""
+        live = getattr(self.broker, "live", None)
+        # The in-process broker has no such wait: its subscriptions are live at once.
+        return True if live is None else bool(await live())
+
     def publish(self, topic: str, method: str, params: Any = None) -> int:
         """Publish ``method(params)`` to ``topic``; how many connections got it."""
         return self._on_loop(self.broker.publish, topic, method, params)

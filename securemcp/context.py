@@ -49,6 +49,18 @@ class Context:
         """Subscribe the caller's connection to ``topic``: it receives what is published there."""
         self._session().subscribe(topic)
 
+    async def subscriptions_live(self) -> bool:
+        """Wait until the caller's subscriptions receive what other processes publish.
+
+        With a broker spanning processes (:class:`~securemcp.redis.RedisBroker`)
+        a new subscription is local at once and live everywhere a round trip
+        later; a tool that must not miss a message published elsewhere right
+        after it subscribed awaits this. ``False`` when that could not be
+        confirmed in time (the broker's Redis is unreachable). Immediate with
+        the in-process broker.
+        """
+        return await self._session().live()
+
     def unsubscribe(self, topic: str) -> bool:
         """Unsubscribe the caller's connection from ``topic``; whether it was subscribed."""
         return self._session().unsubscribe(topic)

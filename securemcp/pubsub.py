@@ -192,6 +192,10 @@ class Session(Protocol):
         """Unsubscribe this connection from ``topic``; whether it was subscribed."""
         ...
 
+    async def live(self) -> bool:
+        """Wait until this connection's subscriptions are live in every process (async tools)."""
+        ...
+
     def publish(self, topic: str, method: str, params: Any = None) -> int:
         """Publish notification ``method(params)`` to ``topic``; how many connections got it."""
         ...

@@ -13,6 +13,7 @@ except ImportError as exc:  # pragma: no cover - the test environment has the ex
         "securemcp.redis needs coredis: install the extra with pip install 'securemcp[redis]'"
     ) from exc
 
+from ._broker import RedisBroker
 from ._client import RedisResource
 
-__all__ = ["RedisResource"]
+__all__ = ["RedisBroker", "RedisResource"]

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, Self, TypeVar
 
 import anyio
+import anyio.abc
 import coredis
 import coredis.exceptions
 import coredis.retry
@@ -31,7 +32,7 @@ logger = logging.getLogger("securemcp.redis")
 
 _T = TypeVar("_T")
 
-redis_errors: tuple[type[BaseException], ...] = (
+redis_errors: tuple[type[Exception], ...] = (
     coredis.exceptions.RedisError,
     OSError,
     TimeoutError,
@@ -49,6 +50,8 @@ class RedisResource:
 
     what = "Redis"
     """How the log and the error name this part (``"message store"``, ...)."""
+    outage = "calls that need it get -31503"
+    """What an outage means for this part's users, for the log."""
 
     def __init__(self, url: str, *, timeout: float = 2.0, prefix: str = "securemcp") -> None:
         if not (timeout > 0):
@@ -59,6 +62,8 @@ class RedisResource:
         self.timeout = float(timeout)
         self.prefix = prefix
         self._client: coredis.Redis[bytes] | None = None
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._closing: anyio.Event | None = None
         self._entered = 0
         self._down = False
 
@@ -81,21 +86,60 @@ class RedisResource:
             )
         return self._client
 
-    async def __aenter__(self) -> RedisResource:
+    async def __aenter__(self) -> Self:
         if self._entered == 0:
-            client = self._new_client()
-            await client.__aenter__()
-            self._client = client
+            tasks = anyio.create_task_group()
+            await tasks.__aenter__()
+            try:
+                self._closing = anyio.Event()
+                self._client = await tasks.start(self._hold, self._new_client())
+                self._start(tasks)
+            except BaseException:
+                tasks.cancel_scope.cancel()
+                await tasks.__aexit__(None, None, None)
+                raise
+            self._tasks = tasks
         self._entered += 1
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(self, *exc_info: Any) -> None:
         self._entered -= 1
-        if self._entered == 0 and self._client is not None:
-            client, self._client = self._client, None
-            # No shield here: coredis's pool holds a task group, whose scope
-            # must be the innermost when it exits.
-            await client.__aexit__(None, None, None)
+        if self._entered == 0 and self._tasks is not None:
+            tasks, self._tasks = self._tasks, None
+            self._stop()
+            # Background tasks end by cancellation; the client's holder, shielded,
+            # by this event, so coredis always closes its pool uncancelled.
+            tasks.cancel_scope.cancel()
+            if self._closing is not None:
+                self._closing.set()
+            try:
+                await tasks.__aexit__(*exc_info)
+            finally:
+                self._client = None
+
+    async def _hold(
+        self,
+        client: coredis.Redis[bytes],
+        *,
+        task_status: anyio.abc.TaskStatus[coredis.Redis[bytes]] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Keep ``client`` open until :meth:`__aexit__`, in a task of its own.
+
+        coredis's pool holds a task group whose scopes must nest exactly, and
+        its closing must not be cancelled halfway: a task that no cancellation
+        reaches satisfies both.
+        """
+        assert self._closing is not None
+        with anyio.CancelScope(shield=True):
+            async with client:
+                task_status.started(client)
+                await self._closing.wait()
+
+    def _start(self, tasks: anyio.abc.TaskGroup) -> None:
+        """Start the part's background tasks (none here) once the client is open."""
+
+    def _stop(self) -> None:
+        """The part stops serving: its background tasks are about to be cancelled."""
 
     async def call(self, operation: Callable[[], Awaitable[_T]]) -> _T:
         """``await operation()``, or :class:`~securemcp.Unavailable` within ``timeout``."""
@@ -113,10 +157,11 @@ class RedisResource:
         if not self._down:
             self._down = True
             logger.warning(
-                "%s at %s unavailable (%s): calls that need it get -31503 until it is back",
+                "%s at %s unavailable (%s): %s until it is back",
                 self.what,
                 _safe_url(self.url),
-                type(exc).__name__,
+                _cause(exc),
+                self.outage,
             )
 
     def came_back(self) -> None:
@@ -128,6 +173,13 @@ class RedisResource:
     def key(self, *parts: str) -> str:
         """``prefix:part:...``, with the prefix as a hash tag (one cluster slot per prefix)."""
         return ":".join(("{" + self.prefix + "}", *parts))
+
+
+def _cause(exc: BaseException) -> str:
+    """The name of the first leaf exception of ``exc`` (task groups wrap them)."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return type(exc).__name__
 
 
 def _safe_url(url: str) -> str:

@@ -1,0 +1,270 @@
+"""Broadcast across processes and machines: Redis pub/sub behind the ``Broker`` API.
+
+Each process keeps its own subscribers in a :class:`~securemcp.pubsub.LocalBroker`
+and holds **one** Redis subscriber connection, subscribed to a topic's channel
+while at least one local connection follows the topic. A publication is
+delivered to the local subscribers at once (encode once, write many, the 1013
+bound for slow receivers, as in one process) and PUBLISHed for the other
+processes, which skip nothing but their own publications.
+
+Delivery across processes is at most once: Redis pub/sub keeps nothing, so
+what is published while a process is cut off from Redis does not reach that
+process's subscribers (a chat client catches up from the history). A process
+reconnects with backoff and resubscribes every topic its connections still
+follow; no client has to reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import anyio
+import anyio.abc
+import coredis.retry
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pydantic_core import from_json, to_json
+
+from securemcp.pubsub import LocalBroker, Subscriber, check_topic
+
+from ._client import RedisResource, redis_errors
+
+__all__ = ["RedisBroker"]
+
+logger = logging.getLogger("securemcp.redis")
+
+_BATCH = 256
+"""Publications sent to Redis in one pipeline, at most."""
+
+
+class RedisBroker(RedisResource):
+    """A :class:`~securemcp.pubsub.Broker` that spans every process using the same Redis.
+
+    Pass it to the transport (``WebSocketTransport(app, broker=RedisBroker(url))``),
+    which opens it while serving. ``publish`` returns the number of *local*
+    deliveries; :meth:`subscriber_count` and :meth:`topics` count this
+    process's connections. ``max_backlog`` bounds the publications waiting for
+    Redis: past it (Redis unreachable for long) new ones reach only local
+    subscribers, and the log says so once. ``reconnect_delay`` is the first and
+    ``max_reconnect_delay`` the longest wait between attempts to resubscribe.
+    """
+
+    what = "broker"
+    outage = "publications reach this process's subscribers only"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 2.0,
+        prefix: str = "securemcp",
+        max_backlog: int = 10_000,
+        reconnect_delay: float = 0.05,
+        max_reconnect_delay: float = 2.0,
+    ) -> None:
+        super().__init__(url, timeout=timeout, prefix=prefix)
+        if max_backlog < 1:
+            raise ValueError("max_backlog must be at least 1")
+        if not 0 < reconnect_delay <= max_reconnect_delay:
+            raise ValueError("need 0 < reconnect_delay <= max_reconnect_delay")
+        self.max_backlog = max_backlog
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self._local = LocalBroker()
+        # Our own publications come back from Redis: this tells them apart.
+        self._origin = secrets.token_hex(8)
+        self._channel_prefix = f"{prefix}:topic:"
+        self._wanted: set[str] = set()
+        """Channels some local connection follows."""
+        self._live: set[str] = set()
+        """Channels the subscriber connection is subscribed to now."""
+        # Events belong to an event loop: made when serving starts.
+        self._changed: anyio.Event | None = None
+        self._settled: anyio.Event | None = None
+        self._outbox: MemoryObjectSendStream[tuple[str, bytes]] | None = None
+        self._dropping = False
+
+    # The Broker API (the event loop's thread)
+
+    def subscribe(self, topic: str, subscriber: Subscriber) -> None:
+        """Add ``subscriber`` to ``topic``; the first local one subscribes this process."""
+        check_topic(topic)
+        self._local.subscribe(topic, subscriber)
+        channel = self._channel_prefix + topic
+        if channel not in self._wanted:
+            self._wanted.add(channel)
+            self._wake_follower()
+
+    def unsubscribe(self, topic: str, subscriber: Subscriber) -> bool:
+        """Remove ``subscriber`` from ``topic``; the last local one unsubscribes this process."""
+        removed = self._local.unsubscribe(topic, subscriber)
+        if removed and self._local.subscriber_count(topic) == 0:
+            self._wanted.discard(self._channel_prefix + topic)
+            self._wake_follower()
+        return removed
+
+    def unsubscribe_all(self, subscriber: Subscriber) -> None:
+        """Remove ``subscriber`` from every topic (its connection ended)."""
+        for topic in self._local.subscriptions(subscriber):
+            self.unsubscribe(topic, subscriber)
+
+    def publish(self, topic: str, method: str, params: Any = None) -> int:
+        """Deliver ``method(params)`` here at once and to every other process through Redis.
+
+        Returns the local deliveries. Raises ``PydanticSerializationError``
+        when ``params`` is not JSON, before anything is delivered.
+        """
+        check_topic(topic)
+        payload = to_json({"o": self._origin, "m": method, "p": params})
+        delivered = self._local.publish(topic, method, params)
+        self._send(self._channel_prefix + topic, payload)
+        return delivered
+
+    def topics(self) -> list[str]:
+        """The topics at least one connection of this process follows."""
+        return self._local.topics()
+
+    def subscriber_count(self, topic: str) -> int:
+        """How many connections of this process follow ``topic``."""
+        return self._local.subscriber_count(topic)
+
+    async def live(self) -> bool:
+        """Wait until every topic followed here receives what other processes publish.
+
+        A connection that just subscribed may miss what is published elsewhere
+        before this returns True. ``False`` after the broker's ``timeout``,
+        when Redis cannot be reached.
+        """
+        with anyio.move_on_after(self.timeout):
+            while not self._wanted <= self._live:
+                if self._settled is None:
+                    raise RuntimeError("the broker is not serving: no Redis subscription")
+                await self._settled.wait()
+            return True
+        return False
+
+    def _wake_follower(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    def _send(self, channel: str, payload: bytes) -> None:
+        if self._outbox is None:
+            return  # Not serving: only this process's subscribers exist.
+        try:
+            self._outbox.send_nowait((channel, payload))
+        except anyio.WouldBlock:
+            if not self._dropping:
+                self._dropping = True
+                logger.warning(
+                    "broker backlog full (%d publications waiting for Redis): "
+                    "new ones reach this process's subscribers only",
+                    self.max_backlog,
+                )
+        else:
+            self._dropping = False
+
+    # Serving
+
+    def _start(self, tasks: anyio.abc.TaskGroup) -> None:
+        send, receive = anyio.create_memory_object_stream[tuple[str, bytes]](self.max_backlog)
+        self._outbox = send
+        self._changed = anyio.Event()
+        self._settled = anyio.Event()
+        tasks.start_soon(self._publish_loop, receive)
+        tasks.start_soon(self._subscribe_loop)
+
+    def _stop(self) -> None:
+        outbox, self._outbox = self._outbox, None
+        if outbox is not None:
+            outbox.close()
+        self._live.clear()
+
+    async def _publish_loop(self, receive: MemoryObjectReceiveStream[tuple[str, bytes]]) -> None:
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                while len(batch) < _BATCH:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+                try:
+                    with anyio.fail_after(self.timeout):
+                        async with self.client.pipeline(transaction=False) as pipe:
+                            for channel, payload in batch:
+                                pipe.publish(channel, payload)
+                except Exception as exc:  # noqa: BLE001 - redis_errors, maybe in a group
+                    _reraise_unless_redis(exc)
+                    # At most once: the batch is lost for the other processes.
+                    self.went_down(exc)
+                else:
+                    self.came_back()
+
+    async def _subscribe_loop(self) -> None:
+        delay = self.reconnect_delay
+        while True:
+            try:
+                await self._subscribe_once()
+            except Exception as exc:  # noqa: BLE001 - redis_errors, maybe in a group
+                _reraise_unless_redis(exc)
+                self.went_down(exc)
+            self._live.clear()
+            await anyio.sleep(delay)
+            delay = min(delay * 2, self.max_reconnect_delay)
+
+    async def _subscribe_once(self) -> None:
+        pubsub = self.client.pubsub(
+            ignore_subscribe_messages=True, retry_policy=coredis.retry.NoRetryPolicy()
+        )
+        async with pubsub, anyio.create_task_group() as tasks:
+            tasks.start_soon(self._follow, pubsub)
+            while True:
+                message = await pubsub.get_message()
+                if message is not None and message["type"] == "message":
+                    self._deliver(message["channel"], message["data"])
+
+    async def _follow(self, pubsub: coredis.patterns.pubsub.PubSub[bytes]) -> None:
+        """Keep the subscriber connection's channels equal to the wanted ones."""
+        self._wake_follower()  # (Re)connected: every wanted channel needs subscribing.
+        while True:
+            assert self._changed is not None  # made before this task starts
+            await self._changed.wait()
+            self._changed = anyio.Event()
+            with anyio.fail_after(self.timeout):
+                new = self._wanted - self._live
+                if new:
+                    await pubsub.subscribe(*sorted(new))
+                    self._live |= new
+                gone = self._live - self._wanted
+                if gone:
+                    await pubsub.unsubscribe(*sorted(gone))
+                    self._live -= gone
+            self.came_back()
+            settled, self._settled = self._settled, anyio.Event()
+            if settled is not None:
+                settled.set()
+
+    def _deliver(self, channel: object, data: object) -> None:
+        if not isinstance(channel, bytes) or not isinstance(data, bytes):
+            return
+        topic = channel.decode(errors="replace").removeprefix(self._channel_prefix)
+        try:
+            message = from_json(data)
+            origin, method, params = message["o"], message["m"], message["p"]
+        except (ValueError, TypeError, KeyError):
+            logger.warning("dropped a malformed publication on Redis channel %r", channel)
+            return
+        if origin == self._origin or not isinstance(method, str) or not method:
+            return
+        self._local.publish(topic, method, params)
+
+
+def _reraise_unless_redis(exc: Exception) -> None:
+    """Let through anything that is not Redis being unreachable (a bug must not be retried)."""
+    if isinstance(exc, ExceptionGroup):
+        _, rest = exc.split(redis_errors)
+        if rest is not None:
+            raise exc
+    elif not isinstance(exc, redis_errors):
+        raise exc
