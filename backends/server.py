@@ -185,11 +185,17 @@ class WebSocketTransport:
         after :meth:`shutdown`; when cancelled, shuts down gracefully first,
         then lets the cancellation through. Binding errors raise ``OSError``.
         """
-        async with AsyncExitStack() as resources:
-            # Entered before the first connection, left after the last one closed.
-            for resource in self._resources():
-                await resources.enter_async_context(resource)
+        resources = self._resources()
+        if not resources:
             await self._serve(host, port, task_status)
+            return
+        async with anyio.create_task_group() as holder:
+            closing = anyio.Event()
+            await holder.start(_hold_open, resources, closing)
+            try:
+                await self._serve(host, port, task_status)
+            finally:
+                closing.set()
 
     def _resources(self) -> list[AbstractAsyncContextManager[Any]]:
         """The app's resources, then the broker and the rate limiter when they need opening."""
@@ -322,6 +328,26 @@ class WebSocketTransport:
     ) -> None:
         await self.serve(host, port, task_status=task_status)
         scope.cancel()
+
+
+async def _hold_open(
+    resources: list[AbstractAsyncContextManager[Any]],
+    closing: anyio.Event,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Open ``resources`` in order, and close them in reverse once ``closing`` is set.
+
+    A task of their own, which no cancellation reaches: a server cancelled
+    still closes them completely (a store flushes, a Redis pool ends its
+    tasks), and task groups they hold nest as they were entered.
+    """
+    with anyio.CancelScope(shield=True):
+        async with AsyncExitStack() as stack:
+            for resource in resources:
+                await stack.enter_async_context(resource)
+            task_status.started()
+            await closing.wait()
 
 
 def _running_on_asyncio() -> bool:

@@ -66,6 +66,7 @@ class RedisResource:
         self._closing: anyio.Event | None = None
         self._entered = 0
         self._down = False
+        self._stopping = False
 
     def _new_client(self) -> coredis.Redis[bytes]:
         return coredis.Redis.from_url(
@@ -106,6 +107,8 @@ class RedisResource:
         self._entered -= 1
         if self._entered == 0 and self._tasks is not None:
             tasks, self._tasks = self._tasks, None
+            # Failures while the client closes under the background tasks are no outage.
+            self._stopping = True
             self._stop()
             # Background tasks end by cancellation; the client's holder, shielded,
             # by this event, so coredis always closes its pool uncancelled.
@@ -116,6 +119,7 @@ class RedisResource:
                 await tasks.__aexit__(*exc_info)
             finally:
                 self._client = None
+                self._stopping = False
 
     async def _hold(
         self,
@@ -154,7 +158,7 @@ class RedisResource:
 
     def went_down(self, exc: BaseException) -> None:
         """Log the start of an outage (once)."""
-        if not self._down:
+        if not self._down and not self._stopping:
             self._down = True
             logger.warning(
                 "%s at %s unavailable (%s): %s until it is back",
