@@ -49,6 +49,8 @@ class RedisResource:
 
     what = "Redis"
     """How the log and the error name this part (``"message store"``, ...)."""
+    during_outage = "calls that need it get -31503 until it is back"
+    """What the outage means, for the log line that reports it."""
 
     def __init__(self, url: str, *, timeout: float = 2.0, prefix: str = "securemcp") -> None:
         if not (timeout > 0):
@@ -113,10 +115,11 @@ class RedisResource:
         if not self._down:
             self._down = True
             logger.warning(
-                "%s at %s unavailable (%s): calls that need it get -31503 until it is back",
+                "%s at %s unavailable (%s): %s",
                 self.what,
                 _safe_url(self.url),
                 type(exc).__name__,
+                self.during_outage,
             )
 
     def came_back(self) -> None:
