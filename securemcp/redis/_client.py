@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import anyio
 import coredis
@@ -83,7 +83,7 @@ class RedisResource:
             )
         return self._client
 
-    async def __aenter__(self) -> RedisResource:
+    async def __aenter__(self) -> Self:
         if self._entered == 0:
             client = self._new_client()
             await client.__aenter__()
