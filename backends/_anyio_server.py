@@ -29,7 +29,7 @@ from anyio.streams.tls import TLSStream
 
 from securemcp.protocol import ToolCall
 
-from ._calls import run_call
+from ._calls import Gate, run_call
 from ._driver import ConnectionDriver
 
 if TYPE_CHECKING:
@@ -197,16 +197,16 @@ class StreamConnection:
         self._flush_wanted = True
         self._server.task_group.start_soon(self._scheduled_flush)
 
-    def spawn(self, call: ToolCall) -> Callable[[], object]:
+    def spawn(self, call: ToolCall, gate: Gate | None = None) -> Callable[[], object]:
         # Shielded like the connection: a stopping server lets calls finish
         # (shutdown_grace) rather than cutting them off; cancel() still works.
         scope = anyio.CancelScope(shield=True)
-        self._server.task_group.start_soon(self._run_call, call, scope)
+        self._server.task_group.start_soon(self._run_call, call, scope, gate)
         return scope.cancel
 
-    async def _run_call(self, call: ToolCall, scope: anyio.CancelScope) -> None:
+    async def _run_call(self, call: ToolCall, scope: anyio.CancelScope, gate: Gate | None) -> None:
         with scope:
-            await run_call(self.driver, call, self._server.limiter)
+            await run_call(self.driver, call, self._server.limiter, gate)
             # Still in the (shielded) scope, which nobody cancels once the call
             # is answered. Not waiting for a writer already at work: it sends
             # our answer too, and waiting would only pile up finished calls,

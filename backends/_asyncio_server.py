@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, cast
 
 from securemcp.protocol import ToolCall
 
-from ._calls import run_call
+from ._calls import Gate, run_call
 from ._driver import ConnectionDriver
 from ._read_buffer import read_buffer
 
@@ -196,13 +196,13 @@ class ServerProtocol(asyncio.BufferedProtocol):
     def wake(self) -> None:
         self._server.batch.add(self)
 
-    def spawn(self, call: ToolCall) -> Callable[[], object]:
-        task = asyncio.get_running_loop().create_task(self._run(call))
+    def spawn(self, call: ToolCall, gate: Gate | None = None) -> Callable[[], object]:
+        task = asyncio.get_running_loop().create_task(self._run(call, gate))
         self._server.track(task)
         return task.cancel
 
-    async def _run(self, call: ToolCall) -> None:
-        await run_call(self.driver, call, self._server.limiter)
+    async def _run(self, call: ToolCall, gate: Gate | None) -> None:
+        await run_call(self.driver, call, self._server.limiter, gate)
         self._server.batch.add(self)
 
     def set_deadline(self, when: float) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -25,16 +25,28 @@ from ._pubsub import LoopThread
 if TYPE_CHECKING:
     from ._driver import ConnectionDriver
 
-__all__ = ["progress_sink", "run_call", "run_inline"]
+__all__ = ["Gate", "progress_sink", "run_call", "run_inline"]
+
+Gate = Callable[[ToolCall], Awaitable["Exception | None"]]
+"""What a call awaits before its tool runs: ``None`` to go on, else the answer to send
+instead (the asynchronous rate limiter's -31029)."""
 
 
 async def run_call(
-    driver: ConnectionDriver, call: ToolCall, limiter: anyio.CapacityLimiter
+    driver: ConnectionDriver,
+    call: ToolCall,
+    limiter: anyio.CapacityLimiter,
+    gate: Gate | None = None,
 ) -> None:
-    """Run ``call``'s tool and hand its result or exception to ``driver``."""
+    """Run ``call``'s tool (once ``gate`` let it) and hand its result or exception to ``driver``."""
     tool = call.tool
     result: Any = None
     try:
+        if gate is not None:
+            refusal = await gate(call)
+            if refusal is not None:
+                driver.call_done(call, error=refusal)
+                return
         if tool.is_async:
             result = await tool.fn(**call.arguments)
         else:

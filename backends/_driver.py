@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from securemcp.errors import Cancelled, RPCError
+from securemcp.errors import Cancelled, RateLimited, RPCError
 from securemcp.protocol import (
     CallCancelled,
     CloseCode,
@@ -39,7 +39,7 @@ from securemcp.protocol import (
 from ._calls import progress_sink, run_inline
 from ._keepalive import Keepalive
 from ._pubsub import ConnectionSession
-from ._security import Admission, Refusal, security_logger
+from ._security import Admission, Deferred, Refusal, security_logger
 from ._settings import Adapter, ServerState, answer_http, choose_subprotocol
 
 __all__ = ["ConnectionDriver"]
@@ -332,7 +332,10 @@ class ConnectionDriver:
             self.conn.principal, self, call.tool.name, self.peer, now=time.monotonic()
         )
         if refusal is not None:
-            self.conn.fail(call, refusal)
+            if refusal is Deferred.RATE:
+                self._spawn_rate_checked(call)
+            else:
+                self.conn.fail(call, refusal)
             return
         if call.progress is not None and call.progress.token is not None:
             call.progress.bind(progress_sink(self.conn, call, self.server.loop, self.adapter.wake))
@@ -347,6 +350,21 @@ class ConnectionDriver:
         cancel = self.adapter.spawn(call)
         if call.id in self._calls:
             self._calls[call.id] = (call, cancel)
+
+    def _spawn_rate_checked(self, call: ToolCall) -> None:
+        # An asynchronous limiter (shared through Redis) decides in the call's
+        # own task, never inline: a call of any tool suspends for it.
+        if call.progress is not None and call.progress.token is not None:
+            call.progress.bind(progress_sink(self.conn, call, self.server.loop, self.adapter.wake))
+        self._calls[call.id] = (call, _nothing)
+        cancel = self.adapter.spawn(call, self._rate_check)
+        if call.id in self._calls:
+            self._calls[call.id] = (call, cancel)
+
+    async def _rate_check(self, call: ToolCall) -> RateLimited | None:
+        return await self.settings.guard.acheck_call(
+            self.conn.principal, self, call.tool.name, self.peer
+        )
 
     def call_done(self, call: ToolCall, result: Any = None, error: Exception | None = None) -> None:
         """A spawned call ended with ``result`` or ``error``: answer it (unless cancelled)."""

@@ -13,6 +13,7 @@ its query string) or a message body.
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Hashable, Sequence
@@ -21,10 +22,17 @@ from dataclasses import dataclass
 from securemcp.auth import Principal
 from securemcp.errors import RateLimited
 from securemcp.protocol import HandshakeRequest
-from securemcp.ratelimit import ConnectionCounter
+from securemcp.ratelimit import AsyncRateLimiter, ConnectionCounter, RateLimiter
 from securemcp.security import HandshakeRefused, SecurityPolicy
 
-__all__ = ["Admission", "ConnectionGuard", "Refusal", "rate_key", "security_logger"]
+__all__ = [
+    "Admission",
+    "ConnectionGuard",
+    "Deferred",
+    "Refusal",
+    "rate_key",
+    "security_logger",
+]
 
 security_logger = logging.getLogger("securemcp.security")
 """Where refusals, forbidden and rate-limited calls and expiry closes are reported."""
@@ -53,12 +61,29 @@ class Refusal:
     headers: Sequence[tuple[str, str]] = ()
 
 
+class Deferred(enum.Enum):
+    """:meth:`ConnectionGuard.check_call`'s answer when the rate limiter is asynchronous."""
+
+    RATE = "rate"
+    """Run the call in a task that awaits :meth:`ConnectionGuard.acheck_call` first."""
+
+
 def rate_key(principal: Principal | None, connection: object) -> Hashable:
     """The rate-limit bucket of ``principal``, or of the anonymous ``connection``."""
     # Namespaced, so that no token subject can name an anonymous connection's bucket.
     if principal is None:
         return ("connection", id(connection))
     return ("principal", principal.subject)
+
+
+def _limited(principal: Principal | None, tool: str, peer: str, retry: float) -> RateLimited:
+    security_logger.info(
+        "call to %r by %s rate limited (retry after %.3f s)",
+        tool,
+        f"connection from {peer}" if principal is None else principal.subject,
+        retry,
+    )
+    return RateLimited("Rate limit exceeded", data={"retry_after": retry})
 
 
 def _counter(limit: int | None) -> ConnectionCounter | None:
@@ -74,6 +99,17 @@ class ConnectionGuard:
 
     def __init__(self, policy: SecurityPolicy) -> None:
         self.policy = policy
+        limiter = policy.rate_limiter
+        # Sorted once, here: a check with the synchronous limiter does exactly
+        # what it did before asynchronous ones existed.
+        self._limiter: RateLimiter | None = None
+        self._async_limiter: AsyncRateLimiter | None = None
+        self._unlimited: Deferred | None = None
+        if isinstance(limiter, AsyncRateLimiter):
+            self._async_limiter = limiter
+            self._unlimited = Deferred.RATE
+        else:
+            self._limiter = limiter
         self._per_principal = _counter(policy.max_connections_per_principal)
         self._per_address = _counter(policy.max_connections_per_address)
 
@@ -104,21 +140,31 @@ class ConnectionGuard:
 
     def check_call(
         self, principal: Principal | None, connection: object, tool: str, peer: str, *, now: float
-    ) -> RateLimited | None:
-        """The rate limit's refusal of a call to ``tool`` at ``now`` (monotonic), if any."""
-        limiter = self.policy.rate_limiter
+    ) -> RateLimited | Deferred | None:
+        """The rate limit's refusal of a call to ``tool`` at ``now`` (monotonic), if any.
+
+        With an asynchronous limiter, always :attr:`Deferred.RATE`: the call's
+        task must await :meth:`acheck_call` before the tool runs.
+        """
+        limiter = self._limiter
         if limiter is None:
-            return None
+            return self._unlimited
         retry = limiter.check(rate_key(principal, connection), tool, now=now)
         if retry <= 0:
             return None
-        security_logger.info(
-            "call to %r by %s rate limited (retry after %.3f s)",
-            tool,
-            f"connection from {peer}" if principal is None else principal.subject,
-            retry,
-        )
-        return RateLimited("Rate limit exceeded", data={"retry_after": retry})
+        return _limited(principal, tool, peer, retry)
+
+    async def acheck_call(
+        self, principal: Principal | None, connection: object, tool: str, peer: str
+    ) -> RateLimited | None:
+        """The asynchronous limiter's refusal of a call to ``tool`` now, if any."""
+        limiter = self._async_limiter
+        if limiter is None:
+            return None
+        retry = await limiter.acheck(rate_key(principal, connection), tool)
+        if retry <= 0:
+            return None
+        return _limited(principal, tool, peer, retry)
 
     def admit(self, request: HandshakeRequest, address: str | None, *, now: float) -> Admission:
         """Check ``request`` from ``address`` at ``now`` (POSIX seconds) and take its slots.

@@ -19,6 +19,7 @@ from securemcp.protocol.mcp import SUBPROTOCOL as MCP_SUBPROTOCOL
 from securemcp.pubsub import Broker
 from securemcp.security import SecurityPolicy
 
+from ._calls import Gate
 from ._pubsub import LoopThread
 from ._security import ConnectionGuard
 
@@ -80,10 +81,11 @@ class Adapter(Protocol):
     def wake(self) -> None:
         """Output is waiting that no adapter call produced (timer, broadcast): write it soon."""
 
-    def spawn(self, call: ToolCall) -> Callable[[], object]:
+    def spawn(self, call: ToolCall, gate: Gate | None = None) -> Callable[[], object]:
         """Run ``call`` (which may suspend) and report to :meth:`ConnectionDriver.call_done`.
 
-        Returns the function that cancels it.
+        With ``gate``, the task awaits it first (see ``run_call``). Returns the
+        function that cancels it.
         """
 
     def set_deadline(self, when: float) -> None:

@@ -14,6 +14,10 @@ connection's bucket.
 
 ``now`` is any monotonic clock in seconds (``time.monotonic()``), the same one
 for every call; it need not be POSIX time.
+
+:class:`AsyncRateLimiter` is what a limiter that must ask someone else (a
+shared store: ``securemcp.redis.RedisRateLimiter``) offers instead of
+``check``; a server takes either kind as ``SecurityPolicy.rate_limiter``.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
+from typing import Protocol, runtime_checkable
 
-__all__ = ["ConnectionCounter", "RateLimiter", "TokenBucket"]
+__all__ = ["AsyncRateLimiter", "ConnectionCounter", "RateLimiter", "TokenBucket"]
 
 # Float rounding could leave a bucket a hair short of a token at exactly the
 # instant retry_after named; this tolerance (a billionth of a token per take)
@@ -197,6 +202,29 @@ class RateLimiter:
             if oldest is None or not oldest[1].is_full(now):
                 return
             del self._buckets[oldest[0]]
+
+
+@runtime_checkable
+class AsyncRateLimiter(Protocol):
+    """A rate limiter whose decision is awaited: :meth:`RateLimiter.check`, asynchronously.
+
+    A server with one runs every tool call in a task of its own (none inline),
+    which awaits :meth:`acheck` before the tool runs. The limiter reads its
+    own clock.
+    """
+
+    async def acheck(self, key: Hashable, tool: str | None) -> float:
+        """Count one call of ``tool`` by ``key``: 0.0 when allowed, else the seconds to wait.
+
+        The same contract as :meth:`RateLimiter.check`: a refused call takes
+        nothing, the wait is rounded up to the millisecond. It must answer in
+        a bounded time, whatever happens to what it depends on.
+        """
+        ...
+
+    def forget(self, key: Hashable) -> None:
+        """Drop what is held for ``key`` (an anonymous connection's, once it closed)."""
+        ...
 
 
 class ConnectionCounter:

@@ -14,7 +14,7 @@ from .auth import AuthenticationError, Authenticator, Principal, authenticate_ha
 from .errors import SecureMCPError
 from .origin import OriginPolicy
 from .protocol.events import HandshakeRequest
-from .ratelimit import RateLimiter
+from .ratelimit import AsyncRateLimiter, RateLimiter
 
 __all__ = ["HandshakeAccepted", "HandshakeRefused", "SecurityPolicy"]
 
@@ -54,8 +54,11 @@ class SecurityPolicy:
     principal is ``None`` and it can call only tools that need no scope)."""
     origins: OriginPolicy = field(default_factory=OriginPolicy)
     """Which browser origins may connect (403 otherwise)."""
-    rate_limiter: RateLimiter | None = None
-    """Tool calls per principal (or per anonymous connection); -31029 past it."""
+    rate_limiter: RateLimiter | AsyncRateLimiter | None = None
+    """Tool calls per principal (or per anonymous connection); -31029 past it.
+
+    An :class:`~securemcp.ratelimit.AsyncRateLimiter` (one shared through
+    Redis) makes every call run in a task that awaits its decision first."""
     max_connections_per_principal: int | None = None
     """Open connections one principal may hold (HTTP 429 past it)."""
     max_connections_per_address: int | None = None

@@ -12,13 +12,15 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import pytest
 
 from securemcp import Principal, SecureMCP, SecurityPolicy, StaticTokenAuthenticator
+from securemcp.backends._calls import Gate, run_call
 from securemcp.backends._driver import ConnectionDriver
 from securemcp.backends._pubsub import LoopThread
 from securemcp.backends._security import ConnectionGuard
@@ -68,6 +70,7 @@ class Recorder:
     deadline: float = math.inf
     spawned: list[ToolCall] = field(default_factory=list)
     cancelled: list[ToolCall] = field(default_factory=list)
+    gates: list[Gate | None] = field(default_factory=list)
     is_reading: bool = True
 
     def now(self) -> float:
@@ -76,8 +79,9 @@ class Recorder:
     def wake(self) -> None:
         self.wakes += 1
 
-    def spawn(self, call: ToolCall) -> Callable[[], object]:
+    def spawn(self, call: ToolCall, gate: Gate | None = None) -> Callable[[], object]:
         self.spawned.append(call)
+        self.gates.append(gate)
         return lambda: self.cancelled.append(call)
 
     def set_deadline(self, when: float) -> None:
@@ -262,6 +266,62 @@ def test_calls_over_the_rate_limit_get_31029() -> None:
     first, second = (payload for _, payload in frames(driver))
     assert first == b'{"id":1,"result":"hi"}'
     assert b'"code":-31029' in second
+
+
+class AnsweringLimiter:
+    """An asynchronous rate limiter that allows ``allowed`` calls, then asks for 0.25 s."""
+
+    def __init__(self, allowed: int) -> None:
+        self.allowed = allowed
+        self.asked: list[tuple[Hashable, str | None]] = []
+        self.forgotten: list[Hashable] = []
+
+    async def acheck(self, key: Hashable, tool: str | None) -> float:
+        self.asked.append((key, tool))
+        if self.allowed > 0:
+            self.allowed -= 1
+            return 0.0
+        return 0.25
+
+    def forget(self, key: Hashable) -> None:
+        self.forgotten.append(key)
+
+
+def test_an_asynchronous_rate_limiter_decides_in_each_calls_task(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="securemcp.security")
+    limiter = AnsweringLimiter(allowed=1)
+    driver, adapter, _ = upgraded(security=SecurityPolicy(rate_limiter=limiter))
+    driver.data_received(call("quick", 1) + call("quick", 2))
+    # Even a tool that could run inline waits for the decision in a task.
+    assert output(driver) == b""
+    assert len(adapter.spawned) == 2
+    assert limiter.asked == []
+
+    async def run_spawned() -> None:
+        threads = anyio.CapacityLimiter(1)
+        for spawned, gate in zip(adapter.spawned, adapter.gates, strict=True):
+            assert gate is not None
+            await run_call(driver, spawned, threads, gate)
+
+    anyio.run(run_spawned)
+    first, second = (payload for _, payload in frames(driver))
+    assert first == b'{"id":1,"result":"hi"}'
+    assert b'"code":-31029' in second
+    assert b'"retry_after":0.25' in second
+    assert "call to 'quick' by connection from" in caplog.text
+    assert "rate limited (retry after 0.250 s)" in caplog.text
+    assert limiter.asked == [(("connection", id(driver)), "quick")] * 2
+    driver.connection_lost()
+    assert limiter.forgotten == [("connection", id(driver))]
+
+
+def test_a_synchronous_rate_limiter_adds_no_gate() -> None:
+    limiter = RateLimiter(rate=1.0, burst=5)
+    driver, adapter, _ = upgraded(security=SecurityPolicy(rate_limiter=limiter))
+    driver.data_received(call("slow", 1))
+    assert adapter.gates == [None]
 
 
 def test_calls_while_draining_are_answered_32800() -> None:
