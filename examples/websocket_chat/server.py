@@ -1,11 +1,15 @@
 """WebSocket chat server: rooms, live messages and a durable history, as SecureMCP tools.
 
 Run it with ``python server.py`` (options: ``--db``, ``--admin-token``, ``--rate``, ``--burst``,
-``--host``, ``--port``, ``--backend asyncio|trio``) and talk to it with ``python client.py``.
+``--host``, ``--port``, ``--backend asyncio|trio``, ``--redis URL``, ``--workers N``) and talk
+to it with ``python client.py``.
 
 Every client that joins a room receives each message sent there as a
 ``chat.message`` notification the moment it is stored. The history lives in
 SQLite (``--db``, default ``chat.db``); clearing it needs the admin token.
+With ``--redis URL`` the rooms, the history, the rate limits and the broadcast
+live in Redis instead, shared by every worker (``--workers N``) and every
+machine that points at the same Redis.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,6 +34,8 @@ from securemcp import (
     StaticTokenAuthenticator,
 )
 from securemcp.protocol import HTTPRequest
+from securemcp.pubsub import Broker
+from securemcp.ratelimit import AsyncRateLimiter
 from securemcp.store import MemoryMessageStore, MessageStore, SQLiteMessageStore
 from securemcp.transport import WebSocketTransport
 
@@ -82,6 +89,9 @@ def topic(room: str) -> str:
 def create_app(store: MessageStore) -> SecureMCP:
     """The chat's tools over ``store``; the transport supplies the broadcast."""
     app = SecureMCP("websocket-chat", "Chat rooms with a shared, durable history.")
+    if isinstance(store, AbstractAsyncContextManager):
+        # A store that holds connections (Redis) is opened while the server serves.
+        app.uses(store)
 
     @app.tool()
     async def send_message(
@@ -137,6 +147,9 @@ def create_app(store: MessageStore) -> SecureMCP:
                 f"Invalid params: a connection may join at most {MAX_ROOMS_PER_CONNECTION} rooms"
             )
         ctx.subscribe(topic(room))
+        # Across processes (Redis) a subscription is live a round trip later:
+        # once this returns, nothing sent to the room from any server is missed.
+        await ctx.subscriptions_live()
         return {"status": "joined", "room": room, "members": ctx.subscriber_count(topic(room))}
 
     @app.tool()
@@ -223,15 +236,34 @@ def http_handler(request: HTTPRequest) -> HTTPAnswer | None:
     return _PAGE.get(request.path.partition("?")[0])
 
 
-def open_store(db: str) -> MessageStore:
-    """The store ``--db`` names: an SQLite file, ``:memory:``, or ``memory`` (no SQLite)."""
+def open_store(db: str, redis: str | None = None) -> MessageStore:
+    """The store ``--redis`` or ``--db`` names: Redis, SQLite, ``:memory:`` or ``memory``."""
+    if redis is not None:
+        from securemcp.redis import RedisMessageStore
+
+        return RedisMessageStore(redis)
     if db == "memory":
         return MemoryMessageStore()
     return SQLiteMessageStore(db)
 
 
-def security_policy(admin_token: str | None, rate: float, burst: float) -> SecurityPolicy:
-    """Anonymous users may chat; the admin token grants the ``admin`` scope."""
+def open_broker(redis: str | None) -> Broker | None:
+    """Redis pub/sub with ``--redis`` (rooms span processes); else the transport's own."""
+    if redis is None:
+        return None
+    from securemcp.redis import RedisBroker
+
+    return RedisBroker(redis)
+
+
+def security_policy(
+    admin_token: str | None, rate: float, burst: float, redis: str | None = None
+) -> SecurityPolicy:
+    """Anonymous users may chat; the admin token grants the ``admin`` scope.
+
+    With ``redis`` the buckets of principals (the admin) are shared by every
+    process; an anonymous user's are its connection's, which one process serves.
+    """
     authenticator = (
         None
         if admin_token is None
@@ -239,10 +271,21 @@ def security_policy(admin_token: str | None, rate: float, burst: float) -> Secur
     )
     # A generous bound on every call, and the chat's own on sending, per
     # connection (anonymous) or per principal (the admin).
-    limiter = RateLimiter(
-        max(rate * 20, 100.0), max(burst * 20, 200.0), per_tool={"send_message": (rate, burst)}
-    )
+    overall = (max(rate * 20, 100.0), max(burst * 20, 200.0))
+    per_tool = {"send_message": (rate, burst)}
+    limiter: RateLimiter | AsyncRateLimiter
+    if redis is None:
+        limiter = RateLimiter(*overall, per_tool=per_tool)
+    else:
+        from securemcp.redis import RedisRateLimiter
+
+        limiter = RedisRateLimiter(redis, *overall, per_tool=per_tool)
     return SecurityPolicy(authenticator=authenticator, allow_anonymous=True, rate_limiter=limiter)
+
+
+def _host_of(url: str) -> str:
+    """``host:port/db`` of a Redis URL: never its password, on the banner."""
+    return url.partition("://")[2].rpartition("@")[2]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -263,13 +306,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--rate", type=float, default=5.0, help="messages per second per client")
     parser.add_argument("--burst", type=float, default=10.0, help="message burst per client")
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="keep rooms, history, rate limits and broadcast in Redis, shared by every "
+        "worker and machine using it (e.g. redis://127.0.0.1:6379/0; needs securemcp[redis])",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on the port (more than 1 needs --redis)",
+    )
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1 and args.redis is None:
+        parser.error(
+            "--workers above 1 needs --redis URL: without it each process would keep "
+            "its own rooms, history and broadcast"
+        )
     try:
-        policy = security_policy(args.admin_token or None, args.rate, args.burst)
-    except ValueError as exc:
+        policy = security_policy(args.admin_token or None, args.rate, args.burst, args.redis)
+        store = open_store(args.db, args.redis)
+        broker = open_broker(args.redis)
+    except (ValueError, ImportError) as exc:
         parser.error(str(exc))
 
-    store = open_store(args.db)
     app = create_app(store)
     rule = "=" * 60
     print(rule)
@@ -277,7 +340,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(rule)
     print("Starting server...")
     print(f"Registered tools: {list(app.tools)}")
-    print(f"History: {args.db}")
+    print(f"History: {args.db if args.redis is None else 'Redis at ' + _host_of(args.redis)}")
+    if args.workers > 1:
+        print(f"Workers: {args.workers}")
     print(f"Admin token: {'set' if args.admin_token else 'not set (clear_history disabled)'}")
     print()
     print(f"Server will be available at: ws://localhost:{args.port}")
@@ -286,9 +351,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(rule)
     print(flush=True)
 
-    transport = WebSocketTransport(app, security=policy, http_handler=http_handler)
+    transport = WebSocketTransport(app, security=policy, http_handler=http_handler, broker=broker)
     try:
-        transport.run(host=args.host, port=args.port, backend=args.backend)
+        transport.run(host=args.host, port=args.port, backend=args.backend, workers=args.workers)
     finally:
         if isinstance(store, SQLiteMessageStore):
             store.close()
