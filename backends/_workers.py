@@ -180,6 +180,8 @@ class Supervisor:
             try:
                 self._supervise(previous)
             finally:
+                # After a signal, or an error here (fork failing): no worker outlives this.
+                self._stop()
                 signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         finally:
             for sock in self._sockets:
@@ -211,7 +213,6 @@ class Supervisor:
             if received is not None and received.si_signo != signal.SIGCHLD:
                 break
             self._reap(restart=True)
-        self._stop()
 
     def _start(self, slot: _Slot, mask: set[int | signal.Signals]) -> None:
         slot.restart_at = None

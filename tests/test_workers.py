@@ -471,6 +471,20 @@ def test_broker_store_and_redis_options(
     )
 
 
+def test_a_busy_port_is_one_line_before_any_worker(
+    in_app_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The supervisor binds before it forks: nothing is forked here.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        assert main(["serve", "workers_app:app", "--workers", "2", "--port", port]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}: "), err
+    assert "Worker" not in err
+
+
 @pytest.mark.parametrize(
     ("backend", "native"), [("asyncio", True), ("asyncio", False), ("trio", False)]
 )
