@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
@@ -229,17 +230,36 @@ class ServerProtocol(asyncio.BufferedProtocol):
         return not self._read_paused
 
 
-async def open_asyncio_server(server: _Server, host: str, port: int) -> asyncio.Server:
-    """Listen on ``host``:``port`` (every address it resolves to) with asyncio protocols."""
+async def open_asyncio_server(
+    server: _Server,
+    host: str | None = None,
+    port: int = 0,
+    *,
+    sock: socket.socket | None = None,
+) -> asyncio.Server:
+    """Listen on ``host``:``port`` (every address it resolves to) with asyncio protocols.
+
+    With ``sock`` (bound and listening, then owned by the returned server),
+    accept on it instead.
+    """
     settings = server.settings
     loop = asyncio.get_running_loop()
+    # The TLS handshake has its own bound; the WebSocket one starts after it.
+    tls_timeout = settings.handshake_timeout if settings.ssl is not None else None
+    if sock is not None:
+        return await loop.create_server(
+            lambda: ServerProtocol(server),
+            sock=sock,
+            ssl=settings.ssl,
+            ssl_handshake_timeout=tls_timeout,
+            backlog=server.backlog,
+        )
     return await loop.create_server(
         lambda: ServerProtocol(server),
         host,
         port,
         ssl=settings.ssl,
-        # The TLS handshake has its own bound; the WebSocket one starts after it.
-        ssl_handshake_timeout=settings.handshake_timeout if settings.ssl is not None else None,
+        ssl_handshake_timeout=tls_timeout,
         reuse_address=True,
         backlog=server.backlog,
     )

@@ -2,7 +2,9 @@
 
 One implementation for asyncio and trio. :meth:`WebSocketTransport.serve`
 embeds the server in a running program; :meth:`WebSocketTransport.run` is the
-blocking entry point that owns the event loop and stops cleanly on Ctrl+C.
+blocking entry point that owns the event loop and stops cleanly on Ctrl+C;
+``run(workers=N)`` serves from N processes sharing one listening socket
+(``backends/_workers.py``, Linux only).
 
 Graceful shutdown (``serve`` cancelled, :meth:`~WebSocketTransport.shutdown`
 called, or SIGINT/SIGTERM under ``run``): stop accepting, let the calls in
@@ -17,10 +19,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
 import signal
+import socket
 import ssl as ssl_module
 import sys
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from functools import partial
 from typing import Any
 
 import anyio
@@ -39,6 +45,7 @@ from ._pubsub import LoopThread
 from ._security import ConnectionGuard
 from ._serving import BACKLOG, Connection, _Server, default_max_connections
 from ._settings import HTTPHandler, ServerSettings
+from ._workers import Supervisor, check_workers, duplicate_listening, stop_timeout
 
 __all__ = ["Connection", "WebSocketTransport"]
 
@@ -176,6 +183,7 @@ class WebSocketTransport:
         host: str = "127.0.0.1",
         port: int = 8765,
         *,
+        sock: socket.socket | None = None,
         task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen on ``host``:``port`` and serve until cancelled or :meth:`shutdown`.
@@ -184,16 +192,31 @@ class WebSocketTransport:
         ``port = await tg.start(transport.serve, "127.0.0.1", 0)``). Returns
         after :meth:`shutdown`; when cancelled, shuts down gracefully first,
         then lets the cancellation through. Binding errors raise ``OSError``.
+
+        ``sock``, a bound and listening TCP socket, is served instead of
+        binding ``host``:``port`` (which are then ignored): a socket made by a
+        supervisor or a service manager, shared by several processes. The
+        caller keeps it: the server accepts on a duplicate and closes only that.
         """
+        await self._serve_with_resources(host, port, task_status, () if sock is None else (sock,))
+
+    async def _serve_with_resources(
+        self,
+        host: str,
+        port: int,
+        task_status: anyio.abc.TaskStatus[int],
+        sockets: Sequence[socket.socket] = (),
+        worker: bool = False,
+    ) -> None:
         resources = self._resources()
         if not resources:
-            await self._serve(host, port, task_status)
+            await self._serve(host, port, task_status, sockets, worker)
             return
         async with anyio.create_task_group() as holder:
             closing = anyio.Event()
             await holder.start(_hold_open, resources, closing)
             try:
-                await self._serve(host, port, task_status)
+                await self._serve(host, port, task_status, sockets, worker)
             finally:
                 closing.set()
 
@@ -209,25 +232,58 @@ class WebSocketTransport:
             ),
         ]
 
-    async def _serve(self, host: str, port: int, task_status: anyio.abc.TaskStatus[int]) -> None:
+    async def _serve(
+        self,
+        host: str,
+        port: int,
+        task_status: anyio.abc.TaskStatus[int],
+        sockets: Sequence[socket.socket] = (),
+        worker: bool = False,
+    ) -> None:
+        """Serve; on ``sockets`` (duplicated) when given, as worker process ``worker`` if set."""
         server = _Server(self._settings, self.max_connections, LoopThread.current())
-        native: asyncio.Server | None = None
+        natives: list[asyncio.Server] = []
         listeners: list[anyio.abc.SocketListener] = []
+        # Each server owns (and closes) a duplicate; the caller's sockets stay open.
+        owned = [duplicate_listening(sock) for sock in sockets]
         # Protocol callbacks run in a copy of this context: tools run inline
         # there can then use anyio as they could in a task.
         library = sniffio.current_async_library_cvar.set(sniffio.current_async_library())
         try:
             if self.native_asyncio and _running_on_asyncio():
                 server.use_asyncio()
-                native = await open_asyncio_server(server, host, port)
-                bound = native.sockets[0].getsockname()[1]
+                if not owned:
+                    natives.append(await open_asyncio_server(server, host, port))
+                while owned:
+                    natives.append(await open_asyncio_server(server, sock=owned[0]))
+                    owned.pop(0)
+                bound = natives[0].sockets[0].getsockname()[1]
             else:
-                listeners = await self._listen(host, port)
+                if not owned:
+                    listeners = await self._listen(host, port)
+                while owned:
+                    listeners.append(await anyio.abc.SocketListener.from_socket(owned[0]))
+                    owned.pop(0)
                 bound = listeners[0].extra(SocketAttribute.local_port)
+        except BaseException:
+            for native in natives:
+                native.close()
+            for listener in listeners:
+                await listener.aclose()
+            raise
         finally:
             sniffio.current_async_library_cvar.reset(library)
+            for sock in owned:
+                sock.close()
         scheme = "wss" if self.ssl is not None else "ws"
-        logger.info("[WS] Starting WebSocket server on %s://%s:%d", scheme, _url_host(host), bound)
+        if worker:
+            logger.info("[WS] Worker %d serving", os.getpid())
+        else:
+            if sockets:
+                host = sockets[0].getsockname()[0]
+            logger.info(
+                "[WS] Starting WebSocket server on %s://%s:%d", scheme, _url_host(host), bound
+            )
         self._servers.add(server)
         try:
             async with anyio.create_task_group() as tg:
@@ -238,19 +294,21 @@ class WebSocketTransport:
                             for listener in listeners:
                                 accepting.start_soon(serve_listener, server, listener, tg)
                             accepting.start_soon(server.keepalive_loop)
-                            logger.info("[WS] Server started successfully")
+                            if not worker:
+                                logger.info("[WS] Server started successfully")
                             task_status.started(bound)
                             # asyncio accepts by itself: this task only waits to be stopped.
                             await anyio.sleep_forever()
                 finally:
                     with anyio.CancelScope(shield=True):
-                        if native is not None:
+                        for native in natives:
                             native.close()
                         for listener in listeners:
                             await listener.aclose()
-                        logger.info("[WS] Shutting down")
+                        who = f"Worker {os.getpid()}: " if worker else ""
+                        logger.info("[WS] %sShutting down", who)
                         await server.drain(self.shutdown_grace)
-                        logger.info("[WS] Server stopped")
+                        logger.info("[WS] %sServer stopped", who)
         finally:
             self._servers.discard(server)
 
@@ -279,15 +337,24 @@ class WebSocketTransport:
         *,
         backend: str = "asyncio",
         log_level: int = logging.INFO,
+        workers: int = 1,
     ) -> None:
         """Serve until Ctrl+C (SIGINT) or SIGTERM, then shut down gracefully and return.
 
         ``backend`` is ``"asyncio"``, ``"trio"`` or ``"asyncio+uvloop"`` (needs
         uvloop installed). Logs go to the ``securemcp`` logger; when nothing
         handles logging, a plain stderr handler shows the ``[WS]`` lines.
+
+        ``workers=N`` (Linux only) serves from N processes: this one binds the
+        listening socket, forks N workers that accept on it, restarts a worker
+        that dies, and on SIGINT or SIGTERM stops them gracefully (see
+        ``backends/_workers.py``). Each process has its own broker, so N > 1
+        needs a shared one (a ``RedisBroker``) unless the app is declared
+        ``SecureMCP(..., stateless=True)``: otherwise ``ValueError``.
         """
         if backend not in _BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: use one of {sorted(_BACKENDS)}")
+        check_workers(workers, self.app, self.broker)
         options: dict[str, Any] = {}
         if backend == "asyncio+uvloop":
             if importlib.util.find_spec("uvloop") is None:
@@ -297,10 +364,39 @@ class WebSocketTransport:
                 )
             backend, options = "asyncio", {"use_uvloop": True}
         _configure_logging(log_level)
+        if workers > 1:
+            Supervisor(
+                partial(self._run_worker, host, port, backend, options),
+                host,
+                port,
+                workers,
+                scheme="wss" if self.ssl is not None else "ws",
+                stop_timeout=stop_timeout(self.shutdown_grace, self._settings.close_timeout),
+            ).run()
+            return
+        self._run_loop(
+            partial(self._serve_until_signal, host, port), backend=backend, options=options
+        )
+
+    def _run_worker(
+        self,
+        host: str,
+        port: int,
+        backend: str,
+        options: dict[str, Any],
+        sockets: Sequence[socket.socket],
+    ) -> None:
+        """A worker process: serve on ``sockets`` until SIGTERM (SIGINT is the supervisor's)."""
+        serve = partial(
+            self._serve_until_signal, host, port, sockets, worker=True, signals=(signal.SIGTERM,)
+        )
+        self._run_loop(serve, backend=backend, options=options)
+
+    def _run_loop(
+        self, main: Callable[[], Awaitable[None]], *, backend: str, options: dict[str, Any]
+    ) -> None:
         try:
-            anyio.run(
-                self._serve_until_signal, host, port, backend=backend, backend_options=options
-            )
+            anyio.run(main, backend=backend, backend_options=options)
         except KeyboardInterrupt:
             # Ctrl+C before the signal handler was installed or after it was removed.
             pass
@@ -309,11 +405,19 @@ class WebSocketTransport:
             if not isinstance(error, KeyboardInterrupt):
                 raise error from None
 
-    async def _serve_until_signal(self, host: str, port: int) -> None:
-        signals = [signal.SIGINT, signal.SIGTERM]
+    async def _serve_until_signal(
+        self,
+        host: str,
+        port: int,
+        sockets: Sequence[socket.socket] = (),
+        *,
+        worker: bool = False,
+        signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+    ) -> None:
         with anyio.open_signal_receiver(*signals) as received:
             async with anyio.create_task_group() as tg:
-                await tg.start(self._serve_then_stop, host, port, tg.cancel_scope)
+                serve = partial(self._serve_then_stop, host, port, sockets, worker, tg.cancel_scope)
+                await tg.start(serve)
                 async for _ in received:
                     # First signal: graceful stop; second: stop waiting for calls.
                     self.shutdown()
@@ -322,11 +426,13 @@ class WebSocketTransport:
         self,
         host: str,
         port: int,
+        sockets: Sequence[socket.socket],
+        worker: bool,
         scope: anyio.CancelScope,
         *,
         task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        await self.serve(host, port, task_status=task_status)
+        await self._serve_with_resources(host, port, task_status, sockets, worker)
         scope.cancel()
 
 

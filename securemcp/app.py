@@ -25,16 +25,30 @@ class SecureMCP:
     ...     return a + b
     >>> [tool["name"] for tool in app.list_tools()]
     ['add']
+
+    ``stateless=True`` declares that the tools keep nothing between calls that
+    another process would need (no rooms, history or subscriptions held in
+    memory): the app may then be served by several worker processes
+    (``securemcp serve --workers N``) without a shared broker. Left ``False``,
+    serving it from more than one process needs a shared broker (Redis), since
+    rooms and broadcast would otherwise split silently between the processes.
     """
 
     def __init__(
-        self, name: str, description: str | None = None, *, version: str = "0.1.0"
+        self,
+        name: str,
+        description: str | None = None,
+        *,
+        version: str = "0.1.0",
+        stateless: bool = False,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError("the app needs a non-empty name")
         self.name = name
         self.description = description
         self.version = version
+        self.stateless = stateless
+        """Whether the tools keep nothing between calls that another process would need."""
         self._tools: dict[str, Tool] = {}
         self._resources: list[AbstractAsyncContextManager[Any]] = []
 

@@ -10,10 +10,7 @@ one ``error: ...`` line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
-import logging
 import math
 import os
 import ssl
@@ -22,115 +19,33 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .app import SecureMCP
-from .auth import StaticTokenAuthenticator
+from ._cli_error import CLIError
+from ._serve_command import (
+    LOG_LEVELS,
+    STORE_ENV,
+    add_serve_command,
+    load_app,
+    security_policy,
+    serve,
+    tls_server_context,
+)
 from .errors import ConnectionClosed, HandshakeRejected, RequestTimeout, RPCError
-from .security import SecurityPolicy
 
 if TYPE_CHECKING:
     from .transport import WebSocketClient
 
-__all__ = ["CLIError", "main"]
+__all__ = [
+    "LOG_LEVELS",
+    "STORE_ENV",
+    "CLIError",
+    "load_app",
+    "main",
+    "security_policy",
+    "serve",
+    "tls_server_context",
+]
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 TOKEN_ENV = "SECUREMCP_TOKEN"
-
-
-class CLIError(Exception):
-    """An expected failure: printed as one ``error: ...`` line, then exit with ``status``."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-# serve
-
-
-def load_app(spec: str) -> SecureMCP:
-    """Import ``MODULE[:ATTR.PATH]`` (``ATTR`` defaults to ``app``) from the current directory."""
-    module_name, colon, attr_path = spec.partition(":")
-    attr_path = attr_path if colon else "app"
-    if not module_name or any(not part.isidentifier() for part in attr_path.split(".")):
-        raise CLIError(f"invalid app {spec!r}: use MODULE:APP, e.g. chat_server:app", 2)
-    # Like uvicorn: the app is found from where the command runs, not from where it is installed.
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise CLIError(f"cannot import module {module_name!r}: {exc}") from None
-        # A dependency of the user's module is missing: still an environment problem.
-        raise CLIError(f"importing {module_name!r} failed: {exc}") from None
-    target: Any = module
-    for part in attr_path.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise CLIError(f"module {module_name!r} has no attribute {attr_path!r}") from None
-    if not isinstance(target, SecureMCP):
-        kind = type(target).__name__
-        raise CLIError(f"{module_name}:{attr_path} is not a SecureMCP app (it is a {kind!r})")
-    return target
-
-
-def tls_server_context(cert: str, key: str | None) -> ssl.SSLContext:
-    """A server TLS context from PEM files; an unreadable file is a :class:`CLIError`."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.load_cert_chain(cert, key)
-    except OSError as exc:
-        # ssl.SSLError is an OSError too: a file that is there but is no certificate.
-        name = exc.filename or (cert if key is None else f"{cert} / {key}")
-        reason = exc.strerror or exc.reason if isinstance(exc, ssl.SSLError) else exc.strerror
-        raise CLIError(f"cannot load TLS certificate {name}: {reason or exc}", 2) from None
-    return context
-
-
-def _token_scopes(value: str, app: SecureMCP) -> tuple[str, list[str]]:
-    token, sep, scopes = value.partition(":")
-    if sep:
-        return token, [scope for scope in scopes.split(",") if scope]
-    # No scopes named: full access, i.e. every scope some tool of the app requires.
-    return token, sorted({scope for tool in app.tools.values() for scope in tool.scopes})
-
-
-def security_policy(tokens: Sequence[str], app: SecureMCP) -> SecurityPolicy | None:
-    """The policy for ``--token`` values (``TOKEN`` or ``TOKEN:SCOPE,...``); ``None`` for none."""
-    if not tokens:
-        return None
-    try:
-        authenticator = StaticTokenAuthenticator(dict(_token_scopes(t, app) for t in tokens))
-    except ValueError as exc:
-        raise CLIError(f"invalid --token: {exc}", 2) from None
-    return SecurityPolicy(authenticator=authenticator, allow_anonymous=False)
-
-
-def serve(args: argparse.Namespace) -> int:
-    """``securemcp serve``: serve the app until Ctrl+C."""
-    from .transport import WebSocketTransport
-
-    if args.tls_key and not args.tls_cert:
-        raise CLIError("--tls-key needs --tls-cert", 2)
-    backend: str = args.backend
-    if args.uvloop:
-        if backend != "asyncio":
-            raise CLIError("--uvloop runs on the asyncio backend only", 2)
-        if importlib.util.find_spec("uvloop") is None:
-            raise CLIError("--uvloop needs uvloop, which is not installed (pip install uvloop)")
-        backend = "asyncio+uvloop"
-    app = load_app(args.app)
-    context = tls_server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
-    transport = WebSocketTransport(app, ssl=context, security=security_policy(args.token, app))
-    level = getattr(logging, args.log_level.upper())
-    try:
-        transport.run(args.host, args.port, backend=backend, log_level=level)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise CLIError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
-    return 0
 
 
 # client commands
@@ -439,18 +354,6 @@ def _ping(args: argparse.Namespace) -> int:
 
 # the parser
 
-_SERVE_EXAMPLES = """\
-examples:
-  securemcp serve chat_server:app
-  securemcp serve chat_server --port 0 --backend trio      (APP defaults to 'app')
-  securemcp serve chat_server:app --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem
-  securemcp serve chat_server:app --token s3cret --token admin-key:admin,write
-
-With --token the server refuses connections without one of the tokens (HTTP 401).
-TOKEN:SCOPES grants exactly those comma-separated scopes; a bare TOKEN grants every
-scope the app's tools require. Ctrl+C stops the server gracefully.
-"""
-
 _TOOLS_EXAMPLES = """\
 examples:
   securemcp tools ws://127.0.0.1:8765
@@ -507,31 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve_parser = commands.add_parser(
-        "serve",
-        help="serve a SecureMCP app",
-        formatter_class=formatter,
-        epilog=_SERVE_EXAMPLES,
-        description="Import the SecureMCP app MODULE:APP from the current directory and serve it.",
-    )
-    serve_parser.add_argument("app", metavar="MODULE:APP", help="e.g. chat_server:app")
-    serve_parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
-    serve_parser.add_argument(
-        "--port", type=int, default=8765, help="default: 8765; 0 picks a free port"
-    )
-    serve_parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
-    serve_parser.add_argument("--uvloop", action="store_true", help="asyncio on uvloop")
-    serve_parser.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve wss://")
-    serve_parser.add_argument("--tls-key", metavar="PEM", help="private key (if not in --tls-cert)")
-    serve_parser.add_argument(
-        "--token",
-        action="append",
-        default=[],
-        metavar="TOKEN[:SCOPES]",
-        help="accept this bearer token (repeatable); connections without one are refused",
-    )
-    serve_parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
-    serve_parser.set_defaults(handler=serve)
+    add_serve_command(commands, formatter)
 
     def client_command(
         name: str,
