@@ -17,16 +17,12 @@ close frames.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import os
-import signal
 import socket
 import ssl as ssl_module
-import sys
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from functools import partial
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
@@ -42,16 +38,15 @@ from securemcp.security import SecurityPolicy
 from ._anyio_server import serve_listener
 from ._asyncio_server import open_asyncio_server
 from ._pubsub import LoopThread
+from ._running import hold_open, run_transport
 from ._security import ConnectionGuard
 from ._serving import BACKLOG, Connection, _Server, default_max_connections
 from ._settings import HTTPHandler, ServerSettings
-from ._workers import Supervisor, check_workers, duplicate_listening, stop_timeout
+from ._workers import duplicate_listening
 
 __all__ = ["Connection", "WebSocketTransport"]
 
 logger = logging.getLogger("securemcp")
-
-_BACKENDS = {"asyncio", "asyncio+uvloop", "trio"}
 
 
 def _url_host(host: str) -> str:
@@ -214,7 +209,7 @@ class WebSocketTransport:
             return
         async with anyio.create_task_group() as holder:
             closing = anyio.Event()
-            await holder.start(_hold_open, resources, closing)
+            await holder.start(hold_open, resources, closing)
             try:
                 await self._serve(host, port, task_status, sockets, worker)
             finally:
@@ -352,108 +347,7 @@ class WebSocketTransport:
         needs a shared one (a ``RedisBroker``) unless the app is declared
         ``SecureMCP(..., stateless=True)``: otherwise ``ValueError``.
         """
-        if backend not in _BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}: use one of {sorted(_BACKENDS)}")
-        check_workers(workers, self.app, self.broker)
-        options: dict[str, Any] = {}
-        if backend == "asyncio+uvloop":
-            if importlib.util.find_spec("uvloop") is None:
-                raise RuntimeError(
-                    "backend 'asyncio+uvloop' needs uvloop, which is not installed "
-                    "(pip install uvloop), or use backend='asyncio'"
-                )
-            backend, options = "asyncio", {"use_uvloop": True}
-        _configure_logging(log_level)
-        if workers > 1:
-            Supervisor(
-                partial(self._run_worker, host, port, backend, options),
-                host,
-                port,
-                workers,
-                scheme="wss" if self.ssl is not None else "ws",
-                stop_timeout=stop_timeout(self.shutdown_grace, self._settings.close_timeout),
-            ).run()
-            return
-        self._run_loop(
-            partial(self._serve_until_signal, host, port), backend=backend, options=options
-        )
-
-    def _run_worker(
-        self,
-        host: str,
-        port: int,
-        backend: str,
-        options: dict[str, Any],
-        sockets: Sequence[socket.socket],
-    ) -> None:
-        """A worker process: serve on ``sockets`` until SIGTERM (SIGINT is the supervisor's)."""
-        serve = partial(
-            self._serve_until_signal, host, port, sockets, worker=True, signals=(signal.SIGTERM,)
-        )
-        self._run_loop(serve, backend=backend, options=options)
-
-    def _run_loop(
-        self, main: Callable[[], Awaitable[None]], *, backend: str, options: dict[str, Any]
-    ) -> None:
-        try:
-            anyio.run(main, backend=backend, backend_options=options)
-        except KeyboardInterrupt:
-            # Ctrl+C before the signal handler was installed or after it was removed.
-            pass
-        except BaseExceptionGroup as group:
-            error = _single(group)
-            if not isinstance(error, KeyboardInterrupt):
-                raise error from None
-
-    async def _serve_until_signal(
-        self,
-        host: str,
-        port: int,
-        sockets: Sequence[socket.socket] = (),
-        *,
-        worker: bool = False,
-        signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
-    ) -> None:
-        with anyio.open_signal_receiver(*signals) as received:
-            async with anyio.create_task_group() as tg:
-                serve = partial(self._serve_then_stop, host, port, sockets, worker, tg.cancel_scope)
-                await tg.start(serve)
-                async for _ in received:
-                    # First signal: graceful stop; second: stop waiting for calls.
-                    self.shutdown()
-
-    async def _serve_then_stop(
-        self,
-        host: str,
-        port: int,
-        sockets: Sequence[socket.socket],
-        worker: bool,
-        scope: anyio.CancelScope,
-        *,
-        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        await self._serve_with_resources(host, port, task_status, sockets, worker)
-        scope.cancel()
-
-
-async def _hold_open(
-    resources: list[AbstractAsyncContextManager[Any]],
-    closing: anyio.Event,
-    *,
-    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Open ``resources`` in order, and close them in reverse once ``closing`` is set.
-
-    A task of their own, which no cancellation reaches: a server cancelled
-    still closes them completely (a store flushes, a Redis pool ends its
-    tasks), and task groups they hold nest as they were entered.
-    """
-    with anyio.CancelScope(shield=True):
-        async with AsyncExitStack() as stack:
-            for resource in resources:
-                await stack.enter_async_context(resource)
-            task_status.started()
-            await closing.wait()
+        run_transport(self, host, port, backend=backend, log_level=log_level, workers=workers)
 
 
 def _running_on_asyncio() -> bool:
@@ -462,18 +356,3 @@ def _running_on_asyncio() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def _configure_logging(level: int) -> None:
-    package = logging.getLogger("securemcp")
-    package.setLevel(level)
-    if not package.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        package.addHandler(handler)
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first leaf exception of ``group``: what a caller of ``run`` expects to see."""
-    first = group.exceptions[0]
-    return _single(first) if isinstance(first, BaseExceptionGroup) else first

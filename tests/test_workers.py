@@ -36,7 +36,7 @@ from websockets.exceptions import ConnectionClosed as WSClosed
 from websockets.sync.client import ClientConnection, connect
 
 from securemcp import SecureMCP
-from securemcp.backends import _workers
+from securemcp.backends import _running, _workers
 from securemcp.backends._workers import Supervisor, bind_sockets, check_workers
 from securemcp.cli import STORE_ENV, main
 from securemcp.pubsub import LocalBroker
@@ -680,7 +680,7 @@ def test_a_worker_serves_the_inherited_socket_until_sigterm(
     try:
         with caplog.at_level("INFO", "securemcp"):
             thread.start()
-            transport._run_worker("127.0.0.1", 0, backend, {}, [listening])
+            _running._run_worker(transport, "127.0.0.1", 0, backend, {}, [listening])
     finally:
         thread.join(TIMEOUT)
         listening.close()
