@@ -6,7 +6,7 @@ import pytest
 
 from securemcp.transport import WebSocketTransport
 
-from .redis_server import redis_server  # noqa: F401 - a fixture for every test module
+from .redis_server import redis_cluster, redis_server  # noqa: F401 - fixtures for every module
 
 
 @pytest.fixture(params=["asyncio", "trio", "asyncio-anyio-path"])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["RedisServer", "free_port", "redis_server"]
+__all__ = ["RedisCluster", "RedisServer", "free_port", "redis_cluster", "redis_server"]
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_TIMEOUT = 10.0
@@ -36,9 +36,12 @@ def free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process that a test can kill and restart on the same port and data."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, extra: tuple[str, ...] = ()
+    ) -> None:
         self.directory = directory
         self.port = free_port() if port is None else port
+        self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,6 +63,7 @@ class RedisServer:
                     "--appendfsync", "always",
                     "--save", "",
                     "--protected-mode", "no",
+                    *self.extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -113,6 +117,59 @@ class RedisServer:
                 self.kill()
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class RedisCluster:
+    """A three-primary Redis Cluster, each node its own process and directory, AOF on."""
+
+    def __init__(self, directory: Path) -> None:
+        self.nodes: list[RedisServer] = []
+        for n in range(3):
+            node_dir = directory / f"node{n}"
+            node_dir.mkdir()
+            options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+            self.nodes.append(RedisServer(node_dir, free_cluster_port(), options))
+
+    @property
+    def url(self) -> str:
+        """A startup node's URL: the client learns the others from it."""
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        """Start the nodes, assign every slot, and return once the cluster says ok."""
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all("cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
 def require_redis_server() -> None:
     """Skip (or, in CI, fail) when Debian's ``redis-server`` is not installed."""
     if not os.path.exists(REDIS_SERVER):
@@ -134,3 +191,15 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A fresh three-primary Redis Cluster on free ports."""
+    require_redis_server()
+    cluster = RedisCluster(tmp_path)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

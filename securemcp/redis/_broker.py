@@ -41,6 +41,9 @@ _BATCH = 256
 class RedisBroker(RedisResource):
     """A :class:`~securemcp.pubsub.Broker` that spans every process using the same Redis.
 
+    On a Redis Cluster (``cluster=True``) it uses sharded pub/sub
+    (``SPUBLISH``/``SSUBSCRIBE``): each topic's channel hashes to one shard.
+
     Pass it to the transport (``WebSocketTransport(app, broker=RedisBroker(url))``),
     which opens it while serving. ``publish`` returns the number of *local*
     deliveries; :meth:`subscriber_count` and :meth:`topics` count this
@@ -59,11 +62,12 @@ class RedisBroker(RedisResource):
         *,
         timeout: float = 2.0,
         prefix: str = "securemcp",
+        cluster: bool = False,
         max_backlog: int = 10_000,
         reconnect_delay: float = 0.05,
         max_reconnect_delay: float = 2.0,
     ) -> None:
-        super().__init__(url, timeout=timeout, prefix=prefix)
+        super().__init__(url, timeout=timeout, prefix=prefix, cluster=cluster)
         if max_backlog < 1:
             raise ValueError("max_backlog must be at least 1")
         if not 0 < reconnect_delay <= max_reconnect_delay:
@@ -191,31 +195,50 @@ class RedisBroker(RedisResource):
                         break
                 try:
                     with anyio.fail_after(self.timeout):
-                        async with self.client.pipeline(transaction=False) as pipe:
-                            for channel, payload in batch:
-                                pipe.publish(channel, payload)
-                except Exception as exc:  # noqa: BLE001 - redis_errors, maybe in a group
-                    _reraise_unless_redis(exc)
+                        await self._publish(batch)
+                except* redis_errors as failures:
                     # At most once: the batch is lost for the other processes.
-                    self.went_down(exc)
+                    self.went_down(failures)
                 else:
                     self.came_back()
+
+    async def _publish(self, batch: list[tuple[str, bytes]]) -> None:
+        client = self.client
+        if isinstance(client, coredis.RedisCluster):
+            # Sharded: each topic's channel lives on one shard, and a
+            # publication crosses only that shard (a plain PUBLISH would be
+            # copied to every node of the cluster).
+            for channel, payload in batch:
+                await client.spublish(channel, payload)
+            return
+        async with client.pipeline(transaction=False) as pipe:
+            for channel, payload in batch:
+                pipe.publish(channel, payload)
 
     async def _subscribe_loop(self) -> None:
         delay = self.reconnect_delay
         while True:
+            # Only Redis failing is retried: a bug, or a cancellation beside a
+            # Redis error in a task group, goes through.
             try:
                 await self._subscribe_once()
-            except Exception as exc:  # noqa: BLE001 - redis_errors, maybe in a group
-                _reraise_unless_redis(exc)
-                self.went_down(exc)
+            except* redis_errors as failures:
+                self.went_down(failures)
             self._live.clear()
             await anyio.sleep(delay)
             delay = min(delay * 2, self.max_reconnect_delay)
 
     async def _subscribe_once(self) -> None:
-        pubsub = self.client.pubsub(
-            ignore_subscribe_messages=True, retry_policy=coredis.retry.NoRetryPolicy()
+        client = self.client
+        # One connection subscribes for the whole process (one per shard on a cluster).
+        pubsub: coredis.patterns.pubsub.BasePubSub[bytes, Any] = (
+            client.sharded_pubsub(
+                ignore_subscribe_messages=True, retry_policy=coredis.retry.NoRetryPolicy()
+            )
+            if isinstance(client, coredis.RedisCluster)
+            else client.pubsub(
+                ignore_subscribe_messages=True, retry_policy=coredis.retry.NoRetryPolicy()
+            )
         )
         async with pubsub, anyio.create_task_group() as tasks:
             tasks.start_soon(self._follow, pubsub)
@@ -224,7 +247,7 @@ class RedisBroker(RedisResource):
                 if message is not None and message["type"] == "message":
                     self._deliver(message["channel"], message["data"])
 
-    async def _follow(self, pubsub: coredis.patterns.pubsub.PubSub[bytes]) -> None:
+    async def _follow(self, pubsub: coredis.patterns.pubsub.BasePubSub[bytes, Any]) -> None:
         """Keep the subscriber connection's channels equal to the wanted ones."""
         self._wake_follower()  # (Re)connected: every wanted channel needs subscribing.
         while True:
@@ -258,13 +281,3 @@ class RedisBroker(RedisResource):
         if origin == self._origin or not isinstance(method, str) or not method:
             return
         self._local.publish(topic, method, params)
-
-
-def _reraise_unless_redis(exc: Exception) -> None:
-    """Let through anything that is not Redis being unreachable (a bug must not be retried)."""
-    if isinstance(exc, ExceptionGroup):
-        _, rest = exc.split(redis_errors)
-        if rest is not None:
-            raise exc
-    elif not isinstance(exc, redis_errors):
-        raise exc

@@ -17,16 +17,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import anyio.abc
 import coredis
 import coredis.exceptions
 import coredis.retry
+from coredis.connection import TCPLocation
 
 from securemcp.errors import Unavailable
 
-__all__ = ["RedisResource", "redis_errors"]
+__all__ = ["RedisClient", "RedisResource", "redis_errors"]
 
 logger = logging.getLogger("securemcp.redis")
 
@@ -40,12 +42,17 @@ redis_errors: tuple[type[Exception], ...] = (
 """What an unreachable, restarting or overloaded Redis raises through coredis."""
 
 
+RedisClient = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
+"""One Redis server (or a primary with replicas), or a Redis Cluster."""
+
+
 class RedisResource:
     """A coredis client to ``url``, open while the object is entered.
 
     ``timeout`` bounds every operation, connecting included (seconds).
     ``prefix`` starts every key and channel name, so several applications can
-    share one Redis database.
+    share one Redis database. ``cluster=True`` when ``url`` names a node of a
+    Redis Cluster: the client then follows the cluster's slots.
     """
 
     what = "Redis"
@@ -53,7 +60,9 @@ class RedisResource:
     outage = "calls that need it get -31503"
     """What an outage means for this part's users, for the log."""
 
-    def __init__(self, url: str, *, timeout: float = 2.0, prefix: str = "securemcp") -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 2.0, prefix: str = "securemcp", cluster: bool = False
+    ) -> None:
         if not (timeout > 0):
             raise ValueError(f"timeout must be > 0 seconds, not {timeout!r}")
         if not prefix or "{" in prefix or "}" in prefix:
@@ -61,24 +70,27 @@ class RedisResource:
         self.url = url
         self.timeout = float(timeout)
         self.prefix = prefix
-        self._client: coredis.Redis[bytes] | None = None
+        self.cluster = cluster
+        self._client: RedisClient | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
         self._closing: anyio.Event | None = None
         self._entered = 0
         self._down = False
         self._stopping = False
 
-    def _new_client(self) -> coredis.Redis[bytes]:
-        return coredis.Redis.from_url(
-            self.url,
-            connect_timeout=self.timeout,
-            stream_timeout=self.timeout,
-            # Our own bound decides when to give up; coredis must not retry past it.
-            retry_policy=coredis.retry.NoRetryPolicy(),
-        )
+    def _new_client(self) -> RedisClient:
+        # Our own bound decides when to give up; coredis must not retry past it.
+        options: dict[str, Any] = {
+            "connect_timeout": self.timeout,
+            "stream_timeout": self.timeout,
+            "retry_policy": coredis.retry.NoRetryPolicy(),
+        }
+        if self.cluster:
+            return _cluster_client(self.url, options)
+        return coredis.Redis.from_url(self.url, **options)
 
     @property
-    def client(self) -> coredis.Redis[bytes]:
+    def client(self) -> RedisClient:
         """The open client; ``RuntimeError`` outside ``async with`` (or the transport)."""
         if self._client is None:
             raise RuntimeError(
@@ -123,9 +135,9 @@ class RedisResource:
 
     async def _hold(
         self,
-        client: coredis.Redis[bytes],
+        client: RedisClient,
         *,
-        task_status: anyio.abc.TaskStatus[coredis.Redis[bytes]] = anyio.TASK_STATUS_IGNORED,
+        task_status: anyio.abc.TaskStatus[RedisClient] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Keep ``client`` open until :meth:`__aexit__`, in a task of its own.
 
@@ -177,6 +189,24 @@ class RedisResource:
     def key(self, *parts: str) -> str:
         """``prefix:part:...``, with the prefix as a hash tag (one cluster slot per prefix)."""
         return ":".join(("{" + self.prefix + "}", *parts))
+
+
+def _cluster_client(url: str, options: dict[str, Any]) -> coredis.RedisCluster[bytes]:
+    """A cluster client with ``url``'s node as its startup node.
+
+    Built by hand: coredis 6.9's ``RedisCluster.from_url`` passes the node in
+    a form its own pool deprecates (a DeprecationWarning on every client).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"a cluster URL is redis://host:port or rediss://host:port, not {url!r}")
+    return coredis.RedisCluster(
+        startup_nodes=[TCPLocation(parts.hostname, parts.port or 6379)],
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme == "rediss",
+        **options,
+    )
 
 
 def _cause(exc: BaseException) -> str:
