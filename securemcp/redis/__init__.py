@@ -14,5 +14,6 @@ except ImportError as exc:  # pragma: no cover - the test environment has the ex
     ) from exc
 
 from ._client import RedisResource
+from ._store import RedisMessageStore
 
-__all__ = ["RedisResource"]
+__all__ = ["RedisMessageStore", "RedisResource"]
