@@ -65,7 +65,7 @@ for i = 1, #authors, 2 do
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HDEL', KEYS[4], ARGV[1])
-redis.call('DECRBY', KEYS[3], n)
+if redis.call('DECRBY', KEYS[3], n) <= 0 then redis.call('DEL', KEYS[3]) end
 return n
 """
 )
@@ -110,7 +110,8 @@ class RedisMessageStore(RedisResource):
     * No AOF (RDB snapshots only, or none): everything since the last snapshot
       is lost on a crash.
     * ``replicas=n``: after the write, ``WAIT n`` checks that ``n`` replicas
-      have it, within ``replica_timeout`` seconds, so it survives losing the
+      have it, within ``replica_timeout`` seconds (default: half of
+      ``timeout``), so it survives losing the
       primary (failover to one of them). If fewer confirm in time,
       :meth:`append` raises :class:`~securemcp.Unavailable`: the message was
       not acknowledged, though the primary (and some replicas) may keep it.
@@ -129,11 +130,13 @@ class RedisMessageStore(RedisResource):
         timeout: float = 2.0,
         prefix: str = "securemcp",
         replicas: int = 0,
-        replica_timeout: float = 1.0,
+        replica_timeout: float | None = None,
     ) -> None:
         super().__init__(url, timeout=timeout, prefix=prefix)
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
             raise ValueError(f"replicas must be a non-negative integer, not {replicas!r}")
+        if replica_timeout is None:
+            replica_timeout = self.timeout / 2
         # WAIT takes whole milliseconds and reads 0 as "forever"; it must also
         # answer before the call's own bound gives up on the whole append.
         if not (0.001 <= replica_timeout < self.timeout):
