@@ -63,7 +63,7 @@ for i = 1, #authors, 2 do
     redis.call('HDEL', KEYS[5], authors[i])
   end
 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('UNLINK', KEYS[1], KEYS[2])
 redis.call('HDEL', KEYS[4], ARGV[1])
 if redis.call('DECRBY', KEYS[3], n) <= 0 then redis.call('DEL', KEYS[3]) end
 return n
@@ -77,10 +77,10 @@ _CLEAR_ALL = Script[bytes](
     script="""
 local rooms = redis.call('HKEYS', KEYS[2])
 for _, room in ipairs(rooms) do
-  redis.call('DEL', ARGV[1] .. room, ARGV[2] .. room)
+  redis.call('UNLINK', ARGV[1] .. room, ARGV[2] .. room)
 end
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
 return n
 """
 )
@@ -104,17 +104,23 @@ class RedisMessageStore(RedisResource):
     * ``appendonly yes`` with ``appendfsync always``: Redis fsyncs the AOF
       before it answers, so an acknowledged message survives Redis being
       killed (SIGKILL), crashing, or the machine losing power.
-    * ``appendfsync everysec`` (Redis's default with AOF): a crash or power
-      loss may lose the last second or so of acknowledged messages; a plain
-      process kill loses nothing the OS had already been handed.
-    * No AOF (RDB snapshots only, or none): everything since the last snapshot
-      is lost on a crash.
+    * ``appendfsync everysec`` (Redis's default once AOF is on): Redis hands
+      the AOF write to the OS before it answers but fsyncs once a second, so
+      an OS crash or power loss may lose about the last second of
+      acknowledged messages. Killing Redis normally loses nothing, except
+      when a lagging disk made Redis postpone its writes (up to 2 s).
+    * No AOF (Redis's default: RDB snapshots, or none): a crash loses every
+      message since the last snapshot.
     * ``replicas=n``: after the write, ``WAIT n`` checks that ``n`` replicas
-      have it, within ``replica_timeout`` seconds (default: half of
-      ``timeout``), so it survives losing the
-      primary (failover to one of them). If fewer confirm in time,
-      :meth:`append` raises :class:`~securemcp.Unavailable`: the message was
-      not acknowledged, though the primary (and some replicas) may keep it.
+      have it in memory, within ``replica_timeout`` seconds (default: half of
+      ``timeout``), so it survives losing the primary to a failover onto one
+      of them. If fewer confirm in time, :meth:`append` raises
+      :class:`~securemcp.Unavailable`: the message was not acknowledged,
+      though the primary (and some replicas) may keep it.
+
+    Redis must not evict these keys: use ``maxmemory-policy noeviction`` (or
+    a ``volatile-*`` policy; the store sets no expiry). An evicted id counter
+    would hand out ids again.
 
     An unreachable Redis makes every method raise
     :class:`~securemcp.Unavailable` (-31503) within ``timeout`` seconds. An
