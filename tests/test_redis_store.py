@@ -285,7 +285,10 @@ async def test_writes_wait_for_replicas(redis_server: RedisServer, tmp_path: Pat
         # Sync at once (the default waits 5 s for more replicas to share a transfer).
         redis_server.command("config", "set", "repl-diskless-sync-delay", "0")
         replica.command("replicaof", "127.0.0.1", str(redis_server.port))
-        await wait_for(lambda: "master_link_status:up" in replica.command("info", "replication"))
+        # Until the replica's first acks after its sync, WAIT may take a second
+        # more: warm up with writes under another prefix until one is confirmed.
+        async with RedisMessageStore(redis_server.url, prefix="warm-up", replicas=1) as warm_up:
+            await until_available(lambda: warm_up.append("warm-up", "test", "synced?"))
         async with RedisMessageStore(
             redis_server.url, timeout=2, replicas=1, replica_timeout=0.5
         ) as store:
