@@ -22,7 +22,7 @@ from securemcp.redis import RedisBroker
 from securemcp.transport import WebSocketClient, WebSocketTransport
 
 from .helpers import serving
-from .redis_server import RedisCluster, RedisServer
+from .redis_server import RedisServer
 from .test_pubsub import SlowReader
 
 WAIT = 10.0
@@ -307,30 +307,3 @@ async def test_a_slow_subscriber_on_one_server_is_dropped_with_1013_and_slows_no
         await anyio.to_thread.run_sync(slow.read_to_the_end)
         assert slow.close_code == 1013
         assert len(slow.messages) < rounds
-
-
-@pytest.mark.anyio
-async def test_on_a_cluster_publications_are_sharded_and_cross_processes(
-    redis_cluster: RedisCluster,
-) -> None:
-    first = RedisBroker(redis_cluster.url, cluster=True)
-    second = RedisBroker(redis_cluster.url, cluster=True)
-    topics = [f"room:{n}" for n in range(12)]
-    async with first, second:
-        inboxes = {topic: Inbox() for topic in topics}
-        for topic in topics:
-            second.subscribe(topic, inboxes[topic])
-        assert await second.live()
-        for topic in topics:
-            first.publish(topic, "m", topic)
-        await until(
-            lambda: all(inbox.params() == [t] for t, inbox in inboxes.items()),
-            "every topic's publication arrived",
-        )
-        # Sharded channels only (SSUBSCRIBE), spread over more than one node.
-        per_node = [node.command("PUBSUB", "SHARDCHANNELS").split() for node in redis_cluster.nodes]
-        assert sorted(c for channels in per_node for c in channels) == sorted(
-            f"securemcp:topic:{topic}" for topic in topics
-        )
-        assert sum(1 for channels in per_node if channels) >= 2
-        assert all(node.command("PUBSUB", "CHANNELS") == "" for node in redis_cluster.nodes)

@@ -16,5 +16,6 @@ except ImportError as exc:  # pragma: no cover - the test environment has the ex
 from ._broker import RedisBroker
 from ._client import RedisResource
 from ._ratelimit import RedisRateLimiter
+from ._store import RedisMessageStore
 
-__all__ = ["RedisBroker", "RedisRateLimiter", "RedisResource"]
+__all__ = ["RedisBroker", "RedisMessageStore", "RedisRateLimiter", "RedisResource"]

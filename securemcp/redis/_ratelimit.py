@@ -117,9 +117,10 @@ class RedisRateLimiter(RedisResource):
         per_tool: Mapping[str, tuple[float, float]] | None = None,
         timeout: float = 0.5,
         prefix: str = "securemcp",
+        cluster: bool = False,
         retry_interval: float = 1.0,
     ) -> None:
-        super().__init__(url, timeout=timeout, prefix=prefix)
+        super().__init__(url, timeout=timeout, prefix=prefix, cluster=cluster)
         if not (retry_interval >= 0):
             raise ValueError(f"retry_interval must be >= 0 seconds, not {retry_interval!r}")
         # Validates the parameters, and keeps anonymous connections' buckets.
