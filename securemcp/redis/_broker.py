@@ -77,6 +77,7 @@ class RedisBroker(RedisResource):
         self.max_reconnect_delay = max_reconnect_delay
         self._local = LocalBroker()
         # Our own publications come back from Redis: this tells them apart.
+        # Drawn again when serving starts: workers forked from one broker differ.
         self._origin = secrets.token_hex(8)
         self._channel_prefix = f"{prefix}:topic:"
         self._wanted: set[str] = set()
@@ -171,6 +172,7 @@ class RedisBroker(RedisResource):
     # Serving
 
     def _start(self, tasks: anyio.abc.TaskGroup) -> None:
+        self._origin = secrets.token_hex(8)
         send, receive = anyio.create_memory_object_stream[tuple[str, bytes]](self.max_backlog)
         self._outbox = send
         self._changed = anyio.Event()
@@ -193,14 +195,26 @@ class RedisBroker(RedisResource):
                         batch.append(receive.receive_nowait())
                     except anyio.WouldBlock:
                         break
-                try:
-                    with anyio.fail_after(self.timeout):
-                        await self._publish(batch)
-                except* redis_errors as failures:
-                    # At most once: the batch is lost for the other processes.
-                    self.went_down(failures)
-                else:
-                    self.came_back()
+                await self._publish_batch(batch)
+
+    async def _publish_batch(self, batch: list[tuple[str, bytes]]) -> None:
+        # Once more on failure: after Redis restarted, the pool's first
+        # connection is a dead one, and a publication that failed on it never
+        # reached Redis. Past that, at most once: the batch is lost for the
+        # other processes.
+        failure: BaseException | None = None
+        for _attempt in range(2):
+            failure = None
+            try:
+                with anyio.fail_after(self.timeout):
+                    await self._publish(batch)
+            except* redis_errors as failures:
+                failure = failures
+            if failure is None:
+                self.came_back()
+                return
+        assert failure is not None
+        self.went_down(failure)
 
     async def _publish(self, batch: list[tuple[str, bytes]]) -> None:
         client = self.client
