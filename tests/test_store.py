@@ -1,4 +1,4 @@
-"""The message stores: the same behaviour in memory and in SQLite."""
+"""The message stores: the same behaviour in memory, in SQLite and in Redis."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from securemcp.redis import RedisMessageStore
 from securemcp.store import MemoryMessageStore, MessageStore, SQLiteMessageStore
+
+from .redis_server import RedisServer
 
 
 def files_held_open(directory: Path) -> list[str]:
@@ -30,8 +33,17 @@ def files_held_open(directory: Path) -> list[str]:
     return held
 
 
-@pytest.fixture(params=["memory", "sqlite-file", "sqlite-memory"])
+@pytest.fixture(params=["memory", "sqlite-file", "sqlite-memory", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
+    if request.param == "redis":
+        # Only this parameter starts a redis-server (one of its own per test).
+        server: RedisServer = request.getfixturevalue("redis_server")
+        async with RedisMessageStore(server.url) as redis_store:
+            try:
+                yield redis_store
+            finally:
+                await redis_store.aclose()
+        return
     made: MessageStore
     if request.param == "memory":
         made = MemoryMessageStore()
@@ -153,3 +165,32 @@ async def test_a_bad_database_path_raises_and_leaks_nothing(tmp_path: Path) -> N
     finally:
         await store.aclose()
     assert files_held_open(tmp_path) == []
+
+
+@pytest.mark.anyio
+async def test_strings_round_trip_exactly(store: MessageStore) -> None:
+    # Separators and hash-tag braces a key-value store might trip on, unicode, the empty string.
+    odd = ["", " ", "a:b", "{securemcp}", "x\ny\r\n", "nul\x00byte", "été ✓ 🎉", "\u202e"]
+    sent = [await store.append(text, text or "anon", text) for text in odd]
+    for stored in sent:
+        assert await store.list(stored.room, limit=5) == [stored]
+        assert await store.count(stored.room) == 1
+    assert list((await store.rooms()).items()) == [(text, 1) for text in sorted(odd)]
+    assert await store.users() == sorted({text or "anon" for text in odd})
+    assert await store.clear("a:b") == 1
+    assert await store.count("a") == 0
+    assert await store.count() == len(odd) - 1
+
+
+@pytest.mark.anyio
+async def test_before_may_name_any_id(store: MessageStore) -> None:
+    a1 = await store.append("a", "Ann", "a1")
+    b1 = await store.append("b", "Bob", "b1")
+    a2 = await store.append("a", "Ann", "a2")
+    # An id from another room, one never stored, and bounds past either end.
+    assert await store.list("a", before=b1.id) == [a1]
+    assert await store.list("a", before=a2.id + 1000) == [a1, a2]
+    assert await store.list("a", before=2**62) == [a1, a2]
+    assert await store.list("a", before=0) == []
+    assert await store.list("a", before=-5) == []
+    assert await store.list("a", limit=1) == [a2]

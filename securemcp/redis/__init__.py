@@ -15,5 +15,6 @@ except ImportError as exc:  # pragma: no cover - the test environment has the ex
 
 from ._broker import RedisBroker
 from ._client import RedisResource
+from ._store import RedisMessageStore
 
-__all__ = ["RedisBroker", "RedisResource"]
+__all__ = ["RedisBroker", "RedisMessageStore", "RedisResource"]
