@@ -264,7 +264,7 @@ def history_round(
                             *timing,
                         ]  # fmt: skip
                         result = harness.run_client(client, f"loadgen failed on {op}", 120)
-                        runs.add(round_number, f"tools: {store.name}", f"{op} x{n}", result,
+                        runs.add(round_number, store.name, f"tools {op} x{n}", result,
                                  history_summary(result))  # fmt: skip
             spec = _spec(store, redis, directory, "store")
             for op in OPS:
@@ -275,7 +275,7 @@ def history_round(
                         "--store-connections", str(n), *timing,
                     ]  # fmt: skip
                     result = harness.run_client(client, f"store client failed on {op}", 120)
-                    runs.add(round_number, f"store: {store.name}", f"{op} x{n}", result,
+                    runs.add(round_number, store.name, f"store {op} x{n}", result,
                              history_summary(result))  # fmt: skip
 
 
@@ -354,7 +354,7 @@ def history_table(results: harness.Results, level: str, connections: Sequence[in
         for op in OPS:
             cells, errors, cpu = [], 0, ""
             for n in connections:
-                runs = results.get((f"{level}: {store.name}", f"{op} x{n}"))
+                runs = results.get((store.name, f"{level} {op} x{n}"))
                 if not runs:
                     cells += ["", ""]
                     continue
@@ -364,7 +364,8 @@ def history_table(results: harness.Results, level: str, connections: Sequence[in
                 cells += [f"**{rate:,.0f}**", f"{p50:.2f} / {p99:.2f}"]
                 errors += sum(r["errors"] for r in runs)
                 cpu = f"{statistics.median(r['server_cpu_pct'] for r in runs):.0f}%"
-            lines.append(f"| {store.name} | {op} | " + " | ".join(cells) + f" | {cpu} | {errors} |")
+            row = " | ".join([f"`{store.name}`", op, *cells, cpu, str(errors)])
+            lines.append(f"| {row} |")
     return lines
 
 
@@ -431,7 +432,7 @@ def markdown(results: harness.Results, setups: Sequence[Setup], meta: dict[str, 
     ]
     lines[-2] = "Setups and stores:"
     lines += [f"- `{setup.name}`: {setup.description}" for setup in setups]
-    lines += [f"- {store.name}: {store.description}" for store in STORES]
+    lines += [f"- `{store.name}`: {store.description}" for store in STORES]
     for workload in s6.WORKLOADS:
         lines += s6.workload_table(results, [s.name for s in setups], workload, redis=True)
     lines += ratio_lines(results, setups)
