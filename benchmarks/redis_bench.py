@@ -369,17 +369,27 @@ def history_table(results: harness.Results, level: str, connections: Sequence[in
     return lines
 
 
+def _median_of(results: harness.Results, key: tuple[str, str], metric: str) -> float | None:
+    """The median of ``metric`` over the runs of ``key`` (``cpu`` is CPU per delivery)."""
+    if metric != "cpu":
+        return harness.median(results, key, metric)
+    runs = results.get(key)
+    return statistics.median(s6.cpu_per_delivery(r) for r in runs) if runs else None
+
+
 def ratio_lines(results: harness.Results, setups: Sequence[Setup]) -> list[str]:
-    """Each Redis setup against its backend's ``local``: deliveries/s and lag p50."""
+    """Each Redis setup against its backend's ``local``: deliveries/s, lag p50, CPU/delivery."""
     lines = [
         "",
         "### Through Redis / in-process, per backend",
         "",
-        "Ratio of the medians: deliveries/s (below 1: slower through Redis) and lag p50 "
-        "(above 1: later through Redis).",
+        "Ratio of the medians: deliveries/s (below 1: fewer through Redis), lag p50 (above 1: "
+        "later through Redis), and the servers' CPU per delivery (above 1: each delivery costs "
+        "more CPU through Redis; the least disturbed by other jobs taking CPU 0).",
         "",
-        "| setup / local | B1 deliveries/s | B1 lag p50 | B2 deliveries/s | B2 lag p50 |",
-        "|---|---:|---:|---:|---:|",
+        "| setup / local | B1 deliveries/s | B1 lag p50 | B1 CPU/delivery "
+        "| B2 deliveries/s | B2 lag p50 | B2 CPU/delivery |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for setup in setups:
         if not setup.redis:
@@ -387,9 +397,9 @@ def ratio_lines(results: harness.Results, setups: Sequence[Setup]) -> list[str]:
         local = setup.name.split()[0] + " local"
         cells = []
         for key in ("B1", "B2"):
-            for metric in ("deliveries_per_s", "lag_p50_ms"):
-                a = harness.median(results, (setup.name, key), metric)
-                b = harness.median(results, (local, key), metric)
+            for metric in ("deliveries_per_s", "lag_p50_ms", "cpu"):
+                a = _median_of(results, (setup.name, key), metric)
+                b = _median_of(results, (local, key), metric)
                 cells.append("" if a is None or not b else f"{a / b:.2f}")
         lines.append(f"| `{setup.name}` | " + " | ".join(cells) + " |")
     return lines
@@ -464,9 +474,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", default="1,16", help="history callers, comma-separated")
     parser.add_argument("--history-warmup", type=float, default=0.5)
     parser.add_argument("--history-duration", type=float, default=3.0)
+    parser.add_argument("--from-json", type=Path, metavar="PATH",
+                        help="measure nothing: rewrite the section from a --json dump")  # fmt: skip
     args = parser.parse_args(argv)
     if args.store_client:
         print(json.dumps(asyncio.run(store_load(args))), flush=True)
+        return 0
+    if args.from_json:
+        dump = json.loads(args.from_json.read_text())
+        results = {(row["server"], row["workload"]): row["runs"] for row in dump["results"]}
+        ran = [setup for setup in SETUPS if (setup.name, "B1") in results]
+        harness.report(args, SECTION, markdown(results, ran, dump["meta"]), dump["meta"], results)
         return 0
     if args.smoke:
         args.receivers, args.messages, args.warmup_messages, args.runs = 20, 20, 4, 1
