@@ -145,10 +145,19 @@ class Bench:
     """The sender's loop and the receipts of every receiver."""
 
     def __init__(
-        self, receivers: int, window: int, warmup: int, messages: int, server_pid: int
+        self,
+        receivers: int,
+        window: int,
+        warmup: int,
+        messages: int,
+        server_pids: Sequence[int],
+        redis_pid: int = 0,
     ) -> None:
         self.receivers = receivers
-        self.server_pid = server_pid
+        self.server_pids = server_pids
+        """Every server process (S7 runs two): their CPU is summed."""
+        self.redis_pid = redis_pid
+        """The Redis server's process, if any (0: none), whose CPU is reported apart."""
         self.window = window
         self.warmup = warmup
         self.total = warmup + messages
@@ -182,7 +191,7 @@ class Bench:
         if seq == self.warmup:
             self.window_start = now
             self.cpu["client0"] = time.process_time()
-            self.cpu["server0"] = server_cpu_seconds(self.server_pid)
+            self.read_cpu("0")
         self.sent_at[seq] = now
         self.counts[seq] = 0
         self.sender.send(text)
@@ -207,11 +216,17 @@ class Bench:
         if self.done_count == self.total:
             self.window_end = now
             self.cpu["client1"] = time.process_time()
-            self.cpu["server1"] = server_cpu_seconds(self.server_pid)
+            self.read_cpu("1")
             if not self.finished.done():
                 self.finished.set_result(None)
         else:
             self.send_next()
+
+    def read_cpu(self, end: str) -> None:
+        """The servers' CPU time so far (and Redis's), at ``end`` "0" or "1" of the window."""
+        self.cpu["server" + end] = sum(server_cpu_seconds(pid) for pid in self.server_pids)
+        if self.redis_pid:
+            self.cpu["redis" + end] = server_cpu_seconds(self.redis_pid)
 
     def figures(self) -> dict[str, Any]:
         """Deliveries per second over the measured messages, and their lags."""
@@ -219,6 +234,9 @@ class Bench:
         seconds = self.window_end - self.window_start
         ordered = sorted(self.lags)
         cpu = self.cpu
+        more = {}
+        if self.redis_pid:
+            more["redis_cpu_pct"] = 100 * (cpu["redis1"] - cpu["redis0"]) / seconds
         return {
             "messages": measured,
             "deliveries": measured * self.receivers,
@@ -229,15 +247,28 @@ class Bench:
             "errors": self.errors,
             "client_cpu_pct": 100 * (cpu["client1"] - cpu["client0"]) / seconds,
             "server_cpu_pct": 100 * (cpu["server1"] - cpu["server0"]) / seconds,
+            **more,
         }
 
 
 async def run_client(args: argparse.Namespace, opener: Opener) -> dict[str, Any]:
-    """Connect everybody, join the room, run the sender's loop; the figures."""
-    bench = Bench(args.receivers, args.window, args.warmup, args.messages, args.server_pid)
+    """Connect everybody, join the room, run the sender's loop; the figures.
+
+    With several ``--url`` (one room across server processes) the receivers
+    are dealt out evenly between them, and the sender joins the first.
+    """
+    bench = Bench(
+        args.receivers, args.window, args.warmup, args.messages, args.server_pid, args.redis_pid
+    )
     peers = [Peer(bench, index) for index in range(args.receivers)]
     sender = Peer(bench, -1)
-    closers = await open_many(opener, args.url, [*peers, sender], None, 50)
+    urls: list[str] = args.url
+    groups = [peers[first :: len(urls)] for first in range(len(urls))]
+    groups[0].append(sender)
+    opened = await asyncio.gather(
+        *(open_many(opener, url, group, None, 50) for url, group in zip(urls, groups, strict=True))
+    )
+    closers = [close for group in opened for close in group]
     bench.sender = sender
     for _ in range(args.window):
         bench.send_next()
@@ -265,22 +296,89 @@ def client_main(args: argparse.Namespace) -> None:
 # --- the orchestrator ---------------------------------------------------------
 
 
-def measure(port: int, pid: int, workload: Workload, args: argparse.Namespace) -> dict[str, Any]:
-    """Run the client once against a running server; its JSON figures."""
-    argv = [
-        harness.client_python(), str(Path(__file__).resolve()), "--client",
-        "--url", f"ws://127.0.0.1:{port}/", "--server-pid", str(pid),
-        "--receivers", str(args.receivers),
+def measure(
+    servers: Sequence[tuple[int, int]],
+    workload: Workload,
+    args: argparse.Namespace,
+    redis_pid: int = 0,
+) -> dict[str, Any]:
+    """Run the client once against running servers, each (port, pid); its JSON figures."""
+    argv = [harness.client_python(), str(Path(__file__).resolve()), "--client"]
+    for port, pid in servers:
+        argv += ["--url", f"ws://127.0.0.1:{port}/", "--server-pid", str(pid)]
+    argv += [
+        "--redis-pid", str(redis_pid), "--receivers", str(args.receivers),
         "--window", str(workload.window), "--warmup", str(args.warmup_messages),
         "--messages", str(args.messages), "--stall", str(args.stall),
     ]  # fmt: skip
     return harness.run_client(argv, f"client failed on {workload.key}", 600)
 
 
+def summary(result: dict[str, Any]) -> str:
+    """One run's figures for the progress line."""
+    redis = f" redis {result['redis_cpu_pct']:.0f}%" if "redis_cpu_pct" in result else ""
+    return (
+        f"{result['deliveries_per_s']:,.0f} deliveries/s, lag p50 "
+        f"{result['lag_p50_ms']:.2f} ms max {result['lag_max_ms']:.2f} ms, "
+        f"CPU server {result['server_cpu_pct']:.0f}% client {result['client_cpu_pct']:.0f}%"
+        f"{redis} (errors {result['errors']})"
+    )
+
+
 def _versions() -> dict[str, str]:
     found = harness.own_versions(("securemcp", "anyio", "trio", "wsproto", "uvloop"))
     found.update(harness.peer_versions(["nextmcp", "websockets", "picows"]))
     return found
+
+
+def cpu_per_delivery(run: dict[str, Any]) -> float:
+    """The servers' CPU microseconds per receiver delivery in one run's figures.
+
+    Less sensitive than deliveries/s to other processes taking the server's
+    core: CPU time counts only what the servers themselves ran.
+    """
+    rate: float = run["deliveries_per_s"]
+    return run["server_cpu_pct"] * 1e4 / rate if rate else 0.0
+
+
+def workload_table(
+    results: harness.Results, names: Sequence[str], workload: Workload, *, redis: bool = False
+) -> list[str]:
+    """The lines of ``workload``'s table: a row per server name that ran it (none: no table).
+
+    ``redis`` adds the Redis server's CPU and the servers' CPU per delivery (S7).
+    """
+    rows = [name for name in names if (name, workload.key) in results]
+    if not rows:
+        return []
+    extra = " redis CPU | server CPU us / delivery |" if redis else ""
+    lines = [
+        "",
+        f"### {workload.title}",
+        "",
+        "| server | deliveries/s (higher is better) | min - max | lag p50 ms | lag max ms "
+        f"| server CPU | client CPU |{extra} errors |",
+        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * (3 if redis else 1),
+    ]
+    for name in rows:
+        runs = results[(name, workload.key)]
+        rates = [r["deliveries_per_s"] for r in runs]
+        p50 = statistics.median(r["lag_p50_ms"] for r in runs)
+        worst = max(r["lag_max_ms"] for r in runs)
+        redis_cpu = (
+            f" {statistics.median(r.get('redis_cpu_pct', 0.0) for r in runs):.0f}% | "
+            f"{statistics.median(cpu_per_delivery(r) for r in runs):.1f} |"
+            if redis
+            else ""
+        )
+        lines.append(
+            f"| `{name}` | **{statistics.median(rates):,.0f}** | "
+            f"{min(rates):,.0f} - {max(rates):,.0f} | {p50:.2f} | {worst:.2f} | "
+            f"{statistics.median(r['server_cpu_pct'] for r in runs):.0f}% | "
+            f"{statistics.median(r['client_cpu_pct'] for r in runs):.0f}% |{redis_cpu} "
+            f"{sum(r['errors'] for r in runs)} |"
+        )
+    return lines
 
 
 def markdown(
@@ -314,29 +412,7 @@ def markdown(
     ]
     lines += [f"- `{server.name}`: {server.description}" for server in servers]
     for workload in WORKLOADS:
-        rows = [s for s in servers if (s.name, workload.key) in results]
-        if not rows:
-            continue
-        lines += [
-            "",
-            f"### {workload.title}",
-            "",
-            "| server | deliveries/s (higher is better) | min - max | lag p50 ms | lag max ms "
-            "| server CPU | client CPU | errors |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for server in rows:
-            runs = results[(server.name, workload.key)]
-            rates = [r["deliveries_per_s"] for r in runs]
-            p50 = statistics.median(r["lag_p50_ms"] for r in runs)
-            worst = max(r["lag_max_ms"] for r in runs)
-            lines.append(
-                f"| `{server.name}` | **{statistics.median(rates):,.0f}** | "
-                f"{min(rates):,.0f} - {max(rates):,.0f} | {p50:.2f} | {worst:.2f} | "
-                f"{statistics.median(r['server_cpu_pct'] for r in runs):.0f}% | "
-                f"{statistics.median(r['client_cpu_pct'] for r in runs):.0f}% | "
-                f"{sum(r['errors'] for r in runs)} |"
-            )
+        lines += workload_table(results, [server.name for server in servers], workload)
     ours = [s for s in servers if s.securemcp]
     lines += [
         "",
@@ -369,8 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the client (``--client``) or the whole benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--url", action="append", help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", type=int, action="append", help=argparse.SUPPRESS)
+    parser.add_argument("--redis-pid", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--window", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=20, help=argparse.SUPPRESS)
     harness.add_options(parser, "every server, briefly")
@@ -393,14 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             argv = (str(SERVERS_DIR / server.argv[0]), *server.argv[1:])
             with harness.running(server.name, argv, server.peers_env) as (port, pid):
                 for workload in WORKLOADS:
-                    result = measure(port, pid, workload, args)
-                    summary = (
-                        f"{result['deliveries_per_s']:,.0f} deliveries/s, lag p50 "
-                        f"{result['lag_p50_ms']:.2f} ms max {result['lag_max_ms']:.2f} ms, "
-                        f"CPU server {result['server_cpu_pct']:.0f}% "
-                        f"client {result['client_cpu_pct']:.0f}% (errors {result['errors']})"
-                    )
-                    runs.add(round_number, server.name, workload.key, result, summary)
+                    result = measure([(port, pid)], workload, args)
+                    runs.add(round_number, server.name, workload.key, result, summary(result))
     meta = runs.meta(
         load_before, _versions(), args.runs, COMMAND,
         receivers=args.receivers, warmup=args.warmup_messages, messages=args.messages,

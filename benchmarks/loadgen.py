@@ -24,6 +24,10 @@ next call goes out: a slower client, for ``benchmarks/HARNESS.md``'s study
 of how the client's speed changes the servers' costs. The default, 0, is
 what the report publishes: a fast client that sleeps between answers.
 
+``--tool NAME --arguments JSON`` (seed dialect) calls another tool than
+``echo`` (S7 calls the chat example's ``send_message`` and ``get_messages``):
+then any result is a right answer, and an error answer an error.
+
 ``--idle N`` (S4) instead warms the server up, reads its resident memory,
 opens ``N`` idle connections, reads it again, and reports the difference per
 connection that opened; connections the server refuses (503 past its limit)
@@ -33,7 +37,8 @@ Usage::
 
     python benchmarks/loadgen.py --url ws://127.0.0.1:PORT --server-pid PID \\
         [--dialect seed|mcp] [--connections C] [--depth D] [--payload BYTES] \\
-        [--warmup S] [--duration S] [--idle N] [--client-work-us N]
+        [--warmup S] [--duration S] [--idle N] [--client-work-us N] \\
+        [--tool NAME --arguments JSON]
 """
 
 from __future__ import annotations
@@ -157,6 +162,7 @@ class Caller:
         *,
         idle: bool = False,
         work: float = 0.0,
+        tool: tuple[str, str] | None = None,
     ) -> None:
         self.dialect = dialect
         self.depth = depth
@@ -170,7 +176,15 @@ class Caller:
         self.alive = False
         self.echo = echo = Echo(message, dialect)
         self.check = echo.mcp if dialect == "mcp" else echo.seed
-        if dialect == "mcp":
+        if tool is not None:
+            # Another tool (seed dialect): its name and JSON arguments; any result is right.
+            name, arguments = tool
+            self.check = lambda result: result is not None
+            self.template = (
+                f'{{"id":"%d","method":"invoke_tool","params":{{"tool_name":{json.dumps(name)},'
+                f'"params":{arguments.replace("%", "%%")}}}}}'
+            )
+        elif dialect == "mcp":
             self.template = (
                 '{"jsonrpc":"2.0","id":%d,"method":"tools/call",'
                 '"params":{"name":"echo","arguments":{"message":"' + message + '"}}}'
@@ -250,8 +264,10 @@ async def run_load(args: argparse.Namespace, opener: Opener) -> dict[str, Any]:
     message = "a" * args.payload if args.payload else MESSAGE
     subprotocol = "mcp" if args.dialect == "mcp" else None
     work = args.client_work_us / 1e6
+    tool = (args.tool, args.arguments) if args.tool else None
     callers = [
-        Caller(args.dialect, message, args.depth, stats, work=work) for _ in range(args.connections)
+        Caller(args.dialect, message, args.depth, stats, work=work, tool=tool)
+        for _ in range(args.connections)
     ]
     closers = await open_many(opener, args.url, callers, subprotocol, 50)
     figures = await measure(
@@ -321,7 +337,11 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=0, help="S4: idle connections to open")
     parser.add_argument("--client-work-us", type=float, default=0.0,
                         help="spin this many microseconds per answer")  # fmt: skip
+    parser.add_argument("--tool", help="call this tool instead of echo (seed dialect)")
+    parser.add_argument("--arguments", default="{}", help="the tool's arguments, as JSON")
     args = parser.parse_args()
+    if args.tool:
+        json.loads(args.arguments)  # Fail here on malformed JSON, not as an error per call.
     workload = run_idle if args.idle else run_load
     print(json.dumps(run_workload(lambda opener: workload(args, opener))))
 

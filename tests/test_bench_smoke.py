@@ -15,6 +15,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,9 @@ def expected_rows() -> dict[str, set[str]]:
 
 
 def run_smoke(
-    script: str, tmp_path: Path, timeout: float
+    script: str, tmp_path: Path, timeout: float, extra: Sequence[str] = ()
 ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, Any]]:
-    """Run ``benchmarks/SCRIPT --smoke``: server -> workload -> its one run's figures; the meta.
+    """Run ``benchmarks/SCRIPT --smoke [EXTRA]``: server -> workload -> its run; the meta.
 
     Checks what every smoke run must show: it succeeded, each row holds one run
     without errors, the markdown section names every server, and RESULTS.md is
@@ -66,7 +67,7 @@ def run_smoke(
     out = tmp_path / "smoke.json"
     results_md = RESULTS_MD.read_text()
     done = subprocess.run(
-        [sys.executable, f"benchmarks/{script}", "--smoke", "--json", str(out)],
+        [sys.executable, f"benchmarks/{script}", "--smoke", "--json", str(out), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
