@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import coredis.retry
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic_core import from_json, to_json
@@ -257,9 +258,13 @@ class RedisBroker(RedisResource):
         async with pubsub, anyio.create_task_group() as tasks:
             tasks.start_soon(self._follow, pubsub)
             while True:
-                message = await pubsub.get_message()
-                if message is not None and message["type"] == "message":
-                    self._deliver(message["channel"], message["data"])
+                batch = [await pubsub.get_message()]
+                await _gather_more(pubsub, batch)
+                # One loop pass for the whole batch: a connection's frames of
+                # several publications then leave in one write.
+                for message in batch:
+                    if message is not None and message["type"] == "message":
+                        self._deliver(message["channel"], message["data"])
 
     async def _follow(self, pubsub: coredis.patterns.pubsub.BasePubSub[bytes, Any]) -> None:
         """Keep the subscriber connection's channels equal to the wanted ones."""
@@ -295,3 +300,30 @@ class RedisBroker(RedisResource):
         if origin == self._origin or not isinstance(method, str) or not method:
             return
         self._local.publish(topic, method, params)
+
+
+async def _gather_more(
+    pubsub: coredis.patterns.pubsub.BasePubSub[bytes, Any], batch: list[Any]
+) -> None:
+    """Add to ``batch`` the publications Redis has already sent, up to :data:`_BATCH`.
+
+    coredis hands over one message per event-loop pass (each receive from its
+    stream is a checkpoint); a burst from Redis is read in one go, though, so
+    yielding while more keep arriving collects it. Reads coredis's own message
+    stream (coredis 6.x); without it, messages are taken one at a time.
+    """
+    stream = getattr(pubsub, "_receive_stream", None)
+    receive = getattr(stream, "receive_nowait", None)
+    if receive is None:  # pragma: no cover - a coredis without the stream
+        return
+    while len(batch) < _BATCH:
+        await anyio.lowlevel.checkpoint()
+        try:
+            batch.append(receive())
+        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+            return
+        while len(batch) < _BATCH:
+            try:
+                batch.append(receive())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
