@@ -247,6 +247,34 @@ def open_store(db: str, redis: str | None = None) -> MessageStore:
     return SQLiteMessageStore(db)
 
 
+STORE_URL_ENV = "SECUREMCP_STORE_URL"
+"""Where ``securemcp serve server:app --store URL`` (or ``--redis URL``) says the history lives."""
+
+
+def store_from_url(url: str | None) -> MessageStore:
+    """The store a ``--store`` URL names: ``redis://`` (or ``rediss://``, ``unix://``) for
+    Redis, ``memory``, else an SQLite file path; none: ``chat.db``."""
+    if url is None:
+        return open_store("chat.db")
+    if url.partition("://")[0] in ("redis", "rediss", "unix"):
+        return open_store("chat.db", url)
+    return open_store(url)
+
+
+def __getattr__(name: str) -> Any:
+    """``app``, built on first use, for ``securemcp serve server:app``.
+
+    Its history is where ``$SECUREMCP_STORE_URL`` says (the command's
+    ``--store``/``--redis``), else ``chat.db``. Built lazily so that importing
+    this module (the tests, ``python server.py``) opens no store.
+    """
+    if name == "app":
+        app = create_app(store_from_url(os.environ.get(STORE_URL_ENV)))
+        globals()["app"] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_broker(redis: str | None) -> Broker | None:
     """Redis pub/sub with ``--redis`` (rooms span processes); else the transport's own."""
     if redis is None:
