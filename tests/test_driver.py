@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,7 @@ class Recorder:
     spawned: list[ToolCall] = field(default_factory=list)
     cancelled: list[ToolCall] = field(default_factory=list)
     gates: list[Gate | None] = field(default_factory=list)
+    started: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     is_reading: bool = True
 
     def now(self) -> float:
@@ -83,6 +84,9 @@ class Recorder:
         self.spawned.append(call)
         self.gates.append(gate)
         return lambda: self.cancelled.append(call)
+
+    def start(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self.started.append(work)
 
     def set_deadline(self, when: float) -> None:
         self.deadline = when
