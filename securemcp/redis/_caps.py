@@ -18,7 +18,7 @@ ahead, on Redis's clock) and re-asserts its own counts every ``ttl / 3``
 seconds; the acquire script adds up only the fields of processes still alive,
 deletes the others', and counts a new connection only under the cap. A crashed
 process's slots therefore come back ``ttl`` seconds after its last heartbeat,
-and a hash whose holders are all gone expires by itself.
+and a hash whose holders are all gone expires by itself, as does ``procs``.
 
 Re-asserting (``HSET`` of what this process holds, not ``HINCRBY``) is what
 makes the counts heal: after an outage, a Redis restart that lost data, or a
@@ -84,6 +84,7 @@ _ACQUIRE = (
     + """
 local ttl = tonumber(ARGV[3])
 redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ttl)
 if live(true) >= tonumber(ARGV[2]) then
   return 0
 end
@@ -111,6 +112,7 @@ _HEARTBEAT = (
 local ttl = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ttl)
 for i = 2, #KEYS do
   local n = tonumber(ARGV[i + 1])
   if n > 0 then
