@@ -10,6 +10,9 @@ an *adapter* (:class:`Adapter`: the asyncio protocol in ``_asyncio_server.py``,
 the anyio stream task in ``_anyio_server.py``) feeds it bytes, takes its output,
 arms the one timer it asks for and runs the tool calls that suspend.
 
+The handshake's decision is in ``_handshake.py``: at once, or in a task when a
+connection cap is shared (Redis).
+
 Tool calls whose coroutine cannot suspend (``Tool.runs_inline``) are answered
 right here, in the same pass as the bytes that asked for them.
 """

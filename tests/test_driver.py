@@ -20,7 +20,7 @@ import anyio
 import pytest
 
 from securemcp import Principal, SecureMCP, SecurityPolicy, StaticTokenAuthenticator
-from securemcp.backends._calls import Gate, run_call
+from securemcp.backends._calls import Gate, guarded, run_call
 from securemcp.backends._driver import ConnectionDriver
 from securemcp.backends._pubsub import LoopThread
 from securemcp.backends._security import ConnectionGuard
@@ -424,6 +424,17 @@ def test_a_connection_ending_while_its_cap_is_decided_gives_the_slot_back(ending
     assert output(driver) == b""
 
 
+def test_a_refusal_arriving_after_the_connection_ended_takes_nothing() -> None:
+    shared = SharedCounter(1)
+    shared.local.acquire(HERE)
+    driver, adapter, _ = driven(security=SecurityPolicy(max_connections_per_address=shared))
+    driver.data_received(UPGRADE_REQUEST)
+    driver.connection_lost()
+    run_started(adapter)
+    assert shared.log == [("acquire", HERE)]
+    assert shared.held(HERE) == 1
+
+
 def test_a_decision_arriving_while_the_server_drains_gets_503() -> None:
     shared = SharedCounter(1)
     driver, adapter, server = driven(security=SecurityPolicy(max_connections_per_address=shared))
@@ -446,6 +457,30 @@ def test_a_counter_that_raises_refuses_with_500(caplog: pytest.LogCaptureFixture
     run_started(adapter)
     assert output(driver).startswith(b"HTTP/1.1 500 ")
     assert "the connection counter raised RuntimeError" in caplog.text
+
+
+def test_a_counter_failing_to_release_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    class Stuck(SharedCounter):
+        async def release(self, key: Hashable) -> None:
+            raise OSError("gone")
+
+    driver, adapter, _ = driven(security=SecurityPolicy(max_connections_per_address=Stuck(1)))
+    driver.data_received(UPGRADE_REQUEST)
+    run_started(adapter)
+    assert output(driver).startswith(b"HTTP/1.1 101 ")
+    driver.connection_lost()
+    run_started(adapter)
+    assert "the connection counter raised OSError on release" in caplog.text
+
+
+def test_a_drivers_task_that_fails_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    driver, _, _ = driven()
+
+    async def failing() -> None:
+        raise RuntimeError("bug")
+
+    anyio.run(guarded, failing, driver)
+    assert "unexpected error on the connection from ('127.0.0.1', 40000)" in caplog.text
 
 
 def test_a_synchronous_rate_limiter_adds_no_gate() -> None:

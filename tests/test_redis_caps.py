@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -154,6 +155,38 @@ async def test_the_heartbeat_keeps_a_live_process_and_puts_lost_counts_back(
 
 
 @pytest.mark.anyio
+async def test_operations_cut_short_are_corrected_by_the_next_heartbeat(
+    redis_server: RedisServer,
+) -> None:
+    async with counter(redis_server) as one, counter(redis_server) as two:
+        with anyio.fail_after(TIMEOUT):
+            assert await one.acquire(HERE)
+            # Redis holds every command for 0.4 s; the caller gives up after 0.1 s.
+            redis_server.command("CLIENT", "PAUSE", "400", "ALL")
+            with anyio.move_on_after(0.1):
+                await one.release(HERE)
+            with anyio.move_on_after(0.1):
+                await one.acquire(HERE)
+            assert one.held(HERE) == 0  # what this process knows it holds
+            await anyio.sleep(0.4)
+            # Whatever the paused scripts did once they ran, the heartbeat says the truth.
+            assert await one.beat()
+            assert await two.count(HERE) == 0
+            assert redis_server.command("HLEN", HASH) == "0"
+
+
+def test_parameters_are_checked(redis_server: RedisServer) -> None:
+    for cap in (0, True, 1.5):
+        with pytest.raises(ValueError, match="max_per_key"):
+            counter(redis_server, cap)  # type: ignore[arg-type]
+    for ttl in (0.05, math.inf, math.nan):
+        with pytest.raises(ValueError, match="ttl"):
+            counter(redis_server, ttl=ttl)
+    with pytest.raises(ValueError, match="retry_interval"):
+        counter(redis_server, retry_interval=-1)
+
+
+@pytest.mark.anyio
 async def test_without_redis_each_process_counts_its_own_then_shares_again(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -174,6 +207,7 @@ async def test_without_redis_each_process_counts_its_own_then_shares_again(
                 assert not await process.acquire(HERE)
             await one.release(HERE)
             assert one.held(HERE) == 1
+            assert await one.count(HERE) == 1  # its own, while Redis is away
             outages = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
             assert len(outages) == 2, outages  # once per counter, not per decision
             assert all("connection caps hold per process" in line for line in outages)
