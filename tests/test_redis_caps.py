@@ -155,6 +155,34 @@ async def test_the_heartbeat_keeps_a_live_process_and_puts_lost_counts_back(
 
 
 @pytest.mark.anyio
+async def test_heartbeats_racing_with_decisions_keep_the_count_exact(
+    redis_server: RedisServer,
+) -> None:
+    async with counter(redis_server, 1000) as one, counter(redis_server, 1000) as two:
+        with anyio.fail_after(TIMEOUT):
+            churning = 4
+
+            async def churn() -> None:
+                nonlocal churning
+                for _ in range(50):
+                    assert await one.acquire(HERE)
+                for _ in range(25):
+                    await one.release(HERE)
+                churning -= 1
+
+            async def beat() -> None:
+                while churning:
+                    assert await one.beat()
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(churning):
+                    tg.start_soon(churn)
+                tg.start_soon(beat)
+            assert one.held(HERE) == 100
+            assert await two.count(HERE) == 100
+
+
+@pytest.mark.anyio
 async def test_operations_cut_short_are_corrected_by_the_next_heartbeat(
     redis_server: RedisServer,
 ) -> None:

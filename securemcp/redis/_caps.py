@@ -14,17 +14,20 @@ prefix's hash tag (one cluster slot)::
 
 Key parts are percent-encoded (no ``:`` inside), so no address or subject can
 name another's key. Every process refreshes its entry in ``procs`` (``ttl``
-ahead, on Redis's clock) and re-asserts its own counts every ``ttl / 3``
+ahead, on Redis's clock) and the expiry of the hashes it holds every ``ttl / 3``
 seconds; the acquire script adds up only the fields of processes still alive,
 deletes the others', and counts a new connection only under the cap. A crashed
 process's slots therefore come back ``ttl`` seconds after its last heartbeat,
 and a hash whose holders are all gone expires by itself, as does ``procs``.
 
-Re-asserting (``HSET`` of what this process holds, not ``HINCRBY``) is what
-makes the counts heal: after an outage, a Redis restart that lost data, or a
-process whose heartbeat was late enough for others to sweep its fields, the
-next heartbeat puts its true counts back. A handshake racing with a heartbeat
-on the same key may be miscounted by one until the next heartbeat.
+Counts change by increments (``HINCRBY``), exact in whatever order a process's
+operations reach Redis. Where they may be wrong, the heartbeat writes what this
+process holds instead: for a key whose operation failed or was cut short (it
+may or may not have run), and for every key once this process finds it was
+taken for dead (its entry in ``procs`` gone or past: a stall longer than
+``ttl``, an outage, a Redis that lost its data), since others may have swept
+its fields. Counts thus heal by themselves; a handshake racing with such a
+repair on the same key may be miscounted by one until the next heartbeat.
 """
 
 from __future__ import annotations
@@ -76,21 +79,35 @@ local function live(sweep)
 end
 """
 
+# Whether we were taken for dead (our entry in KEYS[2] gone or past): others
+# may have swept our fields. Then refresh it.
+_REVIVE = """
+local function revive(procs, ttl)
+  local mine = tonumber(redis.call('ZSCORE', procs, ARGV[1]))
+  redis.call('ZADD', procs, now + ttl, ARGV[1])
+  redis.call('PEXPIRE', procs, ttl)
+  if mine == nil or mine <= now then
+    return 2
+  end
+  return 0
+end
+"""
+
 # KEYS: the key's hash, procs. ARGV: our id, the cap, the ttl (ms).
-# Returns 1 when counted, 0 at the cap (nothing counted).
+# Returns 1 when counted, 0 at the cap (nothing counted), plus 2 if we were taken for dead.
 _ACQUIRE = (
     _NOW
     + _LIVE
+    + _REVIVE
     + """
 local ttl = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ttl)
+local revived = revive(KEYS[2], ttl)
 if live(true) >= tonumber(ARGV[2]) then
-  return 0
+  return revived
 end
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 redis.call('PEXPIRE', KEYS[1], ttl)
-return 1
+return revived + 1
 """
 )
 
@@ -105,24 +122,30 @@ return 1
 # KEYS: the key's hash, procs. ARGV: our id. The count of the live processes.
 _COUNT = _NOW + _LIVE + "\nreturn live(false)\n"
 
-# KEYS: procs, then hashes. ARGV: our id, the ttl (ms), then our count in each hash.
+# KEYS: procs, then hashes. ARGV: our id, the ttl (ms), how many of the hashes
+# get our count asserted (the first ones), then those counts. The others only
+# have their expiry pushed back. Returns 2 if we were taken for dead (or Redis
+# lost its data): then every count must be asserted.
 _HEARTBEAT = (
     _NOW
+    + _REVIVE
     + """
 local ttl = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ttl)
+local revived = revive(KEYS[1], ttl)
+local asserted = tonumber(ARGV[3])
 for i = 2, #KEYS do
-  local n = tonumber(ARGV[i + 1])
-  if n > 0 then
-    redis.call('HSET', KEYS[i], ARGV[1], n)
-    redis.call('PEXPIRE', KEYS[i], ttl)
-  else
-    redis.call('HDEL', KEYS[i], ARGV[1])
+  if i - 1 <= asserted then
+    local n = tonumber(ARGV[i + 2])
+    if n > 0 then
+      redis.call('HSET', KEYS[i], ARGV[1], n)
+    else
+      redis.call('HDEL', KEYS[i], ARGV[1])
+    end
   end
+  redis.call('PEXPIRE', KEYS[i], ttl)
 end
-return 1
+return revived
 """
 )
 
@@ -230,17 +253,23 @@ class RedisConnectionCounter(RedisResource):
                 self._dirty.add(name)
                 raise
             else:
-                if counted == 1:
+                if not isinstance(counted, int):  # pragma: no cover - the script returns one
+                    raise TypeError(f"the acquire script answered {counted!r}")
+                if counted & 2:
+                    self._revived()
+                if counted & 1:
                     self._held[name] = self._held.get(name, 0) + 1
                     return True
                 return False
             finally:
                 self._unbusy(name)
-        # Redis is away: this process's own connections decide.
+        # Redis is away: this process's own connections decide, and the
+        # heartbeat tells Redis once it is back.
         count = self._held.get(name, 0)
         if count >= self.max_per_key:
             return False
         self._held[name] = count + 1
+        self._dirty.add(name)
         return True
 
     async def release(self, key: Hashable) -> None:
@@ -303,29 +332,54 @@ class RedisConnectionCounter(RedisResource):
             await self.beat()
             await anyio.sleep(self.ttl / 3)
 
+    def _revived(self) -> None:
+        """Redis took this process for dead (or lost its data): assert every count."""
+        self._dirty |= self._held.keys()
+
     async def beat(self) -> bool:
-        """Say this process lives and re-assert what it holds; whether Redis heard it.
+        """Say this process lives; whether Redis heard it.
 
         Runs every ``ttl / 3`` seconds by itself while the counter is open.
+        What this process holds is written as such only where Redis may have
+        it wrong (an operation failed or was cut short, or this process was
+        taken for dead): otherwise the scripts' own increments are exact, and
+        writing a count read before they ran could undo one.
         """
+        for _ in range(2):
+            revived = await self._beat()
+            if revived is None:
+                return False
+            if not revived:
+                return True
+            self._revived()  # and again at once, asserting every count
+        return True
+
+    async def _beat(self) -> bool | None:
         # Dirty keys are taken now; put back if Redis does not hear this beat.
-        dirty = self._dirty - self._busy.keys()
+        busy = self._busy.keys()
+        dirty = self._dirty - busy
         self._dirty -= dirty
-        names = sorted(self._held.keys() - self._busy.keys() | dirty)
-        # Every count is read now, before any await: what the scripts assert is one snapshot.
+        asserted = sorted(dirty)
+        refreshed = sorted(self._held.keys() - busy - dirty)
+        # Every count is read now, before any await.
         ttl_ms = round(self.ttl * 1000)
         calls: list[tuple[list[str | bytes], list[str | bytes | int | float]]] = []
+        names = asserted + refreshed
         for start in range(0, max(len(names), 1), _BATCH):
             batch = names[start : start + _BATCH]
-            counts = [self._held.get(name, 0) for name in batch]
-            calls.append(([self._procs, *batch], [self.process_id, ttl_ms, *counts]))
+            counts = [self._held.get(name, 0) for name in batch if name in dirty]
+            calls.append(([self._procs, *batch], [self.process_id, ttl_ms, len(counts), *counts]))
         client = self.client
+        revived = False
         for keys, args in calls:
             try:
-                await self.call(functools.partial(self._heartbeat, keys, args, client=client))
+                answer = await self.call(
+                    functools.partial(self._heartbeat, keys, args, client=client)
+                )
             except Unavailable:
                 self._dirty |= dirty
                 self._retry_at = time.monotonic() + self.retry_interval
-                return False
+                return None
+            revived = revived or answer == 2
         self._retry_at = -math.inf
-        return True
+        return revived
