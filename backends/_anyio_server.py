@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import math
 import ssl
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -29,7 +29,7 @@ from anyio.streams.tls import TLSStream
 
 from securemcp.protocol import ToolCall
 
-from ._calls import Gate, run_call
+from ._calls import Gate, guarded, run_call
 from ._driver import ConnectionDriver
 
 if TYPE_CHECKING:
@@ -213,6 +213,15 @@ class StreamConnection:
             # results and all, behind a peer that does not read
             # (tests/security: the 10 000 pipelined requests).
             await self._flush()
+
+    def start(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._server.task_group.start_soon(self._run_work, work)
+
+    async def _run_work(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        # Shielded: the server's cancellation must not cut it short (a slot
+        # taken in Redis and never given back); the server's task group waits.
+        with anyio.CancelScope(shield=True):
+            await guarded(work, self.driver)
 
     def set_deadline(self, when: float) -> None:
         if self._timer is not None:

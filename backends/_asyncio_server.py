@@ -29,12 +29,12 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
-from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 from securemcp.protocol import ToolCall
 
-from ._calls import Gate, run_call
+from ._calls import Gate, guarded, run_call
 from ._driver import ConnectionDriver
 from ._read_buffer import read_buffer
 
@@ -205,6 +205,10 @@ class ServerProtocol(asyncio.BufferedProtocol):
     async def _run(self, call: ToolCall, gate: Gate | None) -> None:
         await run_call(self.driver, call, self._server.limiter, gate)
         self._server.batch.add(self)
+
+    def start(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        # Tracked: the draining server waits for it. No anyio scope reaches it.
+        self._server.track(asyncio.get_running_loop().create_task(guarded(work, self.driver)))
 
     def set_deadline(self, when: float) -> None:
         if self._timer is not None:

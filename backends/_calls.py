@@ -11,8 +11,9 @@ cancelled it has answered it already.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -25,7 +26,9 @@ from ._pubsub import LoopThread
 if TYPE_CHECKING:
     from ._driver import ConnectionDriver
 
-__all__ = ["Gate", "progress_sink", "run_call", "run_inline"]
+__all__ = ["Gate", "guarded", "progress_sink", "run_call", "run_inline"]
+
+logger = logging.getLogger("securemcp")
 
 Gate = Callable[[ToolCall], Awaitable["Exception | None"]]
 """What a call awaits before its tool runs: ``None`` to go on, else the answer to send
@@ -59,6 +62,14 @@ async def run_call(
         driver.call_done(call, error=exc)
     else:
         driver.call_done(call, result)
+
+
+async def guarded(work: Callable[[], Coroutine[Any, Any, None]], driver: ConnectionDriver) -> None:
+    """``await work()``, logging what it raises: a driver's own task must not end the server."""
+    try:
+        await work()
+    except Exception:
+        logger.exception("unexpected error on the connection from %s", driver.peer)
 
 
 def run_inline(conn: ServerConnection, call: ToolCall) -> Exception | None:

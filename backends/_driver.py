@@ -10,6 +10,9 @@ an *adapter* (:class:`Adapter`: the asyncio protocol in ``_asyncio_server.py``,
 the anyio stream task in ``_anyio_server.py``) feeds it bytes, takes its output,
 arms the one timer it asks for and runs the tool calls that suspend.
 
+The handshake's decision is in ``_handshake.py``: at once, or in a task when a
+connection cap is shared (Redis).
+
 Tool calls whose coroutine cannot suspend (``Tool.runs_inline``) are answered
 right here, in the same pass as the bytes that asked for them.
 """
@@ -37,10 +40,11 @@ from securemcp.protocol import (
 )
 
 from ._calls import progress_sink, run_inline
+from ._handshake import decide, release_slots
 from ._keepalive import Keepalive
 from ._pubsub import ConnectionSession
-from ._security import Admission, Deferred, Refusal, security_logger
-from ._settings import Adapter, ServerState, answer_http, choose_subprotocol
+from ._security import Admission, Deferred, security_logger
+from ._settings import Adapter, ServerState, answer_http
 
 __all__ = ["ConnectionDriver"]
 
@@ -61,6 +65,7 @@ class ConnectionDriver:
         "_expires_at",
         "_going_away",
         "_keepalive",
+        "_pending",
         "_refuse",
         "_session",
         "adapter",
@@ -89,6 +94,8 @@ class ConnectionDriver:
         self.address: str | None = peer[0] if isinstance(peer, tuple) else None
         self._refuse = refuse
         self._admission: Admission | None = None
+        # Admitted but awaiting the shared caps (see _handshake.py).
+        self._pending: Admission | None = None
         # Keyed by request id (unique among calls in flight, the core sees to that).
         self._calls: dict[RequestId, tuple[ToolCall, Callable[[], object]]] = {}
         self._deadline = math.inf
@@ -153,9 +160,11 @@ class ConnectionDriver:
         self._cancel_calls("Connection closed")
         if self._session is not None:
             self._session.close()
+        # A decision still pending gives its slots back itself when it comes.
+        self._pending = None
         admission, self._admission = self._admission, None
         if admission is not None:
-            self.settings.guard.release(admission, self)
+            release_slots(self, admission)
         self._arm(math.inf)
         logger.debug("connection from %s closed", self.peer)
 
@@ -170,6 +179,7 @@ class ConnectionDriver:
         if self.conn.state is not ConnectionState.OPEN:
             if not self._closing:
                 # Mid-handshake: there is nobody to say goodbye to yet.
+                self._pending = None
                 self.adapter.abort()
             return
         self._cancel_calls("Server shutting down")
@@ -189,6 +199,7 @@ class ConnectionDriver:
         self._deadline = math.inf
         if self.conn.state is ConnectionState.CONNECTING:
             logger.debug("handshake timeout on the connection from %s", self.peer)
+            self._pending = None
             self.adapter.abort()
         elif self._closing or self.conn.state is not ConnectionState.OPEN:
             logger.debug("close timeout on the connection from %s", self.peer)
@@ -255,7 +266,7 @@ class ConnectionDriver:
                 elif kind is CallCancelled:
                     self._cancel_call(event.call)  # type: ignore[attr-defined]
                 elif kind is HandshakeRequest:
-                    self._decide(event)  # type: ignore[arg-type]
+                    decide(self, event)  # type: ignore[arg-type]
                 elif kind is HTTPRequest:
                     status, headers, body = answer_http(self.settings, event)  # type: ignore[arg-type]
                     self.conn.respond(status, body, headers)
@@ -276,51 +287,6 @@ class ConnectionDriver:
         timeout = self.settings.close_timeout
         if self.conn.state is not ConnectionState.CLOSED and timeout is not None:
             self._arm(min(self._deadline, self.adapter.now() + timeout))
-
-    # The handshake
-
-    def _decide(self, request: HandshakeRequest) -> None:
-        unavailable: str | None = None
-        if self.server.draining:
-            unavailable = "server shutting down"
-        elif self._refuse:
-            unavailable = "max_connections reached"
-        admission = self.settings.guard.decide(
-            request, self.address, self.peer, unavailable=unavailable
-        )
-        if isinstance(admission, Refusal):
-            self.conn.reject(admission.status, admission.body, admission.headers)
-            return
-        self._admission = admission
-        principal = admission.principal
-        broker = self.settings.broker
-        if broker is not None:
-            # Before accept(): requests pipelined behind the handshake run in it.
-            self._session = ConnectionSession(
-                self.conn,
-                broker,
-                wake=self.adapter.wake,
-                handle_events=self._handle_events,
-                pending=self.pending_output,
-                loop=self.server.loop,
-                peer=self.peer,
-            )
-            self.conn.session = self._session
-        self.conn.accept(
-            choose_subprotocol(self.settings, admission.subprotocols), principal=principal
-        )
-        logger.debug(
-            "connection from %s accepted for %s",
-            self.peer,
-            "anonymous" if principal is None else principal.subject,
-        )
-        self._keepalive.start(self.adapter.now())
-        if principal is not None and principal.expires_at is not None:
-            self._expires_at = principal.expires_at
-            self._arm(math.inf)
-            self._check_expiry()
-        else:
-            self._arm(math.inf)
 
     # Tool calls
 

@@ -3,7 +3,10 @@
 The policy itself is pure (:mod:`securemcp.security`); what it cannot know is
 what is open right now. :class:`ConnectionGuard` adds that state for one
 transport: the connection caps per principal and per client address, acquired
-when a handshake is admitted and released when the connection ends.
+when a handshake is admitted and released when the connection ends. A cap
+given as an :class:`~securemcp.ratelimit.AsyncConnectionCounter` (shared
+through Redis) is taken by :meth:`ConnectionGuard.acquire_shared` and given
+back by :meth:`ConnectionGuard.release_shared`, awaited in tasks of the driver's.
 
 Security events go to the ``securemcp.security`` logger, at INFO for the
 ordinary (a connection admitted) and WARNING for refusals. Nothing logged here
@@ -22,7 +25,12 @@ from dataclasses import dataclass
 from securemcp.auth import Principal
 from securemcp.errors import RateLimited
 from securemcp.protocol import HandshakeRequest
-from securemcp.ratelimit import AsyncRateLimiter, ConnectionCounter, RateLimiter
+from securemcp.ratelimit import (
+    AsyncConnectionCounter,
+    AsyncRateLimiter,
+    ConnectionCounter,
+    RateLimiter,
+)
 from securemcp.security import HandshakeRefused, SecurityPolicy
 
 __all__ = [
@@ -86,8 +94,25 @@ def _limited(principal: Principal | None, tool: str, peer: str, retry: float) ->
     return RateLimited("Rate limit exceeded", data={"retry_after": retry})
 
 
-def _counter(limit: int | None) -> ConnectionCounter | None:
-    return None if limit is None else ConnectionCounter(limit)
+_Cap = tuple[ConnectionCounter | None, AsyncConnectionCounter | None]
+
+
+def _counter(limit: int | AsyncConnectionCounter | None) -> _Cap:
+    """A cap's counter: a local one for a number, else the shared one given."""
+    if limit is None:
+        return None, None
+    if isinstance(limit, AsyncConnectionCounter):
+        return None, limit
+    return ConnectionCounter(limit), None
+
+
+def _refused(peer: str, status: int, reason: str) -> Refusal:
+    security_logger.warning("handshake from %s refused: HTTP %d %s", peer, status, reason)
+    return Refusal(status, f"{reason}\n")
+
+
+_TOO_MANY_ADDRESS = "too many connections from this address"
+_TOO_MANY_PRINCIPAL = "too many connections for this principal"
 
 
 class ConnectionGuard:
@@ -110,8 +135,10 @@ class ConnectionGuard:
             self._unlimited = Deferred.RATE
         else:
             self._limiter = limiter
-        self._per_principal = _counter(policy.max_connections_per_principal)
-        self._per_address = _counter(policy.max_connections_per_address)
+        self._per_principal, self._shared_principal = _counter(policy.max_connections_per_principal)
+        self._per_address, self._shared_address = _counter(policy.max_connections_per_address)
+        self.shared = self._shared_principal is not None or self._shared_address is not None
+        """Whether a cap is shared: admitted handshakes then await :meth:`acquire_shared`."""
 
     def decide(
         self,
@@ -127,8 +154,7 @@ class ConnectionGuard:
         shutting down) refuses with 503 first. Every refusal is logged.
         """
         if unavailable is not None:
-            security_logger.warning("handshake from %s refused with 503: %s", peer, unavailable)
-            return Refusal(503)
+            return self.unavailable(peer, unavailable)
         try:
             return self.admit(request, address, now=time.time())
         except HandshakeRefused as refusal:
@@ -137,6 +163,11 @@ class ConnectionGuard:
                 "handshake from %s refused: HTTP %d %s", peer, refusal.status, refusal.reason
             )
             return Refusal(refusal.status, f"{refusal.reason}\n", refusal.headers)
+
+    def unavailable(self, peer: str, reason: str) -> Refusal:
+        """Refuse the handshake from ``peer`` with 503, because of ``reason`` (logged)."""
+        security_logger.warning("handshake from %s refused with 503: %s", peer, reason)
+        return Refusal(503)
 
     def check_call(
         self, principal: Principal | None, connection: object, tool: str, peer: str, *, now: float
@@ -185,22 +216,68 @@ class ConnectionGuard:
                 "the authenticator raised %s; refusing the handshake", type(exc).__name__
             )
             raise HandshakeRefused(500, "authentication failed") from None
+        # A shared cap's key is named here, its slot taken by acquire_shared().
         address_key: Hashable | None = None
-        if self._per_address is not None and address is not None:
+        capped = self._per_address is not None or self._shared_address is not None
+        if address is not None and capped:
             address_key = ("address", address)
-            if not self._per_address.acquire(address_key):
-                raise HandshakeRefused(429, "too many connections from this address")
+            if self._per_address is not None and not self._per_address.acquire(address_key):
+                raise HandshakeRefused(429, _TOO_MANY_ADDRESS)
         principal_key: Hashable | None = None
-        if self._per_principal is not None and accepted.principal is not None:
-            principal_key = ("principal", accepted.principal.subject)
-            if not self._per_principal.acquire(principal_key):
+        principal = accepted.principal
+        capped = self._per_principal is not None or self._shared_principal is not None
+        if principal is not None and capped:
+            principal_key = ("principal", principal.subject)
+            if self._per_principal is not None and not self._per_principal.acquire(principal_key):
                 if address_key is not None and self._per_address is not None:
                     self._per_address.release(address_key)
-                raise HandshakeRefused(429, "too many connections for this principal")
-        return Admission(accepted.principal, accepted.subprotocols, principal_key, address_key)
+                raise HandshakeRefused(429, _TOO_MANY_PRINCIPAL)
+        return Admission(principal, accepted.subprotocols, principal_key, address_key)
+
+    async def acquire_shared(self, admission: Admission, peer: str) -> Admission | Refusal:
+        """Take ``admission``'s slots under the shared caps, or refuse with 429.
+
+        A refusal gives back every slot the admission held (its local ones
+        too); a counter that fails refuses with 500. Either way the admission
+        is then spent: do not :meth:`release` it.
+        """
+        address, principal = self._shared_address, self._shared_principal
+        taken: list[tuple[AsyncConnectionCounter, Hashable]] = []
+        try:
+            for counter, key, reason in (
+                (address, admission.address_key, _TOO_MANY_ADDRESS),
+                (principal, admission.principal_key, _TOO_MANY_PRINCIPAL),
+            ):
+                if counter is None or key is None:
+                    continue
+                if not await counter.acquire(key):
+                    await self._give_back(admission, taken)
+                    return _refused(peer, 429, reason)
+                taken.append((counter, key))
+        except Exception as exc:  # noqa: BLE001 - a plug-in's failure refuses the handshake
+            security_logger.error(
+                "the connection counter raised %s; refusing the handshake", type(exc).__name__
+            )
+            await self._give_back(admission, taken)
+            return _refused(peer, 500, "connection cap unavailable")
+        return admission
+
+    async def _give_back(
+        self, admission: Admission, taken: list[tuple[AsyncConnectionCounter, Hashable]]
+    ) -> None:
+        self.release(admission)
+        for counter, key in taken:
+            await _release(counter, key)
+
+    async def release_shared(self, admission: Admission) -> None:
+        """Give back the shared slots of a connection that ended (local ones: :meth:`release`)."""
+        if admission.address_key is not None and self._shared_address is not None:
+            await _release(self._shared_address, admission.address_key)
+        if admission.principal_key is not None and self._shared_principal is not None:
+            await _release(self._shared_principal, admission.principal_key)
 
     def release(self, admission: Admission, connection: object = None) -> None:
-        """Give back the slots of ``connection``, which ended."""
+        """Give back the local slots of ``connection``, which ended."""
         if admission.principal_key is not None and self._per_principal is not None:
             self._per_principal.release(admission.principal_key)
         if admission.address_key is not None and self._per_address is not None:
@@ -211,11 +288,25 @@ class ConnectionGuard:
             limiter.forget(rate_key(None, connection))
 
     def open_for_principal(self, subject: str) -> int:
-        """How many connections the principal ``subject`` holds (0 when uncapped)."""
-        counter = self._per_principal
-        return 0 if counter is None else counter.count(("principal", subject))
+        """How many connections the principal ``subject`` holds here (0 when uncapped)."""
+        return _held(self._per_principal, self._shared_principal, ("principal", subject))
 
     def open_for_address(self, address: str) -> int:
-        """How many connections ``address`` holds (0 when uncapped)."""
-        counter = self._per_address
-        return 0 if counter is None else counter.count(("address", address))
+        """How many connections ``address`` holds here (0 when uncapped)."""
+        return _held(self._per_address, self._shared_address, ("address", address))
+
+
+def _held(
+    local: ConnectionCounter | None, shared: AsyncConnectionCounter | None, key: Hashable
+) -> int:
+    """What this process holds for ``key`` under a cap (a shared one's share, without I/O)."""
+    if local is not None:
+        return local.count(key)
+    return 0 if shared is None else shared.held(key)
+
+
+async def _release(counter: AsyncConnectionCounter, key: Hashable) -> None:
+    try:
+        await counter.release(key)
+    except Exception as exc:  # noqa: BLE001 - a plug-in's failure must not end the server
+        security_logger.error("the connection counter raised %s on release", type(exc).__name__)

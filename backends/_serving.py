@@ -107,7 +107,8 @@ class _Server:
         return self._asyncio_loop.time()
 
     def track(self, task: asyncio.Task[None]) -> None:
-        """Keep a call's task until it ends (the asyncio path; shutdown waits for them)."""
+        """Keep a task until it ends (the asyncio path: calls and the drivers' own; shutdown
+        waits for them)."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -167,6 +168,8 @@ class _Server:
             connection.driver.go_away()
         # Every connection ends by itself within close_timeout (its own deadline).
         await self._wait_until(lambda: not self.connections)
-        if self._tasks:
-            # Calls the connections cancelled as they closed: let them finish unwinding.
+        while self._tasks:
+            # Calls the connections cancelled as they closed: let them finish
+            # unwinding; and the drivers' own tasks (slots given back to a
+            # shared counter, which closes after this), which may start more.
             await asyncio.wait(list(self._tasks))

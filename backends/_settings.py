@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from securemcp.app import SecureMCP
 from securemcp.protocol import HTTPRequest, Limits, ToolCall
@@ -86,6 +86,14 @@ class Adapter(Protocol):
 
         With ``gate``, the task awaits it first (see ``run_call``). Returns the
         function that cancels it.
+        """
+
+    def start(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work()`` in a task of the server's that its shutdown does not cancel.
+
+        The driver's own work (a handshake awaiting a shared connection cap,
+        giving slots back): the draining server waits for it to end, so it
+        must end in a bounded time by itself.
         """
 
     def set_deadline(self, when: float) -> None:

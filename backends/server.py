@@ -216,8 +216,15 @@ class WebSocketTransport:
                 closing.set()
 
     def _resources(self) -> list[AbstractAsyncContextManager[Any]]:
-        """The app's resources, then the broker and the rate limiter when they need opening."""
-        candidates: list[object] = [self.broker, self.security.rate_limiter]
+        """The app's resources, then the broker, the rate limiter and the connection counters
+        when they need opening."""
+        security = self.security
+        candidates: list[object] = [
+            self.broker,
+            security.rate_limiter,
+            security.max_connections_per_address,
+            security.max_connections_per_principal,
+        ]
         return [
             *self.app.resources,
             *(

@@ -18,6 +18,10 @@ for every call; it need not be POSIX time.
 :class:`AsyncRateLimiter` is what a limiter that must ask someone else (a
 shared store: ``securemcp.redis.RedisRateLimiter``) offers instead of
 ``check``; a server takes either kind as ``SecurityPolicy.rate_limiter``.
+:class:`AsyncConnectionCounter` is the same for connection caps
+(``securemcp.redis.RedisConnectionCounter``), which a server takes in place of
+the number in ``SecurityPolicy.max_connections_per_address`` (or
+``..._per_principal``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,13 @@ from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from typing import Protocol, runtime_checkable
 
-__all__ = ["AsyncRateLimiter", "ConnectionCounter", "RateLimiter", "TokenBucket"]
+__all__ = [
+    "AsyncConnectionCounter",
+    "AsyncRateLimiter",
+    "ConnectionCounter",
+    "RateLimiter",
+    "TokenBucket",
+]
 
 # Float rounding could leave a bucket a hair short of a token at exactly the
 # instant retry_after named; this tolerance (a billionth of a token per take)
@@ -265,3 +275,29 @@ class ConnectionCounter:
     def __len__(self) -> int:
         """How many keys hold at least one connection."""
         return len(self._counts)
+
+
+@runtime_checkable
+class AsyncConnectionCounter(Protocol):
+    """A connection cap whose decisions are awaited: :class:`ConnectionCounter`, asynchronously.
+
+    A server with one decides each handshake in a task: the upgrade waits for
+    :meth:`acquire`, and the slot is given back by :meth:`release` in a task
+    when the connection ends. Both must answer in a bounded time, whatever
+    happens to what the counter depends on.
+    """
+
+    max_per_key: int
+    """Connections one key may hold at once."""
+
+    async def acquire(self, key: Hashable) -> bool:
+        """Count a new connection for ``key``; False (nothing counted) when at the cap."""
+        ...
+
+    async def release(self, key: Hashable) -> None:
+        """Uncount a connection of ``key``; a release with nothing acquired is ignored."""
+        ...
+
+    def held(self, key: Hashable) -> int:
+        """How many connections of ``key`` this process holds now (no I/O)."""
+        ...

@@ -14,7 +14,7 @@ from .auth import AuthenticationError, Authenticator, Principal, authenticate_ha
 from .errors import SecureMCPError
 from .origin import OriginPolicy
 from .protocol.events import HandshakeRequest
-from .ratelimit import AsyncRateLimiter, RateLimiter
+from .ratelimit import AsyncConnectionCounter, AsyncRateLimiter, RateLimiter
 
 __all__ = ["HandshakeAccepted", "HandshakeRefused", "SecurityPolicy"]
 
@@ -59,10 +59,16 @@ class SecurityPolicy:
 
     An :class:`~securemcp.ratelimit.AsyncRateLimiter` (one shared through
     Redis) makes every call run in a task that awaits its decision first."""
-    max_connections_per_principal: int | None = None
-    """Open connections one principal may hold (HTTP 429 past it)."""
-    max_connections_per_address: int | None = None
-    """Open connections one client IP address may hold (HTTP 429 past it)."""
+    max_connections_per_principal: int | AsyncConnectionCounter | None = None
+    """Open connections one principal may hold (HTTP 429 past it).
+
+    A number caps them per server process; an
+    :class:`~securemcp.ratelimit.AsyncConnectionCounter` (one shared through
+    Redis: ``RedisConnectionCounter(url, max_per_key)``) caps them across every
+    process that shares it, each handshake then awaiting its decision."""
+    max_connections_per_address: int | AsyncConnectionCounter | None = None
+    """Open connections one client IP address may hold (HTTP 429 past it); a
+    number, or a shared counter as for ``max_connections_per_principal``."""
     mask_errors: bool = False
     """Hide the text of tool exceptions from callers (they get a correlation id
     that also appears in the server log)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 
 from securemcp.transport import WebSocketTransport
@@ -23,3 +26,20 @@ def anyio_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
         monkeypatch.setattr(WebSocketTransport.__init__, "__kwdefaults__", defaults)
         return "asyncio"
     return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _restore_securemcp_logger() -> Iterator[None]:
+    """Undo what a test's ``run()`` or ``serve --log-level`` did to the ``securemcp`` logger.
+
+    ``run()`` sets the package logger's level (``--log-level error``, say) and
+    may add a handler; left behind, a later test's ``caplog`` would miss the
+    warnings it checks.
+    """
+    package = logging.getLogger("securemcp")
+    level, handlers = package.level, list(package.handlers)
+    yield
+    package.setLevel(level)
+    for handler in package.handlers[:]:
+        if handler not in handlers:
+            package.removeHandler(handler)

@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +20,13 @@ import anyio
 import pytest
 
 from securemcp import Principal, SecureMCP, SecurityPolicy, StaticTokenAuthenticator
-from securemcp.backends._calls import Gate, run_call
+from securemcp.backends._calls import Gate, guarded, run_call
 from securemcp.backends._driver import ConnectionDriver
 from securemcp.backends._pubsub import LoopThread
 from securemcp.backends._security import ConnectionGuard
 from securemcp.backends._settings import ServerSettings
 from securemcp.protocol import ToolCall
-from securemcp.ratelimit import RateLimiter
+from securemcp.ratelimit import ConnectionCounter, RateLimiter
 
 from .helpers import (
     OP_CLOSE,
@@ -71,6 +71,7 @@ class Recorder:
     spawned: list[ToolCall] = field(default_factory=list)
     cancelled: list[ToolCall] = field(default_factory=list)
     gates: list[Gate | None] = field(default_factory=list)
+    started: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     is_reading: bool = True
 
     def now(self) -> float:
@@ -83,6 +84,9 @@ class Recorder:
         self.spawned.append(call)
         self.gates.append(gate)
         return lambda: self.cancelled.append(call)
+
+    def start(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self.started.append(work)
 
     def set_deadline(self, when: float) -> None:
         self.deadline = when
@@ -315,6 +319,168 @@ def test_an_asynchronous_rate_limiter_decides_in_each_calls_task(
     assert limiter.asked == [(("connection", id(driver)), "quick")] * 2
     driver.connection_lost()
     assert limiter.forgotten == [("connection", id(driver))]
+
+
+class SharedCounter:
+    """An asynchronous connection counter (``AsyncConnectionCounter``) held in memory."""
+
+    def __init__(self, max_per_key: int) -> None:
+        self.max_per_key = max_per_key
+        self.local = ConnectionCounter(max_per_key)
+        self.log: list[tuple[str, Hashable]] = []
+
+    async def acquire(self, key: Hashable) -> bool:
+        self.log.append(("acquire", key))
+        return self.local.acquire(key)
+
+    async def release(self, key: Hashable) -> None:
+        self.log.append(("release", key))
+        self.local.release(key)
+
+    def held(self, key: Hashable) -> int:
+        return self.local.count(key)
+
+
+HERE = ("address", "127.0.0.1")
+
+
+def run_started(adapter: Recorder) -> None:
+    """Run the driver's own tasks (and those they start) to completion, in order."""
+
+    async def run() -> None:
+        while adapter.started:
+            await adapter.started.pop(0)()
+
+    anyio.run(run)
+
+
+def test_a_shared_cap_decides_in_a_task_while_the_core_holds_what_follows() -> None:
+    shared = SharedCounter(2)
+    driver, adapter, _ = driven(security=SecurityPolicy(max_connections_per_address=shared))
+    driver.data_received(UPGRADE_REQUEST + call("quick", 1))
+    # Nothing yet: the upgrade awaits the counter; the call waits in the core.
+    assert output(driver) == b""
+    assert not driver.wants_read
+    assert adapter.deadline == 110.0  # the handshake deadline still runs
+    assert len(adapter.started) == 1
+    wakes = adapter.wakes
+    run_started(adapter)
+    head, _, rest = output(driver).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    [_, (_, answer)] = split_server_frames(rest)
+    assert answer == b'{"id":1,"result":"hi"}'
+    assert adapter.wakes > wakes
+    assert adapter.deadline == math.inf
+    assert shared.held(HERE) == 1
+    assert driver.settings.guard.open_for_address("127.0.0.1") == 1
+    # The connection ends: its slot goes back in a task of its own.
+    driver.connection_lost()
+    assert shared.held(HERE) == 1
+    run_started(adapter)
+    assert shared.held(HERE) == 0
+    assert shared.log == [("acquire", HERE), ("release", HERE)]
+
+
+def test_a_shared_cap_refuses_with_429_and_a_local_cap_gives_its_slot_back() -> None:
+    shared = SharedCounter(1)
+    shared.local.acquire(("principal", "ann"))
+    policy = SecurityPolicy(
+        authenticator=StaticTokenAuthenticator({"t0ken": Principal("ann")}),
+        max_connections_per_principal=shared,
+        max_connections_per_address=1,
+    )
+    driver, adapter, _ = driven(security=policy)
+    driver.data_received(
+        UPGRADE_REQUEST.replace(b"\r\n\r\n", b"\r\nAuthorization: Bearer t0ken\r\n\r\n")
+    )
+    guard = driver.settings.guard
+    assert guard.open_for_address("127.0.0.1") == 1  # the local cap is taken at once
+    run_started(adapter)
+    answer = output(driver)
+    assert answer.startswith(b"HTTP/1.1 429 ")
+    assert answer.endswith(b"too many connections for this principal\n")
+    assert driver.finished
+    assert guard.open_for_address("127.0.0.1") == 0
+    assert guard.open_for_principal("ann") == 1  # the one held before, untouched
+
+
+@pytest.mark.parametrize("ending", ["timeout", "go_away", "lost"])
+def test_a_connection_ending_while_its_cap_is_decided_gives_the_slot_back(ending: str) -> None:
+    shared = SharedCounter(1)
+    driver, adapter, _ = driven(security=SecurityPolicy(max_connections_per_address=shared))
+    driver.data_received(UPGRADE_REQUEST)
+    if ending == "timeout":
+        adapter.clock = 110.0
+        driver.on_deadline()
+        assert adapter.aborted
+    elif ending == "go_away":
+        driver.go_away()
+        assert adapter.aborted
+    driver.connection_lost()
+    # The decision comes for nobody: the task gives the slot back itself.
+    run_started(adapter)
+    assert shared.log == [("acquire", HERE), ("release", HERE)]
+    assert shared.held(HERE) == 0
+    assert output(driver) == b""
+
+
+def test_a_refusal_arriving_after_the_connection_ended_takes_nothing() -> None:
+    shared = SharedCounter(1)
+    shared.local.acquire(HERE)
+    driver, adapter, _ = driven(security=SecurityPolicy(max_connections_per_address=shared))
+    driver.data_received(UPGRADE_REQUEST)
+    driver.connection_lost()
+    run_started(adapter)
+    assert shared.log == [("acquire", HERE)]
+    assert shared.held(HERE) == 1
+
+
+def test_a_decision_arriving_while_the_server_drains_gets_503() -> None:
+    shared = SharedCounter(1)
+    driver, adapter, server = driven(security=SecurityPolicy(max_connections_per_address=shared))
+    driver.data_received(UPGRADE_REQUEST)
+    server.draining = True
+    run_started(adapter)
+    assert output(driver).startswith(b"HTTP/1.1 503 ")
+    assert shared.held(HERE) == 0
+    driver.connection_lost()
+    assert adapter.started == []  # nothing more to give back
+
+
+def test_a_counter_that_raises_refuses_with_500(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(SharedCounter):
+        async def acquire(self, key: Hashable) -> bool:
+            raise RuntimeError("oops")
+
+    driver, adapter, _ = driven(security=SecurityPolicy(max_connections_per_address=Broken(1)))
+    driver.data_received(UPGRADE_REQUEST)
+    run_started(adapter)
+    assert output(driver).startswith(b"HTTP/1.1 500 ")
+    assert "the connection counter raised RuntimeError" in caplog.text
+
+
+def test_a_counter_failing_to_release_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    class Stuck(SharedCounter):
+        async def release(self, key: Hashable) -> None:
+            raise OSError("gone")
+
+    driver, adapter, _ = driven(security=SecurityPolicy(max_connections_per_address=Stuck(1)))
+    driver.data_received(UPGRADE_REQUEST)
+    run_started(adapter)
+    assert output(driver).startswith(b"HTTP/1.1 101 ")
+    driver.connection_lost()
+    run_started(adapter)
+    assert "the connection counter raised OSError on release" in caplog.text
+
+
+def test_a_drivers_task_that_fails_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    driver, _, _ = driven()
+
+    async def failing() -> None:
+        raise RuntimeError("bug")
+
+    anyio.run(guarded, failing, driver)
+    assert "unexpected error on the connection from ('127.0.0.1', 40000)" in caplog.text
 
 
 def test_a_synchronous_rate_limiter_adds_no_gate() -> None:

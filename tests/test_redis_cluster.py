@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from securemcp.redis import RedisBroker, RedisMessageStore, RedisRateLimiter
+from securemcp.redis import (
+    RedisBroker,
+    RedisConnectionCounter,
+    RedisMessageStore,
+    RedisRateLimiter,
+)
 
 from .redis_server import RedisCluster
 from .test_redis_broker import Inbox, until
@@ -63,3 +68,17 @@ async def test_on_a_cluster_publications_are_sharded_and_cross_processes(
         )
         assert sum(1 for channels in per_node if channels) >= 2
         assert all(node.command("PUBSUB", "CHANNELS") == "" for node in redis_cluster.nodes)
+
+
+@pytest.mark.anyio
+async def test_a_connection_cap_is_shared_on_a_cluster(redis_cluster: RedisCluster) -> None:
+    async with (
+        RedisConnectionCounter(redis_cluster.url, 2, cluster=True) as here,
+        RedisConnectionCounter(redis_cluster.url, 2, cluster=True) as there,
+    ):
+        key = ("address", "203.0.113.7")
+        assert await here.acquire(key)
+        assert await there.acquire(key)
+        assert not await here.acquire(key)
+        await there.release(key)
+        assert await here.acquire(key)

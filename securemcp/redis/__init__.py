@@ -1,4 +1,4 @@
-"""Rooms, history, broadcast and rate limits shared through Redis, by every process and machine.
+"""Rooms, history, broadcast, rate limits and connection caps shared by every process via Redis.
 
 Needs the ``redis`` extra (``pip install 'securemcp[redis]'``, which pulls
 coredis). See ``docs/deployment.md`` for what each part guarantees.
@@ -14,8 +14,15 @@ except ImportError as exc:  # pragma: no cover - the test environment has the ex
     ) from exc
 
 from ._broker import RedisBroker
+from ._caps import RedisConnectionCounter
 from ._client import RedisResource
 from ._ratelimit import RedisRateLimiter
 from ._store import RedisMessageStore
 
-__all__ = ["RedisBroker", "RedisMessageStore", "RedisRateLimiter", "RedisResource"]
+__all__ = [
+    "RedisBroker",
+    "RedisConnectionCounter",
+    "RedisMessageStore",
+    "RedisRateLimiter",
+    "RedisResource",
+]
