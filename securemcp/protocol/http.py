@@ -350,7 +350,7 @@ class HTTPServerConnection:
                     self._eof_fed = True
                     conn.receive_data(b"")
                 else:
-                    if self._eof:
+                    if self._eof:  # pragma: no cover - h11 ends or raises once told of the EOF
                         self._close(lost=False)
                     return
             elif isinstance(event, h11.Request):
@@ -365,7 +365,7 @@ class HTTPServerConnection:
                 self._deliver()
             elif isinstance(event, h11.ConnectionClosed):
                 self._close(lost=False)  # the peer closed between requests
-            else:  # PAUSED cannot happen while reading; anything else is not for a server
+            else:  # pragma: no cover - PAUSED cannot happen while a request is read
                 return
 
     def _on_request(self, request: h11.Request) -> None:
