@@ -93,6 +93,24 @@ def test_a_chunked_body_is_joined() -> None:
     assert request.body == b"abcdefg"
 
 
+@pytest.mark.parametrize("status", [204, 304])
+def test_answers_without_content(status: int) -> None:
+    conn = HTTPServerConnection()
+    conn.receive_data(get() + get())
+    requests(conn)
+    with pytest.raises(LocalProtocolError, match="no body"):
+        conn.respond(status, "x")
+    with pytest.raises(LocalProtocolError, match="final status"):
+        conn.respond(101)
+    conn.respond(status)
+    assert conn.data_to_send() == b"HTTP/1.1 %d %s\r\n\r\n" % (
+        status,
+        b"No Content" if status == 204 else b"Not Modified",
+    )
+    [next_request] = requests(conn)  # keep-alive goes on
+    assert next_request.path == "/"
+
+
 def test_a_notification_gets_202_without_a_body() -> None:
     conn = HTTPServerConnection()
     conn.receive_data(post(b'{"jsonrpc":"2.0","method":"notifications/initialized"}'))

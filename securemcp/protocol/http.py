@@ -213,9 +213,14 @@ class HTTPServerConnection:
         ``Content-Type`` defaults to ``application/json`` when there is a body.
         """
         self._require(_Phase.ANSWERING, "respond")
+        if status < 200:
+            raise LocalProtocolError(f"respond() needs a final status, not {status}")
         payload = body.encode() if isinstance(body, str) else body
+        if payload and status in (204, 304):
+            raise LocalProtocolError(f"a {status} answer has no body")
         pairs = self._headers(headers, "application/json" if payload else None)
-        pairs.append((b"content-length", str(len(payload)).encode()))
+        if status not in (204, 304):  # RFC 9110 8.6: no Content-Length on a 204
+            pairs.append((b"content-length", str(len(payload)).encode()))
         conn = self._h11
         assert conn is not None
         self._send(h11.Response(status_code=status, headers=pairs, reason=_reason(status)))
