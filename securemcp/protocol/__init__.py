@@ -23,6 +23,7 @@ from .events import (
     Welcome,
 )
 from .frames import CloseCode
+from .http import HTTPAborted, HTTPRequestReceived, HTTPServerConnection
 from .jsonrpc import RequestId
 from .limits import Limits
 from .push import encode_notification, text_frame
@@ -38,7 +39,10 @@ __all__ = [
     "ConnectionState",
     "ErrorReceived",
     "Event",
+    "HTTPAborted",
     "HTTPRequest",
+    "HTTPRequestReceived",
+    "HTTPServerConnection",
     "HandshakeRequest",
     "Limits",
     "NotificationReceived",

@@ -172,12 +172,14 @@ class _Endpoint:
                 self._early += data
             return
         end = head.count(data)
-        handshake.receive_data(data[:end])
+        # What follows the head is kept first: should the head turn out to be
+        # a plain HTTP request (wsproto raises), it is that request's body.
         if end < len(data):
             if self._client:
                 self._early = data[end:]
             else:
                 self._early += data[end:]
+        handshake.receive_data(data[:end])
 
     def receive_eof(self) -> None:
         """The peer closed its side of the socket (or the backend gave up on it)."""

@@ -21,6 +21,9 @@ _POSITIVE_INTEGERS = (
     "max_pending_output",
     "max_handshake_size",
     "max_header_count",
+    "max_http_body",
+    "max_http_requests",
+    "max_http_pipelined",
 )
 
 
@@ -53,6 +56,15 @@ class Limits:
     buffering it."""
     max_header_count: int = 64
     """Header lines in the opening handshake's head; more: HTTP 431."""
+    max_http_body: int = 1024 * 1024
+    """Bytes of a plain HTTP request's body, counted as they arrive (Content-Length
+    or chunked); over it: HTTP 413 and the connection closes, the rest unread."""
+    max_http_requests: int = 100
+    """Plain HTTP requests one keep-alive connection serves; the answer to the
+    last says ``Connection: close``."""
+    max_http_pipelined: int = 64 * 1024
+    """Bytes of pipelined HTTP requests held unparsed while an earlier request
+    is answered; at the limit the core stops reading (``wants_read`` is false)."""
     permessage_deflate: bool = False
     """Negotiate permessage-deflate (RFC 7692) when the peer offers it. Off by
     default: compression costs memory per connection and CPU per message. When

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import pydantic_core
@@ -71,10 +72,15 @@ class ServerConnection(ServerHandshake):
         limits: Limits | None = None,
         mask_errors: bool = False,
         http: bool = False,
+        http_methods: Iterable[str] | None = None,
     ) -> None:
         # With http, a plain GET becomes an HTTPRequest event for the driver
         # to answer (a page next to the WebSocket endpoint) instead of a 400.
-        super().__init__(limits, http=http)
+        # With http_methods (off by default), a first request that is no
+        # upgrade makes the connection a keep-alive sequence of plain HTTP
+        # requests in those methods: HTTPRequestReceived events, answered
+        # through the ``http`` attribute (see securemcp.protocol.http).
+        super().__init__(limits, http=http, http_methods=http_methods)
         self.app = app
         self.session: Session | None = None
         """The driver's broadcast session for this connection, handed to tools in

@@ -22,8 +22,10 @@ from wsproto.utilities import RemoteProtocolError
 from ..auth import Principal
 from ..errors import LocalProtocolError
 from .connection import ConnectionState, _Endpoint
-from .events import HandshakeRequest, HTTPRequest
+from .events import ConnectionClosed, Event, HandshakeRequest, HTTPRequest
+from .frames import CloseCode
 from .head import HandshakeTooLarge, header_pairs
+from .http import HTTPServerConnection
 from .limits import Limits
 
 __all__ = ["ServerHandshake"]
@@ -32,12 +34,29 @@ __all__ = ["ServerHandshake"]
 class ServerHandshake(_Endpoint):
     """A server connection's upgrade (the base of :class:`ServerConnection`)."""
 
-    __slots__ = ("_awaiting_decision", "_awaiting_http", "principal", "subprotocol")
+    __slots__ = (
+        "_awaiting_decision",
+        "_awaiting_http",
+        "_http",
+        "_http_methods",
+        "principal",
+        "subprotocol",
+    )
 
-    def __init__(self, limits: Limits | None, *, http: bool) -> None:
-        super().__init__(ConnectionType.SERVER, limits, keep_head=http)
+    def __init__(
+        self,
+        limits: Limits | None,
+        *,
+        http: bool,
+        http_methods: Iterable[str] | None = None,
+    ) -> None:
+        super().__init__(ConnectionType.SERVER, limits, keep_head=http or http_methods is not None)
         self._awaiting_decision = False
         self._awaiting_http = False
+        # With http_methods, a first request that is no upgrade makes the
+        # connection a sequence of plain HTTP requests, served by _http.
+        self._http_methods = None if http_methods is None else tuple(http_methods)
+        self._http: HTTPServerConnection | None = None
         self.subprotocol: str | None = None
         self.principal: Principal | None = None
         """Who is connected, as ``accept()`` was told; ``None`` when anonymous."""
@@ -145,6 +164,9 @@ class ServerHandshake(_Endpoint):
             self._reject(431, f"Request Header Fields Too Large: {exc}\n")
             return
         request = self._plain_request()
+        if request is not None and self._http_methods is not None:
+            self._serve_http()
+            return
         if request is None:
             self._reject(400, f"Bad Request: {exc}\n")
         elif request.method != "GET":
@@ -189,6 +211,81 @@ class ServerHandshake(_Endpoint):
             raise LocalProtocolError("respond() is only valid after an HTTPRequest event")
         self._awaiting_http = False
         self._reject(status, body, headers)
+
+    # Plain HTTP requests (with http_methods)
+
+    @property
+    def http(self) -> HTTPServerConnection | None:
+        """The plain HTTP side, once the first request made this connection one.
+
+        Answer each :class:`~securemcp.protocol.http.HTTPRequestReceived` with its
+        ``respond()`` or ``start_stream()``/``send_event()``/``end_stream()``;
+        what it writes comes out of this connection's ``data_to_send()`` and
+        what it reports out of ``events_received()``.
+        """
+        return self._http
+
+    def _serve_http(self) -> None:
+        head = self._head
+        assert head is not None
+        assert head.chunks is not None  # kept, with http_methods
+        data = b"".join(head.chunks) + self._early
+        self._handshake = None
+        self._head = None
+        self._early = b""
+        self._http = HTTPServerConnection(
+            self.limits,
+            methods=self._http_methods or (),
+            output=self._output,
+            emit=self._emit,
+            on_close=self._http_closed,
+        )
+        self._http.receive_data(data)
+
+    def _emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def _http_closed(self, lost: bool) -> None:
+        self._state = ConnectionState.CLOSED
+        if lost:
+            self._events.append(ConnectionClosed(CloseCode.ABNORMAL, "connection lost", ()))
+        else:
+            self._events.append(ConnectionClosed(CloseCode.NORMAL, "HTTP connection done", ()))
+
+    def _receive_handshake(self, data: bytes) -> None:
+        http = self._http
+        if http is not None:
+            http.receive_data(data)
+            return
+        super()._receive_handshake(data)
+
+    def _process_handshake(self) -> None:
+        if self._http is None:
+            super()._process_handshake()
+
+    def receive_eof(self) -> None:
+        """The peer closed its side of the socket (or the backend gave up on it)."""
+        http = self._http
+        if http is not None:
+            http.receive_eof()
+            return
+        super().receive_eof()
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake; on a plain HTTP connection, drop it."""
+        http = self._http
+        if http is not None:
+            http.close()
+            return
+        super().close(code, reason)
+
+    @property
+    def wants_read(self) -> bool:
+        """Whether the backend should read more from the socket now (see the base class)."""
+        http = self._http
+        if http is not None:
+            return http.wants_read and self._output.size < self.limits.max_pending_output
+        return self._state is not ConnectionState.CLOSED and self._may_process()
 
     def _deciding(self) -> bool:
         """Whether input is held while the driver decides (the upgrade, or an HTTP answer)."""
