@@ -148,7 +148,7 @@ def test_tools_list_pages_with_cursors() -> None:
     names: list[str] = []
     cursor = None
     for request_id in range(1, 20):
-        params = {} if cursor is None else {"cursor": cursor}
+        params: dict[str, Any] = {} if cursor is None else {"cursor": cursor}
         result = only(pair, modern("tools/list", params, request_id))["result"]
         assert result["resultType"] == "complete"
         names += [tool["name"] for tool in result["tools"]]
