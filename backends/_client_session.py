@@ -25,6 +25,7 @@ from securemcp.errors import (
     HandshakeRejected,
     LocalProtocolError,
     RequestTimeout,
+    RPCError,
     error_for_code,
 )
 from securemcp.protocol import (
@@ -42,12 +43,27 @@ from securemcp.protocol import (
 )
 from securemcp.protocol import ConnectionClosed as ClosedEvent
 from securemcp.protocol.mcp import SUBPROTOCOL as MCP_SUBPROTOCOL
+from securemcp.protocol.mcp_stateless import (
+    MODERN_PROTOCOL_VERSIONS,
+    SERVER_DISCOVER,
+    UNSUPPORTED_PROTOCOL_VERSION,
+)
 
 from ._client_io import EXPIRED, INFINITY, ClientIO, Waiter
 from ._client_notes import Notification, NotificationHandler, NotificationQueue
 from ._client_progress import ProgressCall, ProgressRoutes
 from ._client_target import Target
-from .mcp_client import ProgressCallback, ServerInfo, initialize_params, parse_initialize_result
+from .mcp_client import (
+    ProgressCallback,
+    ServerInfo,
+    check_result_type,
+    initialize_params,
+    newest_modern_version,
+    parse_discover_result,
+    parse_initialize_result,
+    request_meta,
+    with_meta,
+)
 
 __all__ = ["ClientSession"]
 
@@ -55,6 +71,8 @@ _OPEN = ConnectionState.OPEN
 _CLOSED = ConnectionState.CLOSED
 # Timers may fire a little early (uvloop counts in milliseconds).
 _SLACK = 0.001
+
+_NEVER_CANCELLED = frozenset({"initialize", SERVER_DISCOVER})
 
 
 class ClientSession:
@@ -88,6 +106,8 @@ class ClientSession:
         self.close_code: int | None = None
         self.close_reason = ""
         self.server_info: ServerInfo | None = None
+        self.meta: dict[str, Any] | None = None
+        """MCP 2026-07-28: the ``_meta`` envelope every request carries (``None``: no envelope)."""
         self.notes = NotificationQueue(max_queued_notifications)
         self._waiting: dict[RequestId, Waiter] = {}
         self._progress = ProgressRoutes()
@@ -155,6 +175,44 @@ class ClientSession:
             return True
         return False
 
+    async def negotiate(self, limit: float) -> None:
+        """MCP's opening: the newest revision the server speaks, within ``limit`` seconds.
+
+        ``server/discover`` first, as a 2026-07-28 request (the spec's probe,
+        basic/versioning "Backward Compatibility"): a discover result makes every
+        later request carry the ``_meta`` envelope; -32022 naming another
+        stateless revision we speak retries once with it; any other error, a
+        result that is no discover result, or no answer within half of ``limit``
+        means a legacy server, so :meth:`initialize` with the time left.
+        """
+        io = self.io
+        assert io is not None
+        self.conn.jsonrpc = True
+        deadline = io.time() + limit
+        version = MODERN_PROTOCOL_VERSIONS[-1]
+        for _ in range(2):
+            meta = request_meta(version, securemcp_version)
+            try:
+                result = await self.call(
+                    SERVER_DISCOVER, {"_meta": meta}, limit / 2, tool_call=False
+                )
+            except RequestTimeout:
+                break
+            except RPCError as exc:
+                if exc.code == UNSUPPORTED_PROTOCOL_VERSION and isinstance(exc.data, dict):
+                    other = newest_modern_version(exc.data.get("supported"))
+                    if other is not None and other != version:
+                        version = other
+                        continue
+                break
+            info = parse_discover_result(result, version)
+            if info is None:
+                break
+            self.server_info = info
+            self.meta = meta
+            return
+        await self.initialize(max(deadline - io.time(), 0.0))
+
     async def initialize(self, limit: float) -> None:
         """MCP's opening: ``initialize``, check the revision, ``notifications/initialized``."""
         conn = self.conn
@@ -221,14 +279,19 @@ class ClientSession:
             if conn.state is not _OPEN:
                 self._refuse()
         waiter: Waiter
+        meta = self.meta
         if on_progress is None:
-            request_id = conn.send_request(method, params)
+            request_id = conn.send_request(
+                method, params if meta is None else with_meta(params, meta)
+            )
             waiter = self._waiting[request_id] = io.waiter()
             if deadline != INFINITY:
                 self._expire_at(waiter, deadline)
         else:
             token, params = self._progress.with_token(params)
-            request_id = conn.send_request(method, params)
+            request_id = conn.send_request(
+                method, params if meta is None else with_meta(params, meta)
+            )
             waiter = self._waiting[request_id] = self._progress.track(token)
         try:
             io.write()
@@ -247,7 +310,10 @@ class ClientSession:
                 self._abandon(request_id, method)
         if answer is EXPIRED:
             raise RequestTimeout(f"no answer to {method!r} within {limit} s")
-        return self._outcome(answer, tool_call)
+        result = self._outcome(answer, tool_call)
+        if meta is not None:
+            check_result_type(result)
+        return result
 
     def _expire_at(self, waiter: Waiter, deadline: float) -> None:
         # One timer for the connection, armed for the earliest deadline: a
@@ -297,8 +363,9 @@ class ClientSession:
     def _abandon(self, request_id: RequestId, method: str) -> None:
         conn = self.conn
         conn.forget(request_id)
-        if self.speaks_mcp and method != "initialize" and conn.state is _OPEN:
-            # MCP: tell the server to stop (it must not cancel initialize).
+        if self.speaks_mcp and method not in _NEVER_CANCELLED and conn.state is _OPEN:
+            # MCP: tell the server to stop (it must not cancel initialize, nor
+            # the server/discover probe, which a legacy server may not know).
             conn.notify(
                 "notifications/cancelled",
                 {"requestId": request_id, "reason": "the caller stopped waiting"},

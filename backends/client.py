@@ -38,6 +38,7 @@ from securemcp.errors import InternalError, LocalProtocolError
 from securemcp.protocol import CloseCode, Limits, Welcome
 from securemcp.protocol.mcp import SUBPROTOCOL as MCP_SUBPROTOCOL
 from securemcp.protocol.mcp import TOOLS_CALL
+from securemcp.protocol.mcp_stateless import SERVER_DISCOVER
 
 from ._client_io import ClientIO
 from ._client_notes import Notification, NotificationHandler, NotificationIterator
@@ -93,8 +94,11 @@ class WebSocketClient:
         headers); the server never echoes it back. Such a token must be
         base64url without padding (letters, digits, ``-._~+``).
     :param mcp: speak MCP (see ``docs/mcp.md``): offer the ``mcp`` subprotocol and
-        run the ``initialize`` handshake on connecting. The client also speaks MCP
-        whenever the server chooses ``mcp`` from ``subprotocols``.
+        negotiate the newest revision on connecting: ``server/discover`` (revision
+        2026-07-28, every request then carries the ``_meta`` envelope), falling
+        back to the ``initialize`` handshake on a server that does not know it.
+        The client also speaks MCP whenever the server chooses ``mcp`` from
+        ``subprotocols``.
     """
 
     def __init__(
@@ -179,7 +183,7 @@ class WebSocketClient:
 
     @property
     def server_info(self) -> ServerInfo | None:
-        """MCP: the server's ``initialize`` answer (revision, name, capabilities)."""
+        """MCP: the server's ``server/discover`` or ``initialize`` answer (revision, name ...)."""
         return self._session.server_info
 
     @property
@@ -221,7 +225,7 @@ class WebSocketClient:
         await session.open(_io_class(), self.connect_timeout)
         if session.speaks_mcp:
             try:
-                await session.initialize(self.connect_timeout)
+                await session.negotiate(self.connect_timeout)
             except BaseException:
                 await self.aclose()
                 raise
@@ -357,9 +361,14 @@ class WebSocketClient:
         *,
         timeout: float | EllipsisType | None = ...,  # noqa: ASYNC109
     ) -> float:
-        """Send a ``ping`` request; return the round trip in seconds."""
+        """Send a ``ping`` request; return the round trip in seconds.
+
+        MCP 2026-07-28 has no ``ping``: on such a connection this times a
+        ``server/discover`` instead.
+        """
+        method = "ping" if self._session.meta is None else SERVER_DISCOVER
         start = anyio.current_time()
-        await self._session.call("ping", None, self._limit(timeout), tool_call=False)
+        await self._session.call(method, None, self._limit(timeout), tool_call=False)
         return anyio.current_time() - start
 
     def notifications(self) -> AsyncIterator[Notification]:

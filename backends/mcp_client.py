@@ -2,7 +2,8 @@
 
 The client speaks MCP when it asks to (``WebSocketClient(url, mcp=True)``) or
 when the server chose the ``mcp`` subprotocol. This module holds the parts of
-that dialect that are plain data: the ``initialize`` request, the shape of a
+that dialect that are plain data: the ``server/discover`` probe and the
+2026-07-28 ``_meta`` envelope, the ``initialize`` request, the shape of a
 ``tools/call`` result, progress updates.
 """
 
@@ -19,15 +20,27 @@ from securemcp.protocol.mcp import (
     PROTOCOL_VERSIONS,
     UnsupportedProtocolVersion,
 )
+from securemcp.protocol.mcp_stateless import (
+    CLIENT_CAPABILITIES_KEY,
+    CLIENT_INFO_KEY,
+    MODERN_PROTOCOL_VERSIONS,
+    PROTOCOL_VERSION_KEY,
+    SERVER_INFO_KEY,
+)
 
 __all__ = [
     "ProgressCallback",
     "ProgressUpdate",
     "ServerInfo",
     "ToolResult",
+    "check_result_type",
     "initialize_params",
+    "newest_modern_version",
+    "parse_discover_result",
     "parse_initialize_result",
     "parse_tool_result",
+    "request_meta",
+    "with_meta",
 ]
 
 CLIENT_NAME = "securemcp"
@@ -47,14 +60,16 @@ ProgressCallback = Callable[[ProgressUpdate], "Awaitable[None] | None"]
 
 @dataclass(frozen=True, slots=True)
 class ServerInfo:
-    """What an MCP server said about itself in its ``initialize`` answer."""
+    """What an MCP server said about itself: its ``server/discover`` or ``initialize`` answer."""
 
     protocol_version: str
-    """The negotiated protocol revision."""
+    """The revision in use: 2026-07-28 (every request names it), or the negotiated one."""
     name: str
     version: str
     capabilities: dict[str, Any] = field(default_factory=dict)
     instructions: str | None = None
+    supported_versions: tuple[str, ...] = ()
+    """``server/discover``'s ``supportedVersions``; empty after ``initialize``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +104,71 @@ class ToolResult:
             return json.loads(text)
         except ValueError:
             return text
+
+
+def request_meta(version: str, client_version: str) -> dict[str, Any]:
+    """The 2026-07-28 ``_meta`` envelope of every request: revision, no capabilities, who we are."""
+    return {
+        PROTOCOL_VERSION_KEY: version,
+        CLIENT_CAPABILITIES_KEY: {},
+        CLIENT_INFO_KEY: {"name": CLIENT_NAME, "version": client_version},
+    }
+
+
+def with_meta(params: Any, meta: dict[str, Any]) -> Any:
+    """``params`` with ``meta`` added to its ``_meta`` (a progress token there stays)."""
+    if params is None:
+        return {"_meta": meta}
+    if not isinstance(params, dict):
+        return params  # Not ours to fix: the server will say what is wrong.
+    own = params.get("_meta")
+    return {**params, "_meta": {**own, **meta} if isinstance(own, dict) else meta}
+
+
+def newest_modern_version(supported: Any) -> str | None:
+    """The newest 2026-07-28-style revision both sides speak, from a ``supported`` list."""
+    if not isinstance(supported, list):
+        return None
+    mutual = [version for version in MODERN_PROTOCOL_VERSIONS if version in supported]
+    return mutual[-1] if mutual else None
+
+
+def parse_discover_result(result: Any, version: str) -> ServerInfo | None:
+    """Read a ``server/discover`` answer to a request of ``version``.
+
+    ``None`` when the answer is not a discover result (a legacy server that
+    answers every method): the caller falls back to ``initialize``.
+    """
+    if not isinstance(result, dict):
+        return None
+    supported = result.get("supportedVersions")
+    capabilities = result.get("capabilities")
+    if not isinstance(supported, list) or not isinstance(capabilities, dict):
+        return None
+    meta = result.get("_meta")
+    info = meta.get(SERVER_INFO_KEY) if isinstance(meta, dict) else None
+    info = info if isinstance(info, dict) else {}
+    instructions = result.get("instructions")
+    return ServerInfo(
+        protocol_version=version,
+        name=str(info.get("name", "")),
+        version=str(info.get("version", "")),
+        capabilities=capabilities,
+        instructions=instructions if isinstance(instructions, str) else None,
+        supported_versions=tuple(str(item) for item in supported),
+    )
+
+
+def check_result_type(result: Any) -> None:
+    """A 2026-07-28 result must be ``complete``: we declare nothing that asks for more input.
+
+    An absent ``resultType`` counts as ``complete`` (an earlier-revision server);
+    any other value is an answer we cannot read, so InternalError.
+    """
+    if isinstance(result, dict):
+        kind = result.get("resultType", "complete")
+        if kind != "complete":
+            raise InternalError(f"unsupported MCP result: resultType {kind!r}")
 
 
 def initialize_params(client_version: str) -> dict[str, Any]:

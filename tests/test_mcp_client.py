@@ -49,6 +49,10 @@ class Messages(list[Any]):
     """Several raw messages to send instead of one answer."""
 
 
+class Fail(dict[str, Any]):
+    """An error object to answer with instead of a result."""
+
+
 @asynccontextmanager
 async def scripted(answer: Script, *, subprotocols: list[str] | None = None) -> AsyncIterator[str]:
     """Serve ``answer`` on a free port; yield the URL. Records nothing, answers everything."""
@@ -63,6 +67,8 @@ async def scripted(answer: Script, *, subprotocols: list[str] | None = None) -> 
             if isinstance(result, Messages):
                 for item in result:
                     await ws.send(json.dumps(item))
+            elif isinstance(result, Fail):
+                await ws.send(json.dumps({"jsonrpc": "2.0", "id": message["id"], "error": result}))
             else:
                 await ws.send(json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result}))
 
@@ -73,7 +79,11 @@ async def scripted(answer: Script, *, subprotocols: list[str] | None = None) -> 
 
 
 def initialize_then(rest: Script, init: Any = GOOD_INIT) -> Script:
+    """A legacy (2025) server: it does not know the 2026-07-28 probe, ``server/discover``."""
+
     def answer(method: str, params: dict[str, Any]) -> Any:
+        if method == "server/discover":
+            return Fail(code=-32601, message="Method not found")
         return init if method == "initialize" else rest(method, params)
 
     return answer
@@ -170,7 +180,7 @@ async def test_progress_for_nobody_goes_to_the_notification_stream() -> None:
                 },
                 {
                     "jsonrpc": "2.0",
-                    "id": 2,
+                    "id": 3,  # after server/discover and initialize
                     "result": {"content": [{"type": "text", "text": "done"}]},
                 },
             ]
@@ -216,3 +226,140 @@ async def test_the_mcp_subprotocol_chosen_by_the_server_means_mcp() -> None:
             assert client.speaks_mcp
             assert client.server_info is not None
             assert client.server_info.name == "scripted"
+
+
+# Negotiating 2026-07-28 (server/discover first)
+
+MODERN = "2026-07-28"
+
+
+def discover_result(supported: list[str]) -> dict[str, Any]:
+    return {
+        "supportedVersions": supported,
+        "capabilities": {"tools": {}},
+        "ttlMs": 0,
+        "cacheScope": "private",
+        "resultType": "complete",
+        "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "modern", "version": "2"}},
+    }
+
+
+def modern_server(record: list[tuple[str, dict[str, Any]]], rest: Script) -> Script:
+    """A 2026-07-28-only server that records every request's params."""
+
+    def answer(method: str, params: dict[str, Any]) -> Any:
+        record.append((method, params))
+        meta = params.get("_meta", {})
+        version = meta.get("io.modelcontextprotocol/protocolVersion")
+        if version != MODERN:
+            return Fail(
+                code=-32022,
+                message="Unsupported protocol version",
+                data={"supported": [MODERN], "requested": version},
+            )
+        if method == "server/discover":
+            return discover_result([MODERN])
+        return rest(method, params)
+
+    return answer
+
+
+@pytest.mark.anyio
+async def test_a_newer_client_retries_discover_with_the_servers_revision(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if we spoke a revision newer than the server: -32022 names the one to use.
+    import securemcp.backends._client_session as client_session
+    import securemcp.backends.mcp_client as mcp_client
+
+    newer = (MODERN, "2027-01-01")
+    monkeypatch.setattr(client_session, "MODERN_PROTOCOL_VERSIONS", newer)
+    monkeypatch.setattr(mcp_client, "MODERN_PROTOCOL_VERSIONS", newer)
+    record: list[tuple[str, dict[str, Any]]] = []
+    tools = {"tools": [], "resultType": "complete", "ttlMs": 0, "cacheScope": "public"}
+    with anyio.fail_after(LIMIT):
+        async with (
+            scripted(modern_server(record, lambda m, p: tools)) as url,
+            WebSocketClient(url, mcp=True) as client,
+        ):
+            assert await client.list_tools() == []
+    assert [method for method, _ in record] == ["server/discover", "server/discover", "tools/list"]
+    versions = [params["_meta"]["io.modelcontextprotocol/protocolVersion"] for _, params in record]
+    assert versions == ["2027-01-01", MODERN, MODERN]
+    assert client.server_info is not None
+    assert client.server_info.protocol_version == MODERN
+    assert client.server_info.name == "modern"
+
+
+@pytest.mark.anyio
+async def test_every_request_carries_the_envelope_and_progress_tokens_survive() -> None:
+    record: list[tuple[str, dict[str, Any]]] = []
+
+    def rest(method: str, params: dict[str, Any]) -> Any:
+        return {"content": [{"type": "text", "text": "1"}], "resultType": "complete"}
+
+    with anyio.fail_after(LIMIT):
+        async with (
+            scripted(modern_server(record, rest)) as url,
+            WebSocketClient(url, mcp=True) as client,
+        ):
+            assert await client.invoke_tool("t") == 1
+            assert (await client.call_tool("t", {}, on_progress=lambda u: None)).value() == 1
+            assert await client.request("custom/method", {"x": 1}) == rest("", {})
+    assert [method for method, _ in record] == [
+        "server/discover",
+        "tools/call",
+        "tools/call",
+        "custom/method",
+    ]
+    for _, params in record:
+        assert params["_meta"]["io.modelcontextprotocol/protocolVersion"] == MODERN
+    assert record[2][1]["_meta"]["progressToken"] == "progress-1"
+    assert record[3][1]["x"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_result_asking_for_input_is_not_read() -> None:
+    record: list[tuple[str, dict[str, Any]]] = []
+
+    def rest(method: str, params: dict[str, Any]) -> Any:
+        return {"resultType": "input_required", "requestState": "opaque"}
+
+    with anyio.fail_after(LIMIT):
+        async with (
+            scripted(modern_server(record, rest)) as url,
+            WebSocketClient(url, mcp=True) as client,
+        ):
+            with pytest.raises(InternalError, match="input_required"):
+                await client.call_tool("t")
+
+
+@pytest.mark.parametrize(
+    "probe_answer",
+    [
+        Fail(code=-32022, message="Unsupported", data={"supported": ["2025-11-25"]}),
+        Fail(code=-32022, message="Unsupported", data="odd"),
+        Fail(code=-32602, message="Invalid request parameters"),  # what SDK 1.x answers
+        {"tools": []},  # a server answering anything: no discover result
+        Messages([]),  # no answer at all: the probe times out
+    ],
+)
+@pytest.mark.anyio
+async def test_anything_but_a_discover_result_falls_back_to_initialize(probe_answer: Any) -> None:
+    def answer(method: str, params: dict[str, Any]) -> Any:
+        if method == "server/discover":
+            return probe_answer
+        if method == "initialize":
+            assert "_meta" not in params
+            return GOOD_INIT
+        assert "_meta" not in params  # legacy requests carry no envelope
+        return {"tools": []}
+
+    with anyio.fail_after(LIMIT):
+        async with (
+            scripted(answer) as url,
+            WebSocketClient(url, mcp=True, connect_timeout=1) as client,
+        ):
+            assert await client.list_tools() == []
+    assert client.server_info is not None
+    assert client.server_info.protocol_version == LATEST_PROTOCOL_VERSION

@@ -96,6 +96,9 @@ class ToolCall(Event):
     progress: Progress | None = None
     """The call's progress reporter when the tool takes one; the backend binds its
     delivery (see :meth:`ServerConnection.report_progress`)."""
+    protocol_version: str | None = None
+    """MCP 2026-07-28 and later: the revision the request's ``_meta`` named (the
+    answer's shape follows it); ``None`` for every other call."""
 
     # The Event base compares by (no) fields; a call is only ever equal to itself.
     __eq__ = object.__eq__

@@ -6,7 +6,16 @@ negotiated the ``mcp`` subprotocol (or opened with a JSON-RPC 2.0
 strict JSON-RPC 2.0 envelopes with MCP's id rules, the ``initialize`` /
 ``notifications/initialized`` lifecycle with version negotiation, ``ping``,
 ``tools/list`` with cursor pagination, ``tools/call`` with MCP result shapes,
-``notifications/cancelled`` and ``notifications/progress``.
+``notifications/cancelled`` and ``notifications/progress``; and the stateless
+revision 2026-07-28, whose per-request rules are in :mod:`.mcp_stateless`.
+
+Which era a connection speaks is decided by the first request that names one:
+``initialize`` makes it a legacy (handshake) connection, a request carrying the
+2026-07-28 ``_meta`` envelope a stateless one. Each then refuses the other's
+requests: ``initialize`` on a stateless connection gets -32022 (unsupported
+protocol version) listing the stateless revisions, an enveloped request on a
+legacy connection gets -32600. Until one of them arrives, requests get the
+legacy answers (``ping`` is answered, anything else is "not initialized").
 
 Pure like the rest of the core: no I/O, no clock, no threads.
 """
@@ -20,13 +29,26 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidParams, InvalidRequest, MethodNotFound, RPCError, SecureMCPError
 from ..tools import Tool
 from .jsonrpc import RequestId, dumps_bytes, is_request_id, loads
+from .mcp_stateless import (
+    MODERN_PROTOCOL_VERSIONS,
+    SERVER_INFO_KEY,
+    CacheHint,
+    ToolRun,
+    complete_result,
+    has_envelope,
+    read_envelope,
+    serve_enveloped,
+    unsupported_version,
+)
 
 if TYPE_CHECKING:
     from .server import ServerConnection
 
 __all__ = [
     "LATEST_PROTOCOL_VERSION",
+    "MODERN_PROTOCOL_VERSIONS",
     "PROTOCOL_VERSIONS",
+    "SUPPORTED_VERSIONS",
     "SUBPROTOCOL",
     "TOOLS_CALL",
     "TOOLS_PAGE_SIZE",
@@ -39,10 +61,17 @@ SUBPROTOCOL = "mcp"
 """The WebSocket subprotocol that selects the MCP dialect (as the official SDKs use it)."""
 
 PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
-"""The MCP protocol revisions SecureMCP speaks, oldest first."""
+"""The handshake (``initialize``) MCP revisions SecureMCP speaks, oldest first."""
 
 LATEST_PROTOCOL_VERSION = PROTOCOL_VERSIONS[-1]
-"""What the server answers a client asking for a revision it does not know."""
+"""What the server answers an ``initialize`` asking for a revision it does not know."""
+
+SUPPORTED_VERSIONS = (*reversed(MODERN_PROTOCOL_VERSIONS), *reversed(PROTOCOL_VERSIONS))
+"""Every revision, newest first: ``server/discover``'s ``supportedVersions`` and
+what a -32022 error lists on a connection whose era is not decided yet."""
+
+MODERN_NEWEST_FIRST = tuple(reversed(MODERN_PROTOCOL_VERSIONS))
+"""What a stateless connection still serves (its -32022 errors list these)."""
 
 TOOLS_PAGE_SIZE = 100
 """Tools per ``tools/list`` page."""
@@ -127,6 +156,13 @@ class MCPSession:
         """The client's ``capabilities``, as it sent them."""
         self.initialized = False
         """Whether ``notifications/initialized`` arrived: requests are served from then on."""
+        self.stateless = False
+        """Whether the connection speaks 2026-07-28: a request with its ``_meta`` envelope
+        was served before any ``initialize`` (each request then carries its own version)."""
+        self.cache_hint = CacheHint()
+        """``ttlMs`` and ``cacheScope`` of 2026-07-28 ``tools/list`` and ``server/discover``."""
+        self._server_info: dict[str, Any] = {"name": conn.app.name, "version": conn.app.version}
+        self._stamp_bytes: bytes | None = None
 
     # Envelopes
 
@@ -176,7 +212,15 @@ class MCPSession:
         try:
             if params is not None and not isinstance(params, dict):
                 raise InvalidParams("Invalid params: 'params' must be an object")
-            result = self._dispatch(answer_id, method, params or {})
+            params = params or {}
+            if (
+                self.protocol_version is None
+                and method != "initialize"
+                and (self.stateless or has_envelope(params))
+            ):
+                result = self._serve_stateless(answer_id, method, params)
+            else:
+                result = self._dispatch(answer_id, method, params)
         except RPCError as exc:
             self._answer_error(answer_id, exc)
             return
@@ -190,7 +234,15 @@ class MCPSession:
         if method == "ping":
             return {}
         if method == "initialize":
+            if self.stateless:
+                # The handshake does not exist at 2026-07-28 (SDK 2.x answers the same).
+                raise unsupported_version(params.get("protocolVersion"), MODERN_NEWEST_FIRST)
             return self._initialize(params)
+        if has_envelope(params):
+            raise InvalidRequest(
+                "Invalid Request: this connection was opened with initialize; "
+                "requests carrying the 2026-07-28 _meta envelope are not served on it"
+            )
         if not self.initialized:
             raise InvalidRequest(
                 "Invalid Request: the session is not initialized "
@@ -241,15 +293,55 @@ class MCPSession:
             result["instructions"] = app.description
         return result
 
-    def _at_least(self, revision: str) -> bool:
-        return self.protocol_version is not None and self.protocol_version >= revision
+    def _at_least(self, revision: str, version: str | None = None) -> bool:
+        version = self.protocol_version if version is None else version
+        return version is not None and version >= revision
+
+    # 2026-07-28
+
+    def _serve_stateless(self, request_id: RequestId, method: str, params: dict[str, Any]) -> Any:
+        # Until the connection is stateless, a -32022 lists the handshake
+        # revisions too: the client may still open with initialize.
+        servable = MODERN_NEWEST_FIRST if self.stateless else SUPPORTED_VERSIONS
+        envelope = read_envelope(params, servable)
+        # A well-formed envelope decides the era, whatever becomes of the request.
+        self.stateless = True
+        outcome = serve_enveloped(
+            envelope,
+            request_id,
+            method,
+            params,
+            app=self._conn.app,
+            supported=SUPPORTED_VERSIONS,
+            list_tools=self._tools_list,
+            cache=self.cache_hint,
+        )
+        if not isinstance(outcome, ToolRun):
+            return outcome
+        try:
+            self._conn._start_call(
+                request_id,
+                outcome.tool,
+                outcome.arguments,
+                TOOLS_CALL,
+                True,
+                progress_token=outcome.progress_token,
+                protocol_version=outcome.envelope.protocol_version,
+            )
+        except InvalidParams as exc:
+            return self.stamp(tool_error_result(_validation_text(exc)))
+        return NO_ANSWER
+
+    def stamp(self, result: dict[str, Any]) -> dict[str, Any]:
+        """``result`` as a 2026-07-28 result (``resultType``, ``serverInfo`` in ``_meta``)."""
+        return complete_result(result, self._server_info)
 
     # Tools
 
-    def describe(self, tool: Tool) -> dict[str, Any]:
-        """``tool`` as an MCP tool object for the negotiated revision."""
+    def describe(self, tool: Tool, version: str | None = None) -> dict[str, Any]:
+        """``tool`` as an MCP tool object for ``version`` (default: the negotiated revision)."""
         info: dict[str, Any] = {"name": tool.name}
-        modern = self._at_least(_TITLES_AND_OUTPUT)
+        modern = self._at_least(_TITLES_AND_OUTPUT, version)
         if tool.title is not None and modern:
             info["title"] = tool.title
         if tool.description is not None:
@@ -257,16 +349,18 @@ class MCPSession:
         info["inputSchema"] = tool.input_schema
         if tool.output_schema is not None and modern:
             info["outputSchema"] = tool.output_schema
-        if tool.annotations and self._at_least(_ANNOTATIONS_AND_MESSAGES):
+        if tool.annotations and self._at_least(_ANNOTATIONS_AND_MESSAGES, version):
             info["annotations"] = dict(tool.annotations)
         return info
 
-    def _tools_list(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _tools_list(self, params: dict[str, Any], version: str | None = None) -> dict[str, Any]:
         tools = self._conn._visible_tools()
         cursor = params.get("cursor")
         start = 0 if cursor is None else _decode_cursor(cursor, len(tools))
         end = start + self.page_size
-        result: dict[str, Any] = {"tools": [self.describe(tool) for tool in tools[start:end]]}
+        result: dict[str, Any] = {
+            "tools": [self.describe(tool, version) for tool in tools[start:end]]
+        }
         if end < len(tools):
             result["nextCursor"] = _encode_cursor(end)
         return result
@@ -294,13 +388,16 @@ class MCPSession:
             return tool_error_result(_validation_text(exc))
         return NO_ANSWER
 
-    def tool_answer(self, request_id: RequestId, tool: Tool, result: Any) -> list[bytes]:
+    def tool_answer(
+        self, request_id: RequestId, tool: Tool, result: Any, *, version: str | None = None
+    ) -> list[bytes]:
         """The whole ``tools/call`` answer for a tool that returned ``result``, in parts.
 
         The result is encoded once: its JSON is the ``text`` content and, for
         an object result of a tool with an output schema, it is spliced in as
         ``structuredContent`` unchanged, so a large result does not cost two
-        full encodings. The parts join into the answer's UTF-8 bytes. Raises
+        full encodings. ``version`` is the revision a 2026-07-28 request named
+        (``None``: the negotiated one). The parts join into the answer's UTF-8 bytes. Raises
         ``pydantic_core.PydanticSerializationError`` for a value JSON cannot hold.
         """
         encoded = dumps_bytes(result)
@@ -317,22 +414,37 @@ class MCPSession:
         if (
             tool.output_schema is not None
             and encoded[:1] == b"{"
-            and self._at_least(_TITLES_AND_OUTPUT)
+            and self._at_least(_TITLES_AND_OUTPUT, version)
         ):
             parts += (b',"structuredContent":', encoded)
-        parts.append(b',"isError":false}}')
+        if version is None:
+            parts.append(b',"isError":false}}')
+        else:
+            if self._stamp_bytes is None:
+                self._stamp_bytes = (
+                    b',"isError":false,"resultType":"complete","_meta":'
+                    + dumps_bytes({SERVER_INFO_KEY: self._server_info})
+                    + b"}}"
+                )
+            parts.append(self._stamp_bytes)
         return parts
 
     # Progress
 
     def send_progress(
-        self, token: RequestId, progress: float, total: float | None, message: str | None
+        self,
+        token: RequestId,
+        progress: float,
+        total: float | None,
+        message: str | None,
+        *,
+        version: str | None = None,
     ) -> None:
-        """Write one ``notifications/progress``."""
+        """Write one ``notifications/progress`` (for a call of ``version``, else the session's)."""
         params: dict[str, Any] = {"progressToken": token, "progress": progress}
         if total is not None:
             params["total"] = total
-        if message is not None and self._at_least(_ANNOTATIONS_AND_MESSAGES):
+        if message is not None and self._at_least(_ANNOTATIONS_AND_MESSAGES, version):
             params["message"] = message
         self._conn._send_json(
             {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}

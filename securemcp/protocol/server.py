@@ -32,6 +32,7 @@ from .events import CallCancelled, ToolCall
 from .jsonrpc import RequestId, dumps_bytes, is_utf8, loads
 from .limits import Limits
 from .mcp import SUBPROTOCOL, TOOLS_CALL, MCPSession, tool_error_result
+from .mcp_stateless import has_envelope
 from .upgrade import ServerHandshake
 
 if TYPE_CHECKING:
@@ -163,7 +164,9 @@ class ServerConnection(ServerHandshake):
         if self._output.size >= self.limits.max_pending_output:
             return False
         reporter.last = progress
-        self._mcp.send_progress(reporter.token, progress, total, message)
+        self._mcp.send_progress(
+            reporter.token, progress, total, message, version=call.protocol_version
+        )
         return True
 
     def _cancel_call(self, request_id: RequestId, reason: str | None) -> None:
@@ -192,7 +195,9 @@ class ServerConnection(ServerHandshake):
             return
         try:
             if call.method == TOOLS_CALL and self._mcp is not None:
-                parts = self._mcp.tool_answer(call.id, call.tool, result)
+                parts = self._mcp.tool_answer(
+                    call.id, call.tool, result, version=call.protocol_version
+                )
             elif call.jsonrpc:
                 parts = [dumps_bytes({"jsonrpc": "2.0", "id": call.id, "result": result})]
             else:
@@ -227,7 +232,10 @@ class ServerConnection(ServerHandshake):
             text = exc.message
             if isinstance(exc.data, dict) and "correlation_id" in exc.data:
                 text += f" (correlation id {exc.data['correlation_id']})"
-            self._send_json({"jsonrpc": "2.0", "id": call.id, "result": tool_error_result(text)})
+            answer = tool_error_result(text)
+            if call.protocol_version is not None and self._mcp is not None:
+                answer = self._mcp.stamp(answer)
+            self._send_json({"jsonrpc": "2.0", "id": call.id, "result": answer})
         else:
             self._answer_error(call.id, exc, call.jsonrpc)
         if self._held:
@@ -307,11 +315,12 @@ class ServerConnection(ServerHandshake):
         if (
             first
             and isinstance(message, dict)
-            and message.get("method") == "initialize"
             and message.get("jsonrpc") == "2.0"
+            and (message.get("method") == "initialize" or has_envelope(message.get("params")))
         ):
             # An MCP client that did not offer the "mcp" subprotocol: it opens
-            # with initialize, which the seed dialect does not have.
+            # with initialize, or a 2026-07-28 request, which the seed dialect
+            # does not have.
             self._mcp = MCPSession(self)
             self._mcp.on_message(message)
             return
@@ -361,6 +370,7 @@ class ServerConnection(ServerHandshake):
         jsonrpc: bool,
         *,
         progress_token: RequestId | None = None,
+        protocol_version: str | None = None,
     ) -> ToolCall:
         """Authorise, validate and register a tool call; raise an RPCError to refuse it.
 
@@ -393,7 +403,7 @@ class ServerConnection(ServerHandshake):
         if tool.progress_param is not None:
             # Always a Progress, so the tool need not care whether the caller listens.
             progress = kwargs[tool.progress_param] = Progress(progress_token)
-        call = ToolCall(request_id, tool, kwargs, method, jsonrpc, progress)
+        call = ToolCall(request_id, tool, kwargs, method, jsonrpc, progress, protocol_version)
         self._calls[request_id] = call
         self._events.append(call)
         return call
