@@ -181,6 +181,8 @@ class _Connection:
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT)
         self.reused = False
+        self.received = 0
+        """Bytes read from the server in the current exchange."""
 
     async def send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
@@ -196,12 +198,14 @@ class _Connection:
                 data = await self.stream.receive(_READ_SIZE)
             except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
                 data = b""
+            self.received += len(data)
             self.h11.receive_data(data)
 
     def reusable(self) -> bool:
         """Whether the exchange ended cleanly and the server keeps the connection open."""
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
             self.h11.start_next_cycle()
+            self.received = 0
             return True
         return False
 
@@ -703,11 +707,13 @@ class HTTPClient:
                 await conn.send(h11.EndOfMessage())
                 event = await conn.next_event()
             except (OSError, anyio.BrokenResourceError, h11.RemoteProtocolError) as exc:
+                if conn.received:
+                    raise ConnectionClosed(None, f"HTTP protocol error: {exc}") from exc
                 if conn.reused:
                     raise _Stale from exc
-                raise ConnectionClosed(None, f"the server closed the connection: {exc}") from exc
-            if isinstance(event, h11.ConnectionClosed) and conn.reused:
-                raise _Stale
+                raise ConnectionClosed(
+                    None, "the server closed the connection without an answer"
+                ) from exc
             if not isinstance(event, h11.Response):
                 raise ConnectionClosed(None, "the server closed the connection without an answer")
             answer = _Answer(
@@ -729,7 +735,7 @@ class HTTPClient:
             keep = conn.reusable()
             return answer
         except h11.ProtocolError as exc:
-            raise ConnectionClosed(None, f"HTTP protocol error: {exc}") from exc
+            raise ConnectionClosed(None, f"the server cut its answer short ({exc})") from exc
         finally:
             if keep and self._state == "open":
                 self._idle.append(conn)
