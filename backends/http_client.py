@@ -292,6 +292,7 @@ class HTTPClient:
         self._ids = itertools.count(1)
         self._tokens = itertools.count(1)
         self._idle: list[_Connection] = []
+        self._renewing = anyio.Lock()
         self._state: Literal["new", "open", "closed"] = "new"
 
     def __repr__(self) -> str:
@@ -521,9 +522,6 @@ class HTTPClient:
             progress_token = f"{CLIENT_NAME}-{next(self._tokens)}"
         if self.stateless:
             params = self._modern_params(method, params)
-            headers = self._modern_headers(method, params)
-        else:
-            headers = self._legacy_headers()
         if progress_token is not None:
             params = dict(params or {})
             params["_meta"] = {**params.get("_meta", {}), "progressToken": progress_token}
@@ -531,7 +529,7 @@ class HTTPClient:
         progress = None if on_progress is None else (progress_token, on_progress)
         try:
             with anyio.fail_after(limit):
-                answer = await self._post(message, headers, progress)
+                answer = await self._post_in_session(message, progress)
         except TimeoutError as exc:
             await self._cancel(message["id"])
             raise RequestTimeout(f"no answer to {method!r} within {limit} s") from exc
@@ -539,6 +537,30 @@ class HTTPClient:
             await self._cancel(message["id"])
             raise
         return self._result(answer, tool_call=tool_call)
+
+    async def _post_in_session(
+        self, message: dict[str, Any], progress: tuple[str | None, ProgressCallback] | None
+    ) -> _Answer:
+        """POST a request; a 2025 session the server no longer knows is renewed once.
+
+        The transport's rule: HTTP 404 to a request carrying ``Mcp-Session-Id``
+        means the session is over, and the client starts a new one with
+        ``initialize`` (the request was not run: it is sent again).
+        """
+        if self.stateless:
+            return await self._post(
+                message, self._modern_headers(message["method"], message.get("params")), progress
+            )
+        used = self.session_id
+        answer = await self._post(message, self._legacy_headers(), progress)
+        if answer.status != 404 or used is None:
+            return answer
+        async with self._renewing:
+            if self.session_id == used:
+                logger.info("the server ended MCP session %s: starting a new one", used)
+                self.session_id = None
+                await self._initialize()
+        return await self._post(message, self._legacy_headers(), progress)
 
     async def _cancel(self, request_id: int) -> None:
         """The caller stopped waiting: tell a 2025-revision server to stop too.
