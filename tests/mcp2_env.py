@@ -18,7 +18,6 @@ the same server demanding the bearer token :data:`TOKEN`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import selectors
 import shutil
@@ -74,7 +73,10 @@ def build_env() -> Path:
     """
     lock_path = ROOT / ".venv-mcp2.lock"
     with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        if sys.platform != "win32":
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if _complete(VENV):
             return _python(VENV)
         errors: list[str] = []
