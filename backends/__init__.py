@@ -5,6 +5,7 @@ anyio, so one implementation serves asyncio and trio.
 """
 
 from .client import Notification, WebSocketClient
+from .http_client import HTTPClient, HTTPRejected
 from .server import WebSocketTransport
 
-__all__ = ["Notification", "WebSocketClient", "WebSocketTransport"]
+__all__ = ["HTTPClient", "HTTPRejected", "Notification", "WebSocketClient", "WebSocketTransport"]

@@ -9,6 +9,12 @@ import pytest
 
 from securemcp.transport import WebSocketTransport
 
+from .mcp2_env import (  # noqa: F401 - fixtures for every module
+    mcp2_python,
+    sdk2_http_server,
+    sdk2_http_server_auth,
+    sdk2_http_server_json,
+)
 from .redis_server import redis_cluster, redis_server  # noqa: F401 - fixtures for every module
 
 
