@@ -14,25 +14,41 @@ import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.to_thread
 
-from securemcp.protocol import ServerConnection, ToolCall
+from securemcp.protocol import ToolCall
 
 from ._pubsub import LoopThread
 
 if TYPE_CHECKING:
     from ._driver import ConnectionDriver
 
-__all__ = ["Gate", "guarded", "progress_sink", "run_call", "run_inline"]
+__all__ = ["Answerer", "Gate", "guarded", "progress_sink", "run_call", "run_inline"]
 
 logger = logging.getLogger("securemcp")
 
 Gate = Callable[[ToolCall], Awaitable["Exception | None"]]
 """What a call awaits before its tool runs: ``None`` to go on, else the answer to send
 instead (the asynchronous rate limiter's -31029)."""
+
+
+class Answerer(Protocol):
+    """What answers calls and carries their progress: a ``ServerConnection``, an HTTP endpoint."""
+
+    def complete(self, call: ToolCall, result: Any) -> None:
+        """Answer ``call`` with its tool's ``result``."""
+
+    def report_progress(
+        self,
+        call: ToolCall,
+        progress: float,
+        total: float | None = None,
+        message: str | None = None,
+    ) -> bool:
+        """Send a progress report for ``call``; whether it went out."""
 
 
 async def run_call(
@@ -72,7 +88,7 @@ async def guarded(work: Callable[[], Coroutine[Any, Any, None]], driver: Connect
         logger.exception("unexpected error on the connection from %s", driver.peer)
 
 
-def run_inline(conn: ServerConnection, call: ToolCall) -> Exception | None:
+def run_inline(conn: Answerer, call: ToolCall) -> Exception | None:
     """Run a call whose coroutine cannot suspend and answer it; the tool's exception, if any.
 
     ``Tool.runs_inline`` promises that one step finishes the coroutine, so no
@@ -93,7 +109,7 @@ def run_inline(conn: ServerConnection, call: ToolCall) -> Exception | None:
 
 
 def progress_sink(
-    conn: ServerConnection, call: ToolCall, loop: LoopThread, wake: Callable[[], None]
+    conn: Answerer, call: ToolCall, loop: LoopThread, wake: Callable[[], None]
 ) -> Callable[[float, float | None, str | None], bool]:
     """Deliver ``call``'s progress reports, from the loop or from a tool's worker thread."""
 

@@ -32,7 +32,9 @@ from securemcp.protocol import (
     ConnectionClosed,
     ConnectionState,
     HandshakeRequest,
+    HTTPAborted,
     HTTPRequest,
+    HTTPRequestReceived,
     PongReceived,
     RequestId,
     ServerConnection,
@@ -41,9 +43,10 @@ from securemcp.protocol import (
 
 from ._calls import progress_sink, run_inline
 from ._handshake import decide, release_slots
+from ._http_serve import HTTPEndpoint
 from ._keepalive import Keepalive
 from ._pubsub import ConnectionSession
-from ._security import Admission, Deferred, security_logger
+from ._security import Admission, Deferred, rate_key, security_logger
 from ._settings import Adapter, ServerState, answer_http
 
 __all__ = ["ConnectionDriver"]
@@ -64,6 +67,7 @@ class ConnectionDriver:
         "_deadline",
         "_expires_at",
         "_going_away",
+        "_http",
         "_keepalive",
         "_pending",
         "_refuse",
@@ -88,6 +92,8 @@ class ConnectionDriver:
             limits=settings.limits,
             mask_errors=settings.guard.policy.mask_errors,
             http=settings.http_handler is not None,
+            # Plain requests (MCP Streamable HTTP) when an MCP path is served.
+            http_methods=None if settings.mcp_path is None else ("GET", "POST", "DELETE"),
         )
         self.peer = "?" if peer is None else str(peer)
         # The connection caps count client IP addresses, whatever the port.
@@ -105,6 +111,8 @@ class ConnectionDriver:
         self._closing = False
         self._going_away = False
         self._session: ConnectionSession | None = None
+        # Created by the first plain HTTP request (see _http_serve.py).
+        self._http: HTTPEndpoint | None = None
 
     # Life
 
@@ -128,7 +136,8 @@ class ConnectionDriver:
     @property
     def calls_in_flight(self) -> int:
         """Tool calls started and not yet answered."""
-        return len(self._calls)
+        http = self._http
+        return len(self._calls) + (0 if http is None or http.call is None else 1)
 
     def data_received(self, data: bytes) -> None:
         """Bytes from the socket."""
@@ -158,6 +167,11 @@ class ConnectionDriver:
             self.conn.receive_eof()
         self._handle_events()
         self._cancel_calls("Connection closed")
+        if self._http is not None:
+            self._http.aborted()
+            limiter = self.settings.guard.policy.rate_limiter
+            if limiter is not None:
+                limiter.forget(rate_key(None, self))  # the anonymous requests' bucket
         if self._session is not None:
             self._session.close()
         # A decision still pending gives its slots back itself when it comes.
@@ -267,6 +281,13 @@ class ConnectionDriver:
                     self._cancel_call(event.call)  # type: ignore[attr-defined]
                 elif kind is HandshakeRequest:
                     decide(self, event)  # type: ignore[arg-type]
+                elif kind is HTTPRequestReceived:
+                    if self._http is None:
+                        self._http = HTTPEndpoint(self)
+                    self._http.on_request(event)  # type: ignore[arg-type]
+                elif kind is HTTPAborted:
+                    if self._http is not None:  # pragma: no branch - only after a request
+                        self._http.aborted()
                 elif kind is HTTPRequest:
                     status, headers, body = answer_http(self.settings, event)  # type: ignore[arg-type]
                     self.conn.respond(status, body, headers)
@@ -334,6 +355,10 @@ class ConnectionDriver:
 
     def call_done(self, call: ToolCall, result: Any = None, error: Exception | None = None) -> None:
         """A spawned call ended with ``result`` or ``error``: answer it (unless cancelled)."""
+        http = self._http
+        if http is not None and http.call is call:
+            http.call_done(call, result, error)
+            return
         entry = self._calls.get(call.id)
         if entry is None or entry[0] is not call:
             # Cancelled: whoever cancelled the call answered it or let the core forget it

@@ -57,6 +57,8 @@ class ServerSettings:
     """Where tools publish and connections subscribe (``None``: no broadcast)."""
     http_handler: HTTPHandler | None = None
     """Answers plain HTTP GETs (see ``WebSocketTransport``); ``None``: HTTP 400."""
+    mcp_path: str | None = None
+    """Where MCP Streamable HTTP is served on the same port (``None``: not served)."""
 
 
 class ServerState(Protocol):

@@ -91,6 +91,15 @@ class WebSocketTransport:
     ``(status, headers, body)``, or ``None`` for 404. Other methods get 405.
     Without it, any request that is not a WebSocket upgrade gets 400.
 
+    ``mcp_path`` (default ``"/mcp"``; ``None``: off) serves MCP Streamable
+    HTTP on the same port: ``POST`` there carries one JSON-RPC request,
+    answered without sessions (2026-07-28, and legacy ``initialize`` then
+    requests under ``MCP-Protocol-Version``), as JSON or, for a tool call
+    reporting progress, as an SSE stream. The security policy applies to every
+    request (Origin, bearer token in ``Authorization``, scopes, rate limits);
+    ``handshake_timeout`` bounds the wait for each whole request, so slow and
+    idle keep-alive connections are closed. See ``backends/_http_serve.py``.
+
     On asyncio each connection is an ``asyncio.Protocol`` driven straight from
     the transport's callbacks (``backends/_asyncio_server.py``): no task per
     connection or per message, answers written once per loop pass; uvloop gets
@@ -116,6 +125,7 @@ class WebSocketTransport:
         broker: Broker | None = None,
         http_handler: HTTPHandler | None = None,
         native_asyncio: bool = True,
+        mcp_path: str | None = "/mcp",
     ) -> None:
         for name, value in (
             ("handshake_timeout", handshake_timeout),
@@ -124,6 +134,8 @@ class WebSocketTransport:
             ("close_timeout", close_timeout),
         ):
             _check_timeout(name, value)
+        if mcp_path is not None and (not isinstance(mcp_path, str) or not mcp_path.startswith("/")):
+            raise ValueError(f"mcp_path must be a path starting with '/' or None, not {mcp_path!r}")
         if shutdown_grace is not None and shutdown_grace < 0:
             raise ValueError(f"shutdown_grace must be >= 0 or None, not {shutdown_grace!r}")
         if max_connections is not None:
@@ -152,6 +164,7 @@ class WebSocketTransport:
             guard=ConnectionGuard(self.security),
             broker=self.broker,
             http_handler=http_handler,
+            mcp_path=mcp_path,
         )
         self._servers: set[_Server] = set()
 

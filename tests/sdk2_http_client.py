@@ -1,0 +1,59 @@
+"""The official MCP SDK 2.x client against a Streamable HTTP URL: prints what it got as JSON.
+
+Run by the interpreter of the SDK 2.x environment (``tests/mcp2_env.py``), never
+imported by the test suite: ``python sdk2_http_client.py URL [--legacy]``. It
+lists the tools, then calls: ``echo`` (success), ``add`` with a bad argument,
+an unknown tool, and ``count`` with a progress callback; it prints one JSON
+object with the protocol version, the tool names, each call's result (text,
+``isError``) and the progress reports seen.
+"""
+
+# mypy: ignore-errors
+# (it imports the SDK 2.x, which lives in .venv-mcp2, not in the project's environment)
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import anyio
+from mcp import Client
+
+
+def _text(result) -> dict:
+    texts = [part.text for part in result.content if getattr(part, "type", None) == "text"]
+    return {"text": "\n".join(texts), "isError": bool(result.is_error)}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--legacy", action="store_true")
+    args = parser.parse_args()
+    progress: list[list] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append([value, total, message])
+
+    out: dict = {}
+    with anyio.fail_after(20):
+        async with Client(args.url, mode="legacy" if args.legacy else "auto") as client:
+            out["protocol_version"] = client.protocol_version
+            tools = await client.list_tools()
+            out["tools"] = sorted(tool.name for tool in tools.tools)
+            out["echo"] = _text(await client.call_tool("echo", {"message": "héllo ✓"}))
+            out["bad"] = _text(await client.call_tool("add", {"a": "x", "b": 1}))
+            out["added"] = _text(await client.call_tool("add", {"a": 2, "b": 3}))
+            try:
+                out["unknown"] = _text(await client.call_tool("nope", {}))
+            except Exception as exc:  # noqa: BLE001 - an MCPError, from servers answering so
+                out["unknown"] = {"error": str(exc)}
+            out["count"] = _text(
+                await client.call_tool("count", {"steps": 3}, progress_callback=on_progress)
+            )
+    out["progress"] = progress
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    anyio.run(main)
