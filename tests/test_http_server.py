@@ -19,7 +19,14 @@ import anyio
 import anyio.abc
 import pytest
 
-from securemcp import Principal, Progress, SecureMCP, SecurityPolicy, StaticTokenAuthenticator
+from securemcp import (
+    Principal,
+    Progress,
+    RPCError,
+    SecureMCP,
+    SecurityPolicy,
+    StaticTokenAuthenticator,
+)
 from securemcp.backends.mcp_client import ProgressUpdate
 from securemcp.origin import OriginPolicy
 from securemcp.protocol import Limits
@@ -397,3 +404,72 @@ async def test_the_websocket_still_upgrades_on_the_same_port() -> None:
     async with serving(transport()) as port, WebSocketClient(f"ws://127.0.0.1:{port}") as ws:
         with anyio.fail_after(LIMIT):
             assert await ws.invoke_tool("add", {"a": 1, "b": 2}) == 3
+
+
+def failing_app() -> SecureMCP:
+    app = SecureMCP("failing")
+
+    @app.tool()
+    def boom() -> None:
+        raise RuntimeError("kaput")
+
+    @app.tool()
+    async def inline_boom() -> None:
+        raise RuntimeError("kaput inline")
+
+    @app.tool()
+    def opaque() -> object:
+        return object()
+
+    @app.tool()
+    def teapot() -> None:
+        raise RPCError("teapot", code=-31418)
+
+    return app
+
+
+async def call_result(port: int, name: str) -> dict[str, Any]:
+    answer = await one(port, post(rpc("tools/call", name=name, _meta=MODERN)))
+    assert answer.status == 200
+    message: dict[str, Any] = answer.json()
+    return message
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("masked", [False, True])
+async def test_tool_failures_are_answered_as_on_the_websocket(masked: bool) -> None:
+    policy = SecurityPolicy(mask_errors=masked)
+    async with serving(transport(failing_app(), security=policy)) as port:
+        with anyio.fail_after(LIMIT):
+            boom = await call_result(port, "boom")
+            inline = await call_result(port, "inline_boom")
+            opaque = await call_result(port, "opaque")
+            teapot = await call_result(port, "teapot")
+    for result in (boom, inline):
+        assert result["result"]["isError"]
+        assert result["result"]["resultType"] == "complete"
+        text = result["result"]["content"][0]["text"]
+        assert ("kaput" in text) != masked
+        assert ("correlation id" in text) == masked
+    assert opaque["error"]["code"] == -32603
+    assert teapot["error"] == {"code": -31418, "message": "teapot"}
+
+
+@pytest.mark.anyio
+async def test_a_failing_authenticator_gets_500_and_a_full_server_503() -> None:
+    class Broken(StaticTokenAuthenticator):
+        def authenticate(self, token: str, *, now: float) -> Principal:
+            raise RuntimeError(token)
+
+    broken = SecurityPolicy(authenticator=Broken({}))
+    async with serving(transport(security=broken)) as port:
+        with anyio.fail_after(LIMIT):
+            answer = await one(port, post(rpc("tools/list"), "Authorization: Bearer t0k3n\r\n"))
+    assert (answer.status, answer.body) == (500, b"authentication failed\n")
+    async with serving(transport(max_connections=1)) as port:
+        with anyio.fail_after(LIMIT):
+            async with raw(port) as first:
+                await first.stream.send(post(rpc("tools/list", _meta=MODERN)))
+                assert (await first.answer()).status == 200
+                refused = await one(port, post(rpc("tools/list", _meta=MODERN)))
+    assert refused.status == 503
