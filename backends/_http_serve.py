@@ -62,8 +62,8 @@ from securemcp.security import HandshakeRefused
 
 from ._calls import progress_sink, run_inline
 from ._http_view import TEXT as _TEXT
+from ._http_view import RequestSession, error_body
 from ._http_view import RequestView as _RequestView
-from ._http_view import error_body
 from ._security import Deferred, security_logger
 from ._settings import answer_http
 
@@ -144,7 +144,9 @@ class HTTPEndpoint:
         ):
             self._respond(202)  # a notification or a response: nothing to answer
             return
-        view = _RequestView(settings.app, driver.conn.limits, principal)
+        broker = settings.broker
+        request_session = None if broker is None else RequestSession(broker, driver.server.loop)
+        view = _RequestView(settings.app, driver.conn.limits, principal, request_session)
         session = MCPSession(cast("ServerConnection", view))
         if message.get("method") != "initialize" and not has_envelope(message.get("params")):
             version = request.header("mcp-protocol-version") or DEFAULT_LEGACY_VERSION

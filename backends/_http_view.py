@@ -9,7 +9,9 @@ answer and the tool call started (``backends/_http_serve.py`` runs it).
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pydantic_core
 
@@ -19,13 +21,68 @@ from securemcp.errors import RPCError
 from securemcp.progress import Progress
 from securemcp.protocol import ToolCall
 from securemcp.protocol.jsonrpc import RequestId, dumps_bytes
+from securemcp.pubsub import Broker, check_topic
 from securemcp.tools import Tool
 
+from ._pubsub import LoopThread
 from ._security import security_logger
 
-__all__ = ["TEXT", "RequestView", "error_body"]
+__all__ = ["TEXT", "RequestSession", "RequestView", "error_body"]
+
+_T = TypeVar("_T")
 
 TEXT = ("content-type", "text/plain; charset=utf-8")
+
+
+class RequestSession:
+    """The broadcast seen from one HTTP request: it may publish, not subscribe.
+
+    A request has no connection to deliver notifications to afterwards, so
+    ``ctx.subscribe`` is refused with a clear error; ``ctx.publish`` reaches
+    every subscriber of the broker (WebSocket connections, other processes
+    through a shared broker), from the loop or from a sync tool's thread.
+    """
+
+    __slots__ = ("_broker", "_loop")
+
+    def __init__(self, broker: Broker, loop: LoopThread) -> None:
+        self._broker = broker
+        self._loop = loop
+
+    def _on_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if threading.get_ident() == self._loop.thread:
+            return fn(*args)
+        return self._loop.run(fn, *args)
+
+    def subscribe(self, topic: str) -> None:
+        """Refused: an HTTP request cannot receive notifications once answered."""
+        check_topic(topic)
+        raise RuntimeError("subscribing needs a persistent connection (WebSocket), not HTTP")
+
+    def unsubscribe(self, topic: str) -> bool:
+        """Nothing to leave: a request never subscribes."""
+        return False
+
+    async def live(self) -> bool:
+        """No subscription to wait for."""
+        return True
+
+    def publish(self, topic: str, method: str, params: Any = None) -> int:
+        """Publish ``method(params)`` to ``topic``'s subscribers; how many (local) got it."""
+        return self._on_loop(self._broker.publish, topic, method, params)
+
+    def subscriber_count(self, topic: str) -> int:
+        """How many connections follow ``topic``."""
+        return self._on_loop(self._broker.subscriber_count, topic)
+
+    def topics(self) -> list[str]:
+        """The topics that have at least one subscriber."""
+        return self._on_loop(self._broker.topics)
+
+    @property
+    def subscriptions(self) -> frozenset[str]:
+        """None: a request never subscribes."""
+        return frozenset()
 
 
 class RequestView:
@@ -35,10 +92,17 @@ class RequestView:
     a tool call it starts is kept for the endpoint to run.
     """
 
-    def __init__(self, app: Any, limits: Any, principal: Principal | None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        limits: Any,
+        principal: Principal | None,
+        session: RequestSession | None = None,
+    ) -> None:
         self.app = app
         self.limits = limits
         self.principal = principal
+        self.session = session
         self.sent: list[bytes] = []
         self.call: ToolCall | None = None
         self.error_id: RequestId | None = None
@@ -88,7 +152,9 @@ class RequestView:
                 raise
         kwargs = tool.validate(arguments)
         if tool.context_param is not None:
-            kwargs[tool.context_param] = Context(self.principal, request_id, tool.name, None)
+            kwargs[tool.context_param] = Context(
+                self.principal, request_id, tool.name, self.session
+            )
         progress: Progress | None = None
         if tool.progress_param is not None:
             progress = kwargs[tool.progress_param] = Progress(progress_token)
