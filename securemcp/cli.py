@@ -32,7 +32,9 @@ from ._serve_command import (
 from .errors import ConnectionClosed, HandshakeRejected, RequestTimeout, RPCError
 
 if TYPE_CHECKING:
-    from .transport import WebSocketClient
+    from .transport import HTTPClient, WebSocketClient
+
+    Client = WebSocketClient | HTTPClient
 
 __all__ = [
     "LOG_LEVELS",
@@ -69,8 +71,9 @@ class ClientOptions:
         return cls(url, args.token or os.environ.get(TOKEN_ENV), args.dialect, timeout, args.cafile)
 
 
-def _client(options: ClientOptions) -> WebSocketClient:
-    from .transport import WebSocketClient
+def _client(options: ClientOptions) -> Client:
+    """A WebSocket client for ``ws(s)://`` URLs, an MCP Streamable HTTP one for ``http(s)://``."""
+    from .transport import HTTPClient, WebSocketClient
 
     kwargs: dict[str, Any] = {}
     if options.cafile is not None:
@@ -81,6 +84,9 @@ def _client(options: ClientOptions) -> WebSocketClient:
                 f"cannot load CA file {options.cafile}: {exc.strerror or exc}", 2
             ) from None
     try:
+        if options.url.startswith(("http://", "https://")):
+            # Streamable HTTP is MCP only: --dialect does not apply.
+            return HTTPClient(options.url, token=options.token, timeout=options.timeout, **kwargs)
         return WebSocketClient(
             options.url,
             token=options.token,
@@ -92,7 +98,7 @@ def _client(options: ClientOptions) -> WebSocketClient:
         raise CLIError(str(exc), 2) from None
 
 
-def _run_client(options: ClientOptions, work: Callable[[WebSocketClient], Awaitable[int]]) -> int:
+def _run_client(options: ClientOptions, work: Callable[[Client], Awaitable[int]]) -> int:
     import anyio
 
     client = _client(options)
@@ -243,7 +249,7 @@ def build_arguments(
 
 
 def _call(args: argparse.Namespace) -> int:
-    async def work(client: WebSocketClient) -> int:
+    async def work(client: Client) -> int:
         tool = None
         if args.pairs:
             tools = await client.list_tools()
@@ -326,7 +332,7 @@ def tools_table(tools: Sequence[dict[str, Any]]) -> str:
 
 
 def _tools(args: argparse.Namespace) -> int:
-    async def work(client: WebSocketClient) -> int:
+    async def work(client: Client) -> int:
         print(tools_table(await client.list_tools()))
         return 0
 
@@ -338,7 +344,7 @@ def _ping(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise CLIError("--count must be at least 1", 2)
 
-    async def work(client: WebSocketClient) -> int:
+    async def work(client: Client) -> int:
         times = []
         for _ in range(args.count):
             times.append(await client.ping() * 1000)
@@ -381,7 +387,10 @@ examples:
 
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "url", metavar="URL", help="server URL, ws://HOST:PORT or wss://... (ws:// if omitted)"
+        "url",
+        metavar="URL",
+        help="server URL: ws://HOST:PORT, wss://..., or http(s)://HOST:PORT/mcp for MCP over "
+        "Streamable HTTP (ws:// if omitted)",
     )
     parser.add_argument(
         "--token", help=f"bearer token for servers that require one (default: ${TOKEN_ENV})"

@@ -247,6 +247,23 @@ def test_ping_prints_the_round_trip(server: Server) -> None:
     assert pongs[2].startswith("2 pings: min ")
 
 
+def test_the_client_commands_take_a_streamable_http_url(server: Server) -> None:
+    url = server.url.replace("ws://", "http://") + "/mcp"
+    tools = run_cli("tools", url)
+    assert tools.returncode == 0, tools.stderr
+    assert any(line.startswith("add ") for line in tools.stdout.splitlines())
+    added = run_cli("call", url, "add", "a=2", "b=0.25")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout) == 2.25
+    # MCP reports a tool's bad arguments as a failed result: one line, status 1.
+    refused = run_cli("call", url, "limited", "limit=50")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: ")
+    pinged = run_cli("ping", url)
+    assert pinged.returncode == 0, pinged.stderr
+    assert re.fullmatch(rf"pong from {url} in \d+\.\d\d ms", pinged.stdout.strip())
+
+
 def test_the_installed_script_works(server: Server) -> None:
     result = run_cli("call", server.url, "add", "a=1", script=True)
     assert result.returncode == 0, result.stderr
