@@ -61,8 +61,8 @@ from securemcp.protocol.mcp_stateless import has_envelope
 from securemcp.security import HandshakeRefused
 
 from ._calls import progress_sink, run_inline
+from ._http_view import HEADER_MISMATCH, RequestSession, error_body, header_mismatch
 from ._http_view import TEXT as _TEXT
-from ._http_view import RequestSession, error_body
 from ._http_view import RequestView as _RequestView
 from ._security import Deferred, security_logger
 from ._settings import answer_http
@@ -148,7 +148,13 @@ class HTTPEndpoint:
         request_session = None if broker is None else RequestSession(broker, driver.server.loop)
         view = _RequestView(settings.app, driver.conn.limits, principal, request_session)
         session = MCPSession(cast("ServerConnection", view))
-        if message.get("method") != "initialize" and not has_envelope(message.get("params")):
+        enveloped = has_envelope(message.get("params"))
+        mismatch = header_mismatch(request, message) if enveloped else None
+        if mismatch is not None:
+            refusal = RPCError(f"Header mismatch: {mismatch}", code=HEADER_MISMATCH)
+            self._respond(400, error_body(message.get("id"), refusal), _JSON)
+            return
+        if message.get("method") != "initialize" and not enveloped:
             version = request.header("mcp-protocol-version") or DEFAULT_LEGACY_VERSION
             if version not in PROTOCOL_VERSIONS:
                 body = f"Bad Request: unsupported MCP-Protocol-Version {version[:40]!r}\n"

@@ -9,6 +9,9 @@ answer and the tool call started (``backends/_http_serve.py`` runs it).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -27,7 +30,22 @@ from securemcp.tools import Tool
 from ._pubsub import LoopThread
 from ._security import security_logger
 
-__all__ = ["TEXT", "RequestSession", "RequestView", "error_body"]
+__all__ = [
+    "HEADER_MISMATCH",
+    "TEXT",
+    "RequestSession",
+    "RequestView",
+    "error_body",
+    "header_mismatch",
+]
+
+HEADER_MISMATCH = -32020
+"""2026-07-28 Streamable HTTP: the routing headers are missing or disagree with the body."""
+
+_NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+"""Methods whose target is mirrored in ``Mcp-Name``, and the params key holding it."""
+_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
+_BASE64 = re.compile(r"=\?base64\?(?P<payload>.*)\?=")
 
 _T = TypeVar("_T")
 
@@ -161,6 +179,46 @@ class RequestView:
         call = ToolCall(request_id, tool, kwargs, method, jsonrpc, progress, protocol_version)
         self.call = call
         return call
+
+
+def header_mismatch(request: Any, message: dict[str, Any]) -> str | None:
+    """Why a 2026-07-28 request's routing headers fail its body, or ``None``.
+
+    ``MCP-Protocol-Version`` must equal the envelope's version, ``Mcp-Method``
+    the body's method, and ``Mcp-Name`` (verbatim, or base64 in
+    ``=?base64?...?=``) the named target of ``tools/call``, ``prompts/get`` and
+    ``resources/read``: intermediaries route on the headers, the server runs
+    the body, and the two must never disagree.
+    """
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    version = (
+        meta.get("io.modelcontextprotocol/protocolVersion") if isinstance(meta, dict) else None
+    )
+    if request.header("mcp-protocol-version") != version:
+        return "MCP-Protocol-Version does not match the request's protocol version"
+    method = message.get("method")
+    if request.header("mcp-method") != method:
+        return "Mcp-Method is missing or does not match the request's method"
+    key = _NAMED.get(method) if isinstance(method, str) else None
+    if key is not None and isinstance(params, dict):
+        name = _decoded(request.header("mcp-name"))
+        if name is None or name != params.get(key):
+            return "Mcp-Name is missing or does not match the request's target"
+    return None
+
+
+def _decoded(value: str | None) -> str | None:
+    """A header value as sent: verbatim, or the UTF-8 text of its base64 form."""
+    if value is None:
+        return None
+    wrapped = _BASE64.fullmatch(value)
+    if wrapped is None:
+        return value
+    try:
+        return base64.b64decode(wrapped["payload"], validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
 
 
 def error_body(request_id: RequestId | None, exc: RPCError) -> bytes:

@@ -499,7 +499,7 @@ def test_main_in_process(
     ("argv", "status", "message"),
     [
         (["ping", "ws://127.0.0.1:1", "--count", "0"], 2, "--count must be at least 1"),
-        (["ping", "http://127.0.0.1:1"], 2, "unsupported URL scheme"),
+        (["ping", "ftp://127.0.0.1:1"], 2, "unsupported URL scheme"),
         (["ping", "ws://127.0.0.1:1", "--cafile", "nope.pem"], 2, "cannot load CA file"),
         (["serve", "x:app", "--tls-key", "k.pem"], 2, "--tls-key needs --tls-cert"),
         (["serve", "x:app", "--uvloop", "--backend", "trio"], 2, "asyncio backend only"),

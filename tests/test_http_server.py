@@ -8,6 +8,7 @@ trio and asyncio's anyio path, each network wait bounded.
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -103,8 +104,27 @@ def token_policy(**options: Any) -> SecurityPolicy:
 # Raw HTTP
 
 
-def post(body: bytes | str, headers: str = "", path: str = "/mcp") -> bytes:
+def routing_headers(body: bytes) -> str:
+    """The 2026-07-28 routing headers a client mirrors from an enveloped request's body."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return ""
+    params = message.get("params") if isinstance(message, dict) else None
+    if not isinstance(params, dict) or "_meta" not in params:
+        return ""
+    version = params["_meta"]["io.modelcontextprotocol/protocolVersion"]
+    headers = f"MCP-Protocol-Version: {version}\r\nMcp-Method: {message['method']}\r\n"
+    if message["method"] == "tools/call" and isinstance(params.get("name"), str):
+        headers += f"Mcp-Name: {params['name']}\r\n"
+    return headers
+
+
+def post(body: bytes | str, headers: str = "", path: str = "/mcp", *, route: bool = True) -> bytes:
+    """A POST of ``body``; an enveloped request gets its routing headers unless ``route=False``."""
     data = body.encode() if isinstance(body, str) else body
+    if route:
+        headers = routing_headers(data) + headers
     return (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Accept: application/json, text/event-stream\r\n{headers}"
@@ -473,3 +493,34 @@ async def test_a_failing_authenticator_gets_500_and_a_full_server_503() -> None:
                 assert (await first.answer()).status == 200
                 refused = await one(port, post(rpc("tools/list", _meta=MODERN)))
     assert refused.status == 503
+
+
+@pytest.mark.anyio
+async def test_routing_headers_must_match_the_body() -> None:
+    call = rpc("tools/call", name="echo", arguments={"message": "x"}, _meta=MODERN)
+    version = str(MODERN["io.modelcontextprotocol/protocolVersion"])
+    base = f"MCP-Protocol-Version: {version}\r\nMcp-Method: tools/call\r\n"
+    wrapped = "=?base64?" + base64.b64encode(b"echo").decode() + "?="
+    async with serving(transport()) as port:
+        with anyio.fail_after(LIMIT):
+            for headers in (
+                "",  # nothing mirrored
+                base,  # no Mcp-Name on a tools/call
+                base + "Mcp-Name: add\r\n",  # another tool than the body's
+                base.replace("tools/call", "tools/list") + "Mcp-Name: echo\r\n",
+                base.replace(version, "2025-11-25") + "Mcp-Name: echo\r\n",
+                base + "Mcp-Name: =?base64?!!?=\r\n",  # not base64
+            ):
+                refused = await one(port, post(call, headers, route=False))
+                assert refused.status == 400, headers
+                assert refused.json()["error"]["code"] == -32020, headers
+                assert refused.json()["id"] == 1
+            for headers in (base + "Mcp-Name: echo\r\n", base + f"Mcp-Name: {wrapped}\r\n"):
+                answer = await one(port, post(call, headers, route=False))
+                assert answer.status == 200, headers
+                assert answer.json()["result"]["content"][0]["text"] == "x"
+            # Legacy requests carry no envelope, and no routing headers are asked of them.
+            legacy = await one(
+                port, post(rpc("tools/list"), "MCP-Protocol-Version: 2025-11-25\r\n")
+            )
+            assert legacy.status == 200
