@@ -12,23 +12,20 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pydantic_core
 
-from securemcp.auth import Principal, authorize, check_scopes
-from securemcp.context import Context
+from securemcp.auth import Principal, check_scopes
 from securemcp.errors import RPCError
-from securemcp.progress import Progress
 from securemcp.protocol import ToolCall
+from securemcp.protocol.calls import authorize_call, prepare_call
 from securemcp.protocol.jsonrpc import RequestId, dumps_bytes
 from securemcp.pubsub import Broker, check_topic
 from securemcp.tools import Tool
 
 from ._pubsub import LoopThread
-from ._security import security_logger
 
 __all__ = [
     "HEADER_MISMATCH",
@@ -68,9 +65,7 @@ class RequestSession:
         self._loop = loop
 
     def _on_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
-        if threading.get_ident() == self._loop.thread:
-            return fn(*args)
-        return self._loop.run(fn, *args)
+        return self._loop.call(fn, *args)
 
     def subscribe(self, topic: str) -> None:
         """Refused: an HTTP request cannot receive notifications once answered."""
@@ -156,27 +151,18 @@ class RequestView:
         protocol_version: str | None = None,
     ) -> ToolCall:
         # As ServerConnection._start_call: scopes first, then the arguments.
-        if tool.scopes:
-            try:
-                authorize(self.principal, tool.scopes)
-            except RPCError as refusal:
-                security_logger.warning(
-                    "call to %r refused (%d %s) for %s",
-                    tool.name,
-                    refusal.code,
-                    refusal.message,
-                    "anonymous" if self.principal is None else self.principal.subject,
-                )
-                raise
-        kwargs = tool.validate(arguments)
-        if tool.context_param is not None:
-            kwargs[tool.context_param] = Context(
-                self.principal, request_id, tool.name, self.session
-            )
-        progress: Progress | None = None
-        if tool.progress_param is not None:
-            progress = kwargs[tool.progress_param] = Progress(progress_token)
-        call = ToolCall(request_id, tool, kwargs, method, jsonrpc, progress, protocol_version)
+        authorize_call(self.principal, tool)
+        call = prepare_call(
+            self.principal,
+            self.session,
+            request_id,
+            tool,
+            arguments,
+            method,
+            jsonrpc,
+            progress_token=progress_token,
+            protocol_version=protocol_version,
+        )
         self.call = call
         return call
 

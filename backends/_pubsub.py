@@ -48,6 +48,12 @@ class LoopThread:
         """Run ``fn(*args)`` on the loop and return its result: from a worker thread only."""
         return anyio.from_thread.run_sync(fn, *args, token=self.token)
 
+    def call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the loop: at once on the loop's thread, else by a hop to it."""
+        if threading.get_ident() == self.thread:
+            return fn(*args)
+        return self.run(fn, *args)
+
 
 class ConnectionSession:
     """A connection's :class:`~securemcp.pubsub.Subscriber` and :class:`~securemcp.pubsub.Session`.
@@ -132,9 +138,7 @@ class ConnectionSession:
     # Session (for tools; any thread)
 
     def _on_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
-        if threading.get_ident() == self._loop.thread:
-            return fn(*args)
-        return self._loop.run(fn, *args)
+        return self._loop.call(fn, *args)
 
     def subscribe(self, topic: str) -> None:
         """Subscribe this connection to ``topic``."""

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic_core
 
 from ..app import SecureMCP
-from ..auth import authorize, check_scopes
-from ..context import Context
+from ..auth import check_scopes
 from ..errors import (
     InternalError,
     InvalidParams,
@@ -24,9 +23,9 @@ from ..errors import (
     RPCError,
     ToolError,
 )
-from ..progress import Progress
 from ..tools import Tool
 from . import seed
+from .calls import authorize_call, prepare_call
 from .connection import ConnectionState
 from .events import CallCancelled, ToolCall
 from .jsonrpc import RequestId, dumps_bytes, is_utf8, loads
@@ -377,33 +376,22 @@ class ServerConnection(ServerHandshake):
         Scopes are checked before validation, so that a caller without them learns
         nothing about the tool's parameters.
         """
-        if tool.scopes:
-            try:
-                authorize(self.principal, tool.scopes)
-            except RPCError as refusal:
-                # Never the arguments: they are the caller's data, maybe secret.
-                security_logger.warning(
-                    "call to %r refused (%d %s) for %s",
-                    tool.name,
-                    refusal.code,
-                    refusal.message,
-                    "anonymous" if self.principal is None else self.principal.subject,
-                )
-                raise
+        authorize_call(self.principal, tool)
         if request_id in self._calls:
             raise InvalidRequest(
                 f"Invalid Request: id {request_id!r} is already in use by a call in flight"
             )
-        kwargs = tool.validate(arguments)
-        if tool.context_param is not None:
-            kwargs[tool.context_param] = Context(
-                self.principal, request_id, tool.name, self.session
-            )
-        progress: Progress | None = None
-        if tool.progress_param is not None:
-            # Always a Progress, so the tool need not care whether the caller listens.
-            progress = kwargs[tool.progress_param] = Progress(progress_token)
-        call = ToolCall(request_id, tool, kwargs, method, jsonrpc, progress, protocol_version)
+        call = prepare_call(
+            self.principal,
+            self.session,
+            request_id,
+            tool,
+            arguments,
+            method,
+            jsonrpc,
+            progress_token=progress_token,
+            protocol_version=protocol_version,
+        )
         self._calls[request_id] = call
         self._events.append(call)
         return call
