@@ -106,9 +106,15 @@ def client_python() -> str:
 
 
 @contextlib.contextmanager
-def running(name: str, argv: Sequence[str], peers_env: bool) -> Iterator[tuple[int, int]]:
-    """Start server script ``argv`` on port 0, pinned to CPU 0; yield (port, pid); stop it."""
-    python = str(PEERS_PYTHON) if peers_env else sys.executable
+def running(
+    name: str, argv: Sequence[str], peers_env: bool, python: str | None = None
+) -> Iterator[tuple[int, int]]:
+    """Start server script ``argv`` on port 0, pinned to CPU 0; yield (port, pid); stop it.
+
+    It runs from the peers' environment or the project's, unless ``python`` names the interpreter.
+    """
+    if python is None:
+        python = str(PEERS_PYTHON) if peers_env else sys.executable
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(
             [python, *argv],
@@ -158,15 +164,15 @@ def own_versions(names: Iterable[str]) -> dict[str, str]:
     return found
 
 
-def peer_versions(names: Sequence[str]) -> dict[str, str]:
-    """The versions of ``names`` in the peers' environment; empty without it."""
-    if not PEERS_PYTHON.exists():
+def peer_versions(names: Sequence[str], python: Path = PEERS_PYTHON) -> dict[str, str]:
+    """The versions of ``names`` in the peers' environment (or ``python``'s); empty without it."""
+    if not python.exists():
         return {}
     code = (
         "import importlib.metadata as m, json;"
         f"print(json.dumps({{n: m.version(n) for n in {list(names)!r}}}))"
     )
-    out = subprocess.run([str(PEERS_PYTHON), "-c", code], capture_output=True, text=True)
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
     if out.returncode != 0:
         return {}
     found: dict[str, str] = json.loads(out.stdout)

@@ -22,6 +22,10 @@ Workloads (seed dialect unless said):
   (``benchmarks/clients/``) makes closed-loop echo calls over one connection,
   1 or 64 in flight, against one fast server (``C1_SERVER``).
 
+M3 (MCP over Streamable HTTP, against the official SDK 2.x server) has a
+driver of its own, ``benchmarks/http_bench.py``: its servers run from three
+environments and its client speaks HTTP.
+
 Why another harness ranks some servers differently in S3, and how to study
 it (``benchmarks/client_speed.py``, ``--client-work-us``): ``benchmarks/HARNESS.md``.
 

@@ -42,8 +42,14 @@ def announce_bound(sockets: tuple[socket.socket, ...] | list[socket.socket]) -> 
 
 
 def listening_socket(backlog: int) -> socket.socket:
-    """A socket listening on a free port of ``HOST``, already announced."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A socket listening on a free port of ``HOST``, already announced.
+
+    Made with ``IPPROTO_TCP``, as a server binding a host and port gets it from
+    ``getaddrinfo``: asyncio sets ``TCP_NODELAY`` on the connections it accepts
+    only then (uvloop always does). Without it, an answer written as a head and
+    then a body waits out the client's delayed ACK, 40 ms, under Nagle's algorithm.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind((HOST, 0))
     sock.listen(backlog)
     announce(sock.getsockname()[1])
