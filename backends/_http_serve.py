@@ -48,15 +48,14 @@ from securemcp.auth import Principal
 from securemcp.errors import (
     Cancelled,
     InternalError,
-    InvalidParams,
     InvalidRequest,
     RateLimited,
     RPCError,
-    ToolError,
 )
 from securemcp.protocol import HandshakeRequest, HTTPRequest, HTTPRequestReceived, ToolCall
+from securemcp.protocol.calls import failure_answer
 from securemcp.protocol.jsonrpc import dumps_bytes, loads
-from securemcp.protocol.mcp import PROTOCOL_VERSIONS, TOOLS_CALL, MCPSession, tool_error_result
+from securemcp.protocol.mcp import PROTOCOL_VERSIONS, MCPSession
 from securemcp.protocol.mcp_stateless import has_envelope
 from securemcp.security import HandshakeRefused
 
@@ -306,23 +305,13 @@ class HTTPEndpoint:
         session = self._session
         if self.call is not call or session is None:
             return
-        if not isinstance(exc, RPCError):
-            if self.driver.conn.mask_errors:
-                correlation = secrets.token_hex(6)
-                logger.error("tool %r failed [%s]", call.tool.name, correlation, exc_info=exc)
-                exc = ToolError("Tool execution error", data={"correlation_id": correlation})
-            else:
-                exc = ToolError(f"Tool execution error: {exc}")
-        if call.method == TOOLS_CALL and isinstance(exc, (ToolError, InvalidParams)):
-            text = exc.message
-            if isinstance(exc.data, dict) and "correlation_id" in exc.data:
-                text += f" (correlation id {exc.data['correlation_id']})"
-            answer = tool_error_result(text)
+        answer = failure_answer(call, exc, mask_errors=self.driver.conn.mask_errors)
+        if isinstance(answer, RPCError):
+            body = error_body(call.id, answer)
+        else:
             if call.protocol_version is not None:
                 answer = session.stamp(answer)
             body = dumps_bytes({"jsonrpc": "2.0", "id": call.id, "result": answer})
-        else:
-            body = error_body(call.id, exc)
         self._finish(body)
 
     def _finish(self, body: bytes) -> None:

@@ -7,22 +7,25 @@ request), so that each applies the same rules in the same order. Pure: no I/O.
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from ..auth import authorize
 from ..context import Context
-from ..errors import RPCError
+from ..errors import InvalidParams, RPCError, ToolError
 from ..progress import Progress
 from ..tools import Tool
 from .events import ToolCall
 from .jsonrpc import RequestId
+from .mcp import TOOLS_CALL, tool_error_result
 
 if TYPE_CHECKING:
     from ..auth import Principal
     from ..pubsub import Session
 
-__all__ = ["authorize_call", "prepare_call"]
+__all__ = ["authorize_call", "failure_answer", "prepare_call"]
 
+logger = logging.getLogger("securemcp.protocol")
 security_logger = logging.getLogger("securemcp.security")
 
 
@@ -69,3 +72,26 @@ def prepare_call(
         # Always a Progress, so the tool need not care whether the caller listens.
         progress = kwargs[tool.progress_param] = Progress(progress_token)
     return ToolCall(request_id, tool, kwargs, method, jsonrpc, progress, protocol_version)
+
+
+def failure_answer(call: ToolCall, exc: BaseException, *, mask_errors: bool) -> RPCError | Any:
+    """What a failed ``call`` is answered with: the :class:`RPCError` to send as an
+    error, or (an MCP ``tools/call`` whose tool failed) the error *result* to send.
+
+    An exception that is not an RPCError becomes -32000; with ``mask_errors``
+    its text is logged under a correlation id and only that id is sent.
+    """
+    if not isinstance(exc, RPCError):
+        if mask_errors:
+            correlation = secrets.token_hex(6)
+            logger.error("tool %r failed [%s]", call.tool.name, correlation, exc_info=exc)
+            exc = ToolError("Tool execution error", data={"correlation_id": correlation})
+        else:
+            exc = ToolError(f"Tool execution error: {exc}")
+    if call.method == TOOLS_CALL and isinstance(exc, (ToolError, InvalidParams)):
+        # MCP: a tool's failure is a result the model sees, not a protocol error.
+        text = exc.message
+        if isinstance(exc.data, dict) and "correlation_id" in exc.data:
+            text += f" (correlation id {exc.data['correlation_id']})"
+        return tool_error_result(text)
+    return exc

@@ -17,20 +17,18 @@ from ..app import SecureMCP
 from ..auth import check_scopes
 from ..errors import (
     InternalError,
-    InvalidParams,
     InvalidRequest,
     LocalProtocolError,
     RPCError,
-    ToolError,
 )
 from ..tools import Tool
 from . import seed
-from .calls import authorize_call, prepare_call
+from .calls import authorize_call, failure_answer, prepare_call
 from .connection import ConnectionState
 from .events import CallCancelled, ToolCall
 from .jsonrpc import RequestId, dumps_bytes, is_utf8, loads
 from .limits import Limits
-from .mcp import SUBPROTOCOL, TOOLS_CALL, MCPSession, tool_error_result
+from .mcp import SUBPROTOCOL, TOOLS_CALL, MCPSession
 from .mcp_stateless import has_envelope
 from .upgrade import ServerHandshake
 
@@ -219,24 +217,13 @@ class ServerConnection(ServerHandshake):
         """Answer ``call`` with an error: an :class:`RPCError` as it is, anything else as -32000."""
         if not self._take(call):
             return
-        if not isinstance(exc, RPCError):
-            if self.mask_errors:
-                correlation = secrets.token_hex(6)
-                logger.error("tool %r failed [%s]", call.tool.name, correlation, exc_info=exc)
-                exc = ToolError("Tool execution error", data={"correlation_id": correlation})
-            else:
-                exc = ToolError(f"Tool execution error: {exc}")
-        if call.method == TOOLS_CALL and isinstance(exc, (ToolError, InvalidParams)):
-            # MCP: a tool's failure is a result the model sees, not a protocol error.
-            text = exc.message
-            if isinstance(exc.data, dict) and "correlation_id" in exc.data:
-                text += f" (correlation id {exc.data['correlation_id']})"
-            answer = tool_error_result(text)
+        answer = failure_answer(call, exc, mask_errors=self.mask_errors)
+        if isinstance(answer, RPCError):
+            self._answer_error(call.id, answer, call.jsonrpc)
+        else:
             if call.protocol_version is not None and self._mcp is not None:
                 answer = self._mcp.stamp(answer)
             self._send_json({"jsonrpc": "2.0", "id": call.id, "result": answer})
-        else:
-            self._answer_error(call.id, exc, call.jsonrpc)
         if self._held:
             self._process()
 
