@@ -22,8 +22,10 @@ sequence of plain HTTP requests (:mod:`securemcp.protocol.http`); its
 Security is the WebSocket's: every request passes the transport's
 :class:`~securemcp.SecurityPolicy` handshake rules (Origin: 403; the bearer
 token in ``Authorization``: 401 with ``WWW-Authenticate``), tools keep their
-scopes, calls their rate limit (-31029). The connection caps
-(``max_connections_per_*``) count WebSocket connections only.
+scopes, calls their rate limit (-31029), and the connection holds its
+``max_connections_per_*`` slots (``_http_caps.py``: 429 with ``Retry-After``).
+Then the media types (``_http_media.py``): 415 for a body not declared
+``application/json``, 406 for an ``Accept`` admitting neither answer form.
 
 Timing: ``handshake_timeout`` bounds the wait for each complete request (head
 and body) from the connection's start or the previous answer, so a slow head
@@ -39,7 +41,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import pydantic_core
@@ -60,6 +62,8 @@ from securemcp.protocol.mcp_stateless import has_envelope
 from securemcp.security import HandshakeRefused
 
 from ._calls import progress_sink, run_inline
+from ._http_caps import hold_slots
+from ._http_media import Form, check_media
 from ._http_view import HEADER_MISMATCH, RequestSession, error_body, header_mismatch
 from ._http_view import TEXT as _TEXT
 from ._http_view import RequestView as _RequestView
@@ -84,7 +88,7 @@ _JSON = [("content-type", "application/json")]
 class HTTPEndpoint:
     """Answer the plain HTTP requests of one connection (see the module's docstring)."""
 
-    __slots__ = ("_cancel", "_principal", "_session", "_streaming", "call", "driver")
+    __slots__ = ("_cancel", "_form", "_principal", "_session", "_streaming", "call", "driver")
 
     def __init__(self, driver: ConnectionDriver) -> None:
         self.driver = driver
@@ -94,6 +98,8 @@ class HTTPEndpoint:
         self._session: MCPSession | None = None
         self._principal: Principal | None = None
         self._streaming = False
+        # How the request's Accept lets it be answered (see check_media).
+        self._form: Form = "any"
 
     @property
     def _http(self) -> HTTPServerConnection:
@@ -116,12 +122,16 @@ class HTTPEndpoint:
             self._respond(405, b"Method Not Allowed\n", [("allow", "POST"), _TEXT])
             return
         if driver.server.draining or driver._refuse:
-            self._respond(503, b"Service Unavailable\n", [_TEXT])
-            self._http.close()
+            self.refuse(503, "Service Unavailable\n")
             return
         admitted, principal = self._admit(request)
-        if not admitted:
+        if not admitted or (settings.guard.capped and not hold_slots(self, request, principal)):
             return
+        form = check_media(request)
+        if isinstance(form, tuple):
+            self._respond(form[0], form[1], [_TEXT])
+            return
+        self._form = form
         self._principal = principal
         try:
             message = loads(request.body, driver.conn.limits.max_json_depth)
@@ -168,7 +178,7 @@ class HTTPEndpoint:
             self._start(view.call, principal)
             return
         status = 400 if view.errored and view.error_id is None else 200
-        self._respond(status, view.sent[0] if view.sent else b"{}", _JSON)
+        self._json(status, view.sent[0] if view.sent else b"{}")
 
     def _admit(self, request: HTTPRequestReceived) -> tuple[bool, Principal | None]:
         """Whether the security policy admits ``request``, and its principal (refused: answered)."""
@@ -220,12 +230,29 @@ class HTTPEndpoint:
         self._http.respond(status, body, headers or [])
         self._answered()
 
+    def _json(self, status: int, body: bytes) -> None:
+        """Answer with a JSON-RPC message: JSON, or an SSE event for a client taking only SSE."""
+        if status != 200 or self._form != "sse":
+            self._respond(status, body, _JSON)
+            return
+        http = self._http
+        http.start_stream(200)
+        http.send_event(body, event="message")
+        http.end_stream()
+        self._answered()
+
+    def refuse(self, status: int, body: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        """Refuse the request with ``status`` and end the connection (``Connection: close``)."""
+        self._http.respond_last(status, body.encode(), [*headers, _TEXT])
+        self._answered()
+
     def _answered(self) -> None:
         """The answer is complete: the next request must come within the handshake bound."""
         driver = self.driver
         self._session = None
         self._principal = None
         self._streaming = False
+        self._form = "any"
         timeout = driver.settings.handshake_timeout
         if timeout is not None and not self._http.closed:
             driver._arm(driver.adapter.now() + timeout)
@@ -326,7 +353,7 @@ class HTTPEndpoint:
             http.end_stream()
             self._answered()
         else:
-            self._respond(200, body, _JSON)
+            self._json(200, body)
 
     def report_progress(
         self,
@@ -343,6 +370,7 @@ class HTTPEndpoint:
             or session is None
             or self.call is not call
             or http.closed
+            or self._form == "json"  # the client takes no SSE stream: the result alone
         ):
             return False
         if reporter.last is not None and not progress > reporter.last:

@@ -106,13 +106,22 @@ def _counter(limit: int | AsyncConnectionCounter | None) -> _Cap:
     return ConnectionCounter(limit), None
 
 
-def _refused(peer: str, status: int, reason: str) -> Refusal:
+def _refused(
+    peer: str, status: int, reason: str, headers: Sequence[tuple[str, str]] = ()
+) -> Refusal:
     security_logger.warning("handshake from %s refused: HTTP %d %s", peer, status, reason)
-    return Refusal(status, f"{reason}\n")
+    return Refusal(status, f"{reason}\n", headers)
 
 
 _TOO_MANY_ADDRESS = "too many connections from this address"
 _TOO_MANY_PRINCIPAL = "too many connections for this principal"
+RETRY_AFTER = ("retry-after", "1")
+"""Sent with a 429 over a connection cap: a slot comes back when one of the holder's
+connections ends, which the server cannot foresee; a second is a polite first wait."""
+
+
+def _over_cap(reason: str) -> HandshakeRefused:
+    return HandshakeRefused(429, reason, (RETRY_AFTER,))
 
 
 class ConnectionGuard:
@@ -139,6 +148,10 @@ class ConnectionGuard:
         self._per_address, self._shared_address = _counter(policy.max_connections_per_address)
         self.shared = self._shared_principal is not None or self._shared_address is not None
         """Whether a cap is shared: admitted handshakes then await :meth:`acquire_shared`."""
+        self.capped = self.shared or (
+            self._per_principal is not None or self._per_address is not None
+        )
+        """Whether any connection cap applies (per principal or per address)."""
 
     def decide(
         self,
@@ -216,23 +229,38 @@ class ConnectionGuard:
                 "the authenticator raised %s; refusing the handshake", type(exc).__name__
             )
             raise HandshakeRefused(500, "authentication failed") from None
-        # A shared cap's key is named here, its slot taken by acquire_shared().
+        return self.take(address, accepted.principal, accepted.subprotocols)
+
+    def principal_key(self, principal: Principal | None) -> Hashable | None:
+        """The per-principal slot ``principal`` needs (``None``: anonymous, or no such cap)."""
+        capped = self._per_principal is not None or self._shared_principal is not None
+        return ("principal", principal.subject) if principal is not None and capped else None
+
+    def take(
+        self,
+        address: str | None,
+        principal: Principal | None,
+        subprotocols: tuple[str, ...] = (),
+    ) -> Admission:
+        """Take the local slots of a connection from ``address`` (if given) for ``principal``.
+
+        Raises :class:`~securemcp.security.HandshakeRefused` (429, with
+        ``Retry-After``) over a cap, having taken nothing. A shared cap's key
+        is named here, its slot taken by :meth:`acquire_shared`.
+        """
         address_key: Hashable | None = None
         capped = self._per_address is not None or self._shared_address is not None
         if address is not None and capped:
             address_key = ("address", address)
             if self._per_address is not None and not self._per_address.acquire(address_key):
-                raise HandshakeRefused(429, _TOO_MANY_ADDRESS)
-        principal_key: Hashable | None = None
-        principal = accepted.principal
-        capped = self._per_principal is not None or self._shared_principal is not None
-        if principal is not None and capped:
-            principal_key = ("principal", principal.subject)
-            if self._per_principal is not None and not self._per_principal.acquire(principal_key):
-                if address_key is not None and self._per_address is not None:
-                    self._per_address.release(address_key)
-                raise HandshakeRefused(429, _TOO_MANY_PRINCIPAL)
-        return Admission(principal, accepted.subprotocols, principal_key, address_key)
+                raise _over_cap(_TOO_MANY_ADDRESS)
+        principal_key = self.principal_key(principal)
+        local = self._per_principal
+        if principal_key is not None and local is not None and not local.acquire(principal_key):
+            if address_key is not None and self._per_address is not None:
+                self._per_address.release(address_key)
+            raise _over_cap(_TOO_MANY_PRINCIPAL)
+        return Admission(principal, subprotocols, principal_key, address_key)
 
     async def acquire_shared(self, admission: Admission, peer: str) -> Admission | Refusal:
         """Take ``admission``'s slots under the shared caps, or refuse with 429.
@@ -252,7 +280,7 @@ class ConnectionGuard:
                     continue
                 if not await counter.acquire(key):
                     await self._give_back(admission, taken)
-                    return _refused(peer, 429, reason)
+                    return _refused(peer, 429, reason, (RETRY_AFTER,))
                 taken.append((counter, key))
         except Exception as exc:  # noqa: BLE001 - a plug-in's failure refuses the handshake
             security_logger.error(

@@ -7,7 +7,8 @@
 (a whole body) or an SSE stream (:meth:`~HTTPServerConnection.start_stream`,
 :meth:`~HTTPServerConnection.send_event`, :meth:`~HTTPServerConnection.end_stream`).
 Requests are answered one at a time and in order: bytes of pipelined requests
-wait, unparsed, until the one before is answered. A peer that goes away while
+wait, unparsed, until the one before is answered, and until the answers
+before them are down to ``Limits.max_pending_output`` unsent bytes. A peer that goes away while
 a request is unanswered or its stream is open is reported as
 :class:`HTTPAborted`, so that the caller can cancel the work.
 
@@ -78,7 +79,9 @@ class HTTPServerConnection:
     ``methods`` are the methods served; others get 405. ``output`` and ``emit``
     let a :class:`~securemcp.protocol.ServerConnection` share its output buffer
     and event list; ``on_close(lost)`` is told when the connection ends
-    (``lost``: the peer went away, rather than a clean end).
+    (``lost``: the peer went away, rather than a clean end). ``on_hold()`` is
+    told when input waits because ``Limits.max_pending_output`` bytes of answers
+    are unsent: the owner of the buffer then calls :meth:`resume` once it drained.
     """
 
     __slots__ = (
@@ -88,8 +91,10 @@ class HTTPServerConnection:
         "_eof_fed",
         "_events",
         "_h11",
+        "_held",
         "_offset",
         "_on_close",
+        "_on_hold",
         "_output",
         "_pending",
         "_phase",
@@ -108,6 +113,7 @@ class HTTPServerConnection:
         output: Output | None = None,
         emit: Callable[[Event], None] | None = None,
         on_close: Callable[[bool], None] | None = None,
+        on_hold: Callable[[], None] | None = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         self.methods = tuple(method.upper() for method in methods)
@@ -118,6 +124,9 @@ class HTTPServerConnection:
         self._events: list[Event] = []
         self.emit: Callable[[Event], None] = emit if emit is not None else self._queue
         self._on_close = on_close
+        self._on_hold = on_hold
+        # Input waits until the answers before it are taken (see _pump).
+        self._held = False
         self._phase = _Phase.READING
         # Input not yet given to h11: pipelined requests while one is answered.
         self._pending = b""
@@ -125,7 +134,9 @@ class HTTPServerConnection:
         self._eof = False
         self._eof_fed = False
         self._request: h11.Request | None = None
-        self._body: list[bytes] = []
+        # One buffer, not a list of pieces: a body sent in 1-byte chunks would
+        # otherwise cost an object (some 40 bytes) per byte.
+        self._body = bytearray()
         self._body_size = 0
         self.requests = 0
         """Requests answered (or being answered) on this connection."""
@@ -195,7 +206,16 @@ class HTTPServerConnection:
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the socket, in order; empty when there is nothing."""
-        return self._output.take()
+        data = self._output.take()
+        if data and self._held:
+            self.resume()
+        return data
+
+    def resume(self) -> None:
+        """Parse the input held while unsent answers were over ``max_pending_output``."""
+        if self._held:
+            self._held = False
+            self._pump()
 
     def close(self) -> None:
         """Drop the connection (the backend is shutting down); nothing more is sent."""
@@ -203,6 +223,14 @@ class HTTPServerConnection:
             self._close(lost=False)
 
     # Answers
+
+    def respond_last(
+        self, status: int, body: bytes | str = b"", headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """:meth:`respond`, as the connection's last answer (``Connection: close``), then close."""
+        # Counted as the last request: _headers then says close, and h11 ends the connection.
+        self.requests = max(self.requests, self.limits.max_http_requests)
+        self.respond(status, body, headers)
 
     def respond(
         self, status: int, body: bytes | str = b"", headers: Iterable[tuple[str, str]] = ()
@@ -309,7 +337,7 @@ class HTTPServerConnection:
         self._h11 = None
         self._pending = b""
         self._offset = 0
-        self._body = []
+        self._body = bytearray()
         self._request = None
         if self._on_close is not None:
             self._on_close(lost)
@@ -333,6 +361,17 @@ class HTTPServerConnection:
 
     def _pump(self) -> None:
         """Parse what is held while a request is being read; stop at its end."""
+        if (
+            self._output.size >= self.limits.max_pending_output
+            and self._phase is _Phase.READING
+            and not self._eof
+        ):
+            # A peer that does not read its answers gets no more of them: its
+            # requests wait (and reading stops) until the output drains.
+            self._held = True
+            if self._on_hold is not None:
+                self._on_hold()
+            return
         while self._phase is _Phase.READING:
             conn = self._h11
             assert conn is not None
@@ -365,7 +404,7 @@ class HTTPServerConnection:
                 if self._body_size > self.limits.max_http_body:
                     self._fail(413, f"the body exceeds {self.limits.max_http_body} bytes")
                     return
-                self._body.append(bytes(event.data))
+                self._body += event.data
             elif isinstance(event, h11.EndOfMessage):
                 self._deliver()
             elif isinstance(event, h11.ConnectionClosed):
@@ -384,7 +423,7 @@ class HTTPServerConnection:
             self._fail(431, f"the head exceeds {limits.max_handshake_size} bytes")
             return
         self._request = request
-        self._body, self._body_size = [], 0
+        self._body, self._body_size = bytearray(), 0
         method = request.method.decode("ascii", "replace")
         if method not in self.methods:
             self._fail(405, f"{method} is not served", allow=", ".join(self.methods))
@@ -401,8 +440,8 @@ class HTTPServerConnection:
     def _deliver(self) -> None:
         request = self._request
         assert request is not None
-        body = b"".join(self._body)
-        self._body, self._body_size = [], 0
+        body = bytes(self._body)
+        self._body, self._body_size = bytearray(), 0
         self.requests += 1
         self._phase = _Phase.ANSWERING
         self.emit(

@@ -239,11 +239,16 @@ class ServerHandshake(_Endpoint):
             output=self._output,
             emit=self._emit,
             on_close=self._http_closed,
+            on_hold=self._http_held,
         )
         self._http.receive_data(data)
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
+
+    def _http_held(self) -> None:
+        # Unsent answers hold the next request: taking them (data_to_send) resumes it.
+        self._held = True
 
     def _http_closed(self, lost: bool) -> None:
         self._state = ConnectionState.CLOSED
@@ -260,8 +265,11 @@ class ServerHandshake(_Endpoint):
         super()._receive_handshake(data)
 
     def _process_handshake(self) -> None:
-        if self._http is None:
+        http = self._http
+        if http is None:
             super()._process_handshake()
+        else:
+            http.resume()
 
     def receive_eof(self) -> None:
         """The peer closed its side of the socket (or the backend gave up on it)."""

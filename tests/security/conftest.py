@@ -27,7 +27,7 @@ import anyio.lowlevel
 import pytest
 from anyio.abc import SocketAttribute
 
-from securemcp import Principal, SecureMCP, SecurityPolicy, StaticTokenAuthenticator
+from securemcp import Principal, Progress, SecureMCP, SecurityPolicy, StaticTokenAuthenticator
 from securemcp.protocol import Limits
 from securemcp.transport import WebSocketClient, WebSocketTransport
 
@@ -49,14 +49,18 @@ class ToolLog:
         self.started = anyio.Event()
         self.cancelled = anyio.Event()
         self.admin_calls = 0
+        self.echoes = 0
+        self.reports: list[bool] = []
+        """What each ``chatter`` report returned: whether it went out."""
 
 
 def hostile_app(log: ToolLog) -> SecureMCP:
-    """An echo, large answers, a call that never ends and an admin-only tool."""
+    """An echo, large answers, progress galore, a call that never ends and an admin-only tool."""
     app = SecureMCP("hostile")
 
     @app.tool()
     async def echo(message: str) -> str:
+        log.echoes += 1
         return message
 
     @app.tool()
@@ -69,6 +73,15 @@ def hostile_app(log: ToolLog) -> SecureMCP:
         """The same answer after suspending once: a task of the call's own writes it."""
         await anyio.lowlevel.checkpoint()
         return "x" * size
+
+    @app.tool()
+    async def chatter(count: int, size: int, progress: Progress) -> str:
+        """``count`` progress reports of ``size`` characters each, then a short answer."""
+        text = "p" * size
+        for step in range(1, count + 1):
+            log.reports.append(progress.report(step, count, text))
+            await anyio.lowlevel.checkpoint()
+        return f"reported {count}"
 
     @app.tool()
     async def hold() -> None:
