@@ -15,7 +15,7 @@ import pytest
 
 from securemcp.transport import HTTPClient
 
-from .conftest import RawPeer, Server, hostile_server, wait_for
+from .conftest import MemoryWatch, RawPeer, Server, hostile_server, wait_for
 from .http_peer import HTTPPeer, http_probe, mcp_post, mcp_url, message, tool_call
 from .test_fairness import BATCH, PROMPT
 from .test_hostile_messages import (
@@ -26,7 +26,6 @@ from .test_hostile_messages import (
     MAX_FLOOD,
     READ_SIZE,
     STALL,
-    MemoryWatch,
     RawWriter,
     widen_receive_window,
 )
