@@ -39,9 +39,9 @@ def message(method: str, request_id: Any = 1, **params: Any) -> bytes:
     return json.dumps(body).encode()
 
 
-def tool_call(name: str, request_id: Any = 1, **arguments: Any) -> bytes:
-    """The POST of a ``tools/call`` of ``name`` with ``arguments``."""
-    return mcp_post(message("tools/call", request_id, name=name, arguments=arguments))
+def tool_call(name: str, request_id: Any = 1, *headers: tuple[str, str], **arguments: Any) -> bytes:
+    """The POST of a ``tools/call`` of ``name`` with ``arguments`` (and more ``headers``)."""
+    return mcp_post(message("tools/call", request_id, name=name, arguments=arguments), *headers)
 
 
 def mcp_post(body: bytes, *headers: tuple[str, str], chunked: bool = False) -> bytes:
