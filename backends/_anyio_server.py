@@ -158,6 +158,10 @@ class StreamConnection:
                 chunks = driver.take_output()
                 self._maybe_resume()
                 if not chunks:
+                    if driver.finished:
+                        # Ended by a task (an HTTP answer saying close): the
+                        # reader may be waiting for bytes that never come.
+                        self._scope.cancel()
                     return
                 try:
                     for chunk in chunks:

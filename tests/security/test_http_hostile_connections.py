@@ -144,6 +144,22 @@ async def test_a_head_dripping_on_a_keep_alive_connection_gets_431_at_the_size_l
             assert await peer.until_eof() == b""
 
 
+@pytest.mark.anyio
+async def test_the_last_answer_of_a_keep_alive_connection_closes_it() -> None:
+    # The second request is the last one served (max_http_requests), and its
+    # answer comes from a call's own task: the server says close, and closes.
+    async with hostile_server(limits=Limits(max_http_requests=2)) as server:
+        peer = await http_peer(
+            server, tool_call("echo", 1, message="one") + tool_call("blob_later", 2, size=10)
+        )
+        async with peer.stream:
+            assert "connection" not in (await peer.answer()).headers
+            last = await peer.answer()
+            assert last.headers["connection"] == "close"
+            assert last.json()["result"]["content"][0]["text"] == "x" * 10
+            assert await peer.until_eof() == b""
+
+
 # Credentials, scopes, origins
 
 
