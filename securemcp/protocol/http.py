@@ -361,11 +361,7 @@ class HTTPServerConnection:
 
     def _pump(self) -> None:
         """Parse what is held while a request is being read; stop at its end."""
-        if (
-            self._output.size >= self.limits.max_pending_output
-            and self._phase is _Phase.READING
-            and not self._eof
-        ):
+        if self._output.size >= self.limits.max_pending_output and self._phase is _Phase.READING:
             # A peer that does not read its answers gets no more of them: its
             # requests wait (and reading stops) until the output drains.
             self._held = True
