@@ -106,7 +106,7 @@ class HTTPEndpoint:
     def on_request(self, request: HTTPRequestReceived) -> None:
         """Answer ``request`` now, or start the tool call that will."""
         driver = self.driver
-        driver._arm(math.inf)  # the request is complete: no deadline while answering
+        driver._arm(math.inf, lazy=True)  # the request is complete: no deadline while answering
         settings = driver.settings
         path = request.path.partition("?")[0]
         if settings.mcp_path is None or path != settings.mcp_path:
@@ -228,7 +228,7 @@ class HTTPEndpoint:
         self._streaming = False
         timeout = driver.settings.handshake_timeout
         if timeout is not None and not self._http.closed:
-            driver._arm(driver.adapter.now() + timeout)
+            driver._arm(driver.adapter.now() + timeout, lazy=True)
 
     # Tool calls
 
