@@ -393,8 +393,7 @@ class HTTPServerConnection:
                     return
                 self._body.append(bytes(data))
             elif kind is h11.Request:
-                self._on_request(event)  # type: ignore[arg-type]
-                if self._phase is _Phase.BODY and not self._read_body():
+                if self._on_request(event) and not self._read_body():  # type: ignore[arg-type]
                     return
             elif kind is h11.EndOfMessage:
                 self._deliver()
@@ -403,17 +402,18 @@ class HTTPServerConnection:
             else:  # pragma: no cover - PAUSED cannot happen while a request is read
                 return
 
-    def _on_request(self, request: h11.Request) -> None:
+    def _on_request(self, request: h11.Request) -> bool:
+        """Check a request's head; ``True`` if its body is then read by its length here."""
         limits = self.limits
         raw = request.headers.raw_items()  # a list: iterating h11's Headers is slow
         if len(raw) > limits.max_header_count:
             self._fail(431, f"more than {limits.max_header_count} headers")
-            return
+            return False
         size = len(request.method) + len(request.target) + 12 + 4 * len(raw)
         size += sum(len(name) + len(value) for name, value in raw)
         if size > limits.max_handshake_size:
             self._fail(431, f"the head exceeds {limits.max_handshake_size} bytes")
-            return
+            return False
         self._request = request
         self._headers = tuple(
             (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in raw
@@ -422,17 +422,17 @@ class HTTPServerConnection:
         method = request.method.decode("ascii", "replace")
         if method not in self.methods:
             self._fail(405, f"{method} is not served", allow=", ".join(self.methods))
-            return
+            return False
         length, chunked, self._keep_alive = _framing(self._headers, request.http_version)
         if length > limits.max_http_body:
             self._fail(413, f"the body exceeds {limits.max_http_body} bytes")
-            return
+            return False
         conn = self._h11
         assert conn is not None
         if conn.they_are_waiting_for_100_continue:
             self._output.append(http_write.CONTINUE)
         if chunked:
-            return  # h11 reads the chunks (Data events) up to EndOfMessage
+            return False  # h11 reads the chunks (Data events) up to EndOfMessage
         # h11 parsed and checked the head, Content-Length included; the body is
         # then just that many bytes, taken here: two h11 events less a request.
         trailing, _ = conn.trailing_data
@@ -441,6 +441,7 @@ class HTTPServerConnection:
         self._h11 = None
         self._body_left = length
         self._phase = _Phase.BODY
+        return True
 
     def _read_body(self) -> bool:
         """Take what is held of a Content-Length body; ``True`` once it is whole and delivered."""
