@@ -196,8 +196,8 @@ def header_mismatch(request: Any, message: dict[str, Any]) -> str | None:
 
 def _decoded(value: str | None) -> str | None:
     """A header value as sent: verbatim, or the UTF-8 text of its base64 form."""
-    if value is None:
-        return None
+    if value is None or not value.startswith("=?"):
+        return value
     wrapped = _BASE64.fullmatch(value)
     if wrapped is None:
         return value

@@ -57,7 +57,10 @@ class HTTPRequestReceived(Event):
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or ``None``."""
         wanted = name.lower()
-        return next((value for key, value in self.headers if key == wanted), None)
+        for key, value in self.headers:
+            if key == wanted:
+                return value
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,15 +412,16 @@ class HTTPServerConnection:
         if len(raw) > limits.max_header_count:
             self._fail(431, f"more than {limits.max_header_count} headers")
             return False
-        size = len(request.method) + len(request.target) + 12 + 4 * len(raw)
-        size += sum(len(name) + len(value) for name, value in raw)
+        size = len(request.method) + len(request.target) + 12
+        headers = []
+        for name, value in raw:
+            size += len(name) + len(value) + 4
+            headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
         if size > limits.max_handshake_size:
             self._fail(431, f"the head exceeds {limits.max_handshake_size} bytes")
             return False
         self._request = request
-        self._headers = tuple(
-            (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in raw
-        )
+        self._headers = tuple(headers)
         self._body, self._body_size = [], 0
         method = request.method.decode("ascii", "replace")
         if method not in self.methods:
