@@ -395,7 +395,7 @@ def test_an_sse_answer_to_http_1_0_is_unchunked_and_ends_with_the_connection() -
     assert conn.send_event("one")
     conn.end_stream()
     answer = conn.data_to_send()
-    head, _, body = answer.partition(b"\r\n\r\n")
+    body = answer.partition(b"\r\n\r\n")[2]
     assert "transfer-encoding" not in headers_of(answer)
     assert headers_of(answer)["connection"] == "close"
     assert body == b"data: one\n\n"
