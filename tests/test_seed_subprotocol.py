@@ -53,9 +53,7 @@ async def outcome(client: WebSocketClient, tool: str) -> Any:
         return exc.code
 
 
-async def test_the_seed_subprotocol_beside_a_token_gets_the_seed_dialect_as_its_principal() -> (
-    None
-):
+async def test_the_seed_subprotocol_beside_a_token_gets_the_seed_dialect_as_its_principal() -> None:
     async with serving(secured()) as port:
         url = f"ws://127.0.0.1:{port}/"
         with anyio.fail_after(TIMEOUT):
