@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+"""The values ``serve --log-level`` takes, from the most verbose to the quietest."""
 STORE_ENV = "SECUREMCP_STORE_URL"
 """The environment variable ``--store URL`` (or ``--redis URL``) sets for the app."""
 REDIS_SCHEMES = ("redis", "rediss", "unix")
