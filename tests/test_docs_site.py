@@ -73,8 +73,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def inventory(site: Path) -> set[str]:
     """The object paths in the site's ``objects.inv`` (Sphinx inventory version 2)."""
-    header, _, body = site.joinpath("objects.inv").read_bytes().partition(
-        b"compressed using zlib.\n"
+    header, _, body = (
+        site.joinpath("objects.inv").read_bytes().partition(b"compressed using zlib.\n")
     )
     assert header.startswith(b"# Sphinx inventory version 2")
     return {line.split(" ", 1)[0] for line in zlib.decompress(body).decode().splitlines()}
