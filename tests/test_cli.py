@@ -123,9 +123,10 @@ class Server:
         *args: str,
         command: Sequence[str] = ("-m", "securemcp", "serve", "cli_app:app", "--port", "0"),
         env: dict[str, str] | None = None,
+        python: str = sys.executable,
     ) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, *command, *args],
+            [python, *command, *args],
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -8,9 +8,15 @@ does the same in a clean virtual environment where they are really absent.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
+from typing import Any
+
+import pytest
+
+from securemcp.cli import main
 
 BLOCK = """\
 import sys
@@ -96,3 +102,19 @@ def test_serve_on_a_backend_without_its_extra_is_one_error_line() -> None:
         assert done.stderr.count("\n") == 1, done.stderr
         assert done.stderr.startswith("error: backend ")
         assert f"pip install 'securemcp[{extra}]'" in done.stderr
+
+
+def test_serve_in_process_names_the_missing_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    find_spec = importlib.util.find_spec
+
+    def without_trio(name: str, package: str | None = None) -> Any:
+        return None if name == "trio" else find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_trio)
+    assert main(["serve", "no_such_module:app", "--backend", "trio"]) == 1
+    assert capsys.readouterr().err == (
+        "error: backend 'trio' needs trio, which is not installed: "
+        "pip install 'securemcp[trio]', or use backend='asyncio'\n"
+    )

@@ -43,7 +43,9 @@ def clear_notes(ctx: Context) -> dict[str, object]:
 def security(admin_token: str) -> SecurityPolicy:
     """Anonymous callers may use the unscoped tools; the admin token may use them all."""
     return SecurityPolicy(
-        authenticator=StaticTokenAuthenticator({admin_token: Principal("admin", {"admin"})}),
+        authenticator=StaticTokenAuthenticator(
+            {admin_token: Principal("admin", frozenset({"admin"}))}
+        ),
         allow_anonymous=True,
     )
 
