@@ -11,9 +11,9 @@ extension, configured as in ``mkdocs.yml``, fails a build.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import os
+import runpy
 import subprocess
 import sys
 import textwrap
@@ -191,11 +191,7 @@ def test_a_public_name_without_a_docstring_fails_the_build(
 
 
 def test_rest_docstrings_become_markdown() -> None:
-    spec = importlib.util.spec_from_file_location("require_docstrings", EXTENSION)
-    assert spec is not None
-    assert spec.loader is not None
-    extension = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(extension)
+    rest_to_markdown = runpy.run_path(str(EXTENSION))["rest_to_markdown"]
     text = textwrap.dedent(
         """\
         Call :meth:`~securemcp.SecureMCP.tool`, see :class:`Limits`. Like this::
@@ -207,7 +203,7 @@ def test_rest_docstrings_become_markdown() -> None:
 
         Done."""
     )
-    assert extension.rest_to_markdown(text) == textwrap.dedent(
+    assert rest_to_markdown(text) == textwrap.dedent(
         """\
         Call ``tool``, see ``Limits``. Like this:
 
