@@ -50,12 +50,19 @@ def run_script(name: str, url: str) -> list[str]:
 
 
 def test_call_it_from_the_command_line(notes_server: Server) -> None:
+    tools = run_cli("tools", notes_server.url)
+    assert tools.returncode == 0, tools.stderr
+    assert [line.split()[0] for line in tools.stdout.splitlines()] == [
+        "NAME",
+        "add_note",
+        "list_notes",
+    ]
     added = run_cli("call", notes_server.url, "add_note", "text=buy milk")
     assert added.returncode == 0, added.stderr
-    assert json.loads(added.stdout) == {"number": 1}
+    assert added.stdout == '{\n  "number": 1\n}\n'
     refused = run_cli("call", notes_server.url, "clear_notes")
     assert refused.returncode == 1
-    assert refused.stderr.startswith("error -31001: ")
+    assert refused.stderr == "error -31001: Authentication required\n"
     cleared = run_cli("call", notes_server.url, "clear_notes", "--token", "admin-secret")
     assert cleared.returncode == 0, cleared.stderr
     assert json.loads(cleared.stdout) == {"cleared": 1, "by": "admin"}
