@@ -280,6 +280,14 @@ def report(
         args.json.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
     if (not args.smoke) if args.write is None else args.write:
         write_section(title, section)
+        redraw_charts()
+
+
+def redraw_charts() -> None:
+    """Redraw docs/charts/ from the new RESULTS.md (plot.py needs matplotlib: the docs extra)."""
+    done = subprocess.run([sys.executable, str(HERE / "plot.py")], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"charts not redrawn: run python benchmarks/plot.py\n{done.stderr}", file=sys.stderr)
 
 
 def write_section(title: str, section: str) -> None:
