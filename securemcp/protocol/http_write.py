@@ -29,7 +29,9 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNSAFE = re.compile(r"[\x00\r\n]")
 
 LAST_CHUNK = b"0\r\n\r\n"
+"""The empty chunk that ends a chunked body (no trailers)."""
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+"""The interim answer to ``Expect: 100-continue``, sent before the body is read."""
 
 
 def reason(status: int) -> str:
