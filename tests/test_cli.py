@@ -572,10 +572,10 @@ def test_python_dash_m_runs_main(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_interrupted_client_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
-    import securemcp.cli
+    import securemcp._client_commands
 
     def interrupted(*_: Any, **__: Any) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(securemcp.cli, "_run_client", interrupted)
+    monkeypatch.setattr(securemcp._client_commands, "_run_client", interrupted)
     assert main(["ping", "ws://127.0.0.1:1"]) == 130

@@ -19,7 +19,7 @@ import pytest
 from securemcp.origin import OriginPolicy
 
 from .helpers import serving
-from .test_http_server import (
+from .http_helpers import (
     ADMIN,
     LIMIT,
     USER,
