@@ -62,7 +62,7 @@ def hold_slots(
         security_logger.warning(
             "HTTP request from %s refused: HTTP %d %s", driver.peer, refusal.status, refusal.reason
         )
-        endpoint.refuse(refusal.status, f"{refusal.reason}\n", refusal.headers)
+        endpoint.refuse(refusal.status, refusal.reason, refusal.headers)
         return False
     if guard.shared:
         driver._pending = part
@@ -102,7 +102,7 @@ async def _acquire_shared(
         return
     driver._pending = None
     if isinstance(verdict, Refusal):
-        endpoint.refuse(verdict.status, verdict.body or "", verdict.headers)
+        endpoint.refuse(verdict.status, (verdict.body or "").strip(), verdict.headers)
     else:
         _hold(driver, verdict)
         endpoint.on_request(request)

@@ -64,7 +64,13 @@ from securemcp.security import HandshakeRefused
 from ._calls import progress_sink, run_inline
 from ._http_caps import hold_slots
 from ._http_media import Form, check_media
-from ._http_view import HEADER_MISMATCH, RequestSession, error_body, header_mismatch
+from ._http_view import (
+    HEADER_MISMATCH,
+    RequestSession,
+    error_body,
+    header_mismatch,
+    refusal_answer,
+)
 from ._http_view import TEXT as _TEXT
 from ._http_view import RequestView as _RequestView
 from ._security import Deferred, security_logger
@@ -112,7 +118,7 @@ class HTTPEndpoint:
     def on_request(self, request: HTTPRequestReceived) -> None:
         """Answer ``request`` now, or start the tool call that will."""
         driver = self.driver
-        driver._arm(math.inf)  # the request is complete: no deadline while answering
+        driver._arm(math.inf, lazy=True)  # the request is complete: no deadline while answering
         settings = driver.settings
         path = request.path.partition("?")[0]
         if settings.mcp_path is None or path != settings.mcp_path:
@@ -122,7 +128,7 @@ class HTTPEndpoint:
             self._respond(405, b"Method Not Allowed\n", [("allow", "POST"), _TEXT])
             return
         if driver.server.draining or driver._refuse:
-            self.refuse(503, "Service Unavailable\n")
+            self.refuse(503, "service unavailable")
             return
         admitted, principal = self._admit(request)
         if not admitted or (settings.guard.capped and not hold_slots(self, request, principal)):
@@ -199,7 +205,7 @@ class HTTPEndpoint:
                 refusal.status,
                 refusal.reason,
             )
-            self._respond(refusal.status, f"{refusal.reason}\n".encode(), [*refusal.headers, _TEXT])
+            self._respond(refusal.status, *refusal_answer(refusal))
             return False, None
         except Exception as exc:  # noqa: BLE001 - a plug-in's failure refuses the request
             security_logger.error(
@@ -241,9 +247,10 @@ class HTTPEndpoint:
         http.end_stream()
         self._answered()
 
-    def refuse(self, status: int, body: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+    def refuse(self, status: int, reason: str, headers: Sequence[tuple[str, str]] = ()) -> None:
         """Refuse the request with ``status`` and end the connection (``Connection: close``)."""
-        self._http.respond_last(status, body.encode(), [*headers, _TEXT])
+        body, pairs = refusal_answer(HandshakeRefused(status, reason, tuple(headers)))
+        self._http.respond_last(status, body, pairs)
         self._answered()
 
     def _answered(self) -> None:
@@ -255,7 +262,7 @@ class HTTPEndpoint:
         self._form = "any"
         timeout = driver.settings.handshake_timeout
         if timeout is not None and not self._http.closed:
-            driver._arm(driver.adapter.now() + timeout)
+            driver._arm(driver.adapter.now() + timeout, lazy=True)
 
     # Tool calls
 

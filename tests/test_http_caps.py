@@ -64,8 +64,8 @@ async def served(port: int, *headers: tuple[str, str]) -> HTTPPeer:
     return peer
 
 
-async def refused_429(port: int, *headers: tuple[str, str]) -> bytes:
-    """A request on a new connection is refused over a cap; its body."""
+async def refused_429(port: int, *headers: tuple[str, str]) -> str:
+    """A request on a new connection is refused over a cap; the JSON-RPC error's message."""
     peer = await connect(port, tool_call("echo", 1, *headers, message="no"))
     async with peer.stream:
         answer = await peer.answer()
@@ -73,7 +73,9 @@ async def refused_429(port: int, *headers: tuple[str, str]) -> bytes:
         assert answer.headers["retry-after"] == "1"
         assert answer.headers["connection"] == "close"
         assert await peer.until_eof() == b""  # and the connection is closed
-    return answer.body
+    error = answer.json()["error"]
+    assert error["code"] == -31013
+    return str(error["message"])
 
 
 async def ws_refused(port: int, **options: Any) -> HandshakeRejected:
@@ -89,7 +91,7 @@ async def test_an_http_connection_holds_its_address_slot_until_it_ends() -> None
         idle = await connect(port)  # no request yet: no slot
         first, second = await served(port), await served(port)
         assert guard.open_for_address(HERE) == 2
-        assert await refused_429(port) == b"too many connections from this address\n"
+        assert await refused_429(port) == "Too many connections from this address (HTTP 429)"
         # One count for both transports on the port.
         refusal = await ws_refused(port)
         assert refusal.status_code == 429
@@ -113,7 +115,7 @@ async def test_a_principal_over_its_cap_gets_429_and_others_are_spared() -> None
     async with capped(policy) as (port, guard):
         bob = await served(port, bearer(USER_TOKEN))
         body = await refused_429(port, bearer(USER_TOKEN))
-        assert body == b"too many connections for this principal\n"
+        assert body == "Too many connections for this principal (HTTP 429)"
         alice = await served(port, bearer(ADMIN_TOKEN))
         anonymous = [await served(port), await served(port)]  # anonymous: no principal slot
         assert (guard.open_for_principal("bob"), guard.open_for_principal("alice")) == (1, 1)
@@ -225,6 +227,7 @@ async def test_a_full_server_answers_503_and_closes() -> None:
         async with first.stream, peer.stream:
             answer = await peer.answer()
             assert (answer.status, answer.headers["connection"]) == (503, "close")
+            assert answer.json()["error"]["code"] == -31503
             assert await peer.until_eof() == b""
 
 
@@ -262,8 +265,8 @@ async def test_http_and_websocket_connections_share_a_cap_through_redis(
     ):
         first = await served(port_a)
         async with WebSocketClient(f"ws://127.0.0.1:{port_b}/"):
-            assert await refused_429(port_a) == b"too many connections from this address\n"
-            assert await refused_429(port_b) == b"too many connections from this address\n"
+            assert await refused_429(port_a) == "Too many connections from this address (HTTP 429)"
+            assert await refused_429(port_b) == "Too many connections from this address (HTTP 429)"
             await first.stream.aclose()
             # Given back in Redis once server A saw the close: B takes it.
             await wait_for(lambda: one.held(("address", HERE)) == 0)
