@@ -12,7 +12,8 @@ import os
 import socket
 import struct
 import zlib
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -42,6 +43,7 @@ from .conftest import (
 )
 
 MiB = 1024 * 1024
+T = TypeVar("T")
 
 
 async def answer(peer: RawPeer) -> Any:
@@ -305,10 +307,31 @@ def widen_receive_window(peer: RawPeer) -> None:
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
 
 
-def check_growth(memory: MemoryWatch, when: str) -> int:
-    """The peak memory growth so far, which must be under :data:`FLOOD_BOUND`."""
+async def flood_unread(
+    peer: RawPeer,
+    requests: bytes,
+    read: Callable[[], Awaitable[T]],
+    check: Callable[[MemoryWatch, str], int],
+) -> tuple[T, int]:
+    """Write ``requests`` unread until pushed back, then ``read()`` the answers; the peak growth.
+
+    ``check`` bounds the server's memory while the peer does not read, then over
+    the whole flood.
+    """
+    with RawWriter(peer) as writer, MemoryWatch() as memory:
+        await writer.write(requests, stall=STALL)
+        check(memory, "while the client wrote without reading")
+        widen_receive_window(peer)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.finish)
+            result = await read()
+        return result, check(memory, "over the whole flood")
+
+
+def check_growth(memory: MemoryWatch, when: str, bound: int = FLOOD_BOUND) -> int:
+    """The peak memory growth so far, which must be under ``bound``."""
     growth = memory.peak_growth()
-    assert growth < FLOOD_BOUND, f"server grew by {growth} bytes {when}, bound {FLOOD_BOUND}"
+    assert growth < bound, f"server grew by {growth} bytes {when}, bound {bound}"
     return growth
 
 
@@ -316,22 +339,15 @@ def check_growth(memory: MemoryWatch, when: str) -> int:
 async def test_10_000_pipelined_requests_unread_keep_server_memory_bounded() -> None:
     size = 1024
     requests = blob_requests(10_000, size)
-    answered: set[int] = set()
-
     async with (
         hostile_server(limits=FLOOD_LIMITS) as server,
         server.open_peer(rcvbuf=FLOOD_RCVBUF, mss=FLOOD_MSS) as peer,
     ):
-        with RawWriter(peer) as writer, MemoryWatch() as memory:
-            # Every request, without reading an answer; the kernel buffers may
-            # hold them all (1 MiB), the 10 MiB of answers they cannot.
-            await writer.write(requests, stall=STALL)
-            check_growth(memory, "while the client wrote without reading")
-            widen_receive_window(peer)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(writer.finish)
-                answered |= await blob_answers(peer, 10_000, size)
-            growth = check_growth(memory, "over the whole flood")
+        # Every request, without reading an answer; the kernel buffers may
+        # hold them all (1 MiB), the 10 MiB of answers they cannot.
+        answered, growth = await flood_unread(
+            peer, requests, lambda: blob_answers(peer, 10_000, size), check_growth
+        )
         await still_answers(peer)
     # Every request was answered once the peer read: nothing was lost.
     assert answered == set(range(10_000))

@@ -15,6 +15,7 @@ import pytest
 
 from securemcp.transport import HTTPClient
 
+from .attacks import flood_until, slowest_call
 from .conftest import MemoryWatch, RawPeer, Server, hostile_server, wait_for
 from .http_peer import HTTPPeer, http_probe, mcp_post, mcp_url, message, tool_call
 from .test_fairness import BATCH, PROMPT
@@ -27,8 +28,10 @@ from .test_hostile_messages import (
     READ_SIZE,
     STALL,
     RawWriter,
+    flood_unread,
     widen_receive_window,
 )
+from .test_hostile_messages import check_growth as check_flood_growth
 
 MiB = 1024 * 1024
 HTTP_FLOOD_LIMITS = dataclasses.replace(FLOOD_LIMITS, max_http_requests=1_000_000)
@@ -43,9 +46,7 @@ of these floods would hold 4.5 to 10 MiB."""
 
 def check_growth(memory: MemoryWatch, when: str) -> int:
     """The peak memory growth so far, which must be under :data:`HTTP_FLOOD_BOUND`."""
-    growth = memory.peak_growth()
-    assert growth < HTTP_FLOOD_BOUND, f"server grew by {growth} bytes {when}"
-    return growth
+    return check_flood_growth(memory, when, HTTP_FLOOD_BOUND)
 
 
 async def flood_peer(server: Server) -> HTTPPeer:
@@ -86,14 +87,9 @@ async def test_5000_pipelined_requests_unread_keep_server_memory_bounded() -> No
     async with hostile_server(limits=HTTP_FLOOD_LIMITS) as server:
         peer = await flood_peer(server)
         async with peer.stream:
-            with RawWriter(peer) as writer, MemoryWatch() as memory:
-                await writer.write(requests, stall=STALL)
-                check_growth(memory, "while the client wrote without reading")
-                widen_receive_window(peer)
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(writer.finish)
-                    answered = await blob_answers(peer, count, size)
-                growth = check_growth(memory, "over the whole flood")
+            answered, growth = await flood_unread(
+                peer, requests, lambda: blob_answers(peer, count, size), check_growth
+            )
         await http_probe(server)
     assert answered == list(range(count))  # every one, once, in order
     print(f"HTTP flood: peak growth {growth} bytes, bound {HTTP_FLOOD_BOUND}")
@@ -211,21 +207,12 @@ async def test_an_sse_stream_nobody_reads_holds_bounded_memory_and_starves_nobod
 async def _flood(peer: HTTPPeer, stop: anyio.Event) -> int:
     """Pipeline echo calls, reading the answers, until ``stop``; how many were answered."""
     batch = b"".join(tool_call("echo", n, message="flood") for n in range(BATCH))
-    answered = 0
 
-    async def read() -> None:
-        nonlocal answered
-        while True:
-            reply = (await peer.answer()).json()
-            assert reply["result"]["content"][0]["text"] == "flood"
-            answered += 1
+    async def read_one() -> None:
+        reply = (await peer.answer()).json()
+        assert reply["result"]["content"][0]["text"] == "flood"
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(read)
-        while not stop.is_set():
-            await peer.stream.send(batch)
-        tg.cancel_scope.cancel()
-    return answered
+    return await flood_until(stop, lambda: peer.stream.send(batch), read_one)
 
 
 @pytest.mark.anyio
@@ -235,7 +222,6 @@ async def test_a_flooding_http_connection_does_not_starve_another() -> None:
         widen_receive_window(peer)
         async with peer.stream:
             stop = anyio.Event()
-            slowest = 0.0
             flooded: list[int] = []
             async with anyio.create_task_group() as tg:
 
@@ -244,12 +230,12 @@ async def test_a_flooding_http_connection_does_not_starve_another() -> None:
 
                 tg.start_soon(flood)
                 async with HTTPClient(mcp_url(server)) as bystander:
-                    for _ in range(20):
-                        start = anyio.current_time()
-                        with anyio.fail_after(5):
-                            echoed = await bystander.invoke_tool("echo", {"message": "me too"})
+
+                    async def call() -> None:
+                        echoed = await bystander.invoke_tool("echo", {"message": "me too"})
                         assert echoed == "me too"
-                        slowest = max(slowest, anyio.current_time() - start)
+
+                    slowest = await slowest_call(call)
                 stop.set()
     [answered] = flooded
     assert answered >= 2 * BATCH  # the flood really ran alongside
