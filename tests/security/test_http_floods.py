@@ -28,25 +28,14 @@ from .test_hostile_messages import (
     READ_SIZE,
     STALL,
     RawWriter,
+    check_growth,
     flood_unread,
     widen_receive_window,
 )
-from .test_hostile_messages import check_growth as check_flood_growth
 
 MiB = 1024 * 1024
 HTTP_FLOOD_LIMITS = dataclasses.replace(FLOOD_LIMITS, max_http_requests=1_000_000)
 """The WebSocket flood's limits, and keep-alive connections that serve a flood whole."""
-HTTP_FLOOD_BOUND = FLOOD_BOUND + MiB
-"""The WebSocket floods' bound (about 2.1 MiB), and 1 MiB for what each request
-costs the event loop after it is answered: on trio a connection's timer is
-re-armed per request, and a cancelled deadline stays in trio's heap until it
-prunes it (past a thousand stale entries). A server that buffered the answers
-of these floods would hold 4.5 to 10 MiB."""
-
-
-def check_growth(memory: MemoryWatch, when: str) -> int:
-    """The peak memory growth so far, which must be under :data:`HTTP_FLOOD_BOUND`."""
-    return check_flood_growth(memory, when, HTTP_FLOOD_BOUND)
 
 
 async def flood_peer(server: Server) -> HTTPPeer:
@@ -92,7 +81,7 @@ async def test_5000_pipelined_requests_unread_keep_server_memory_bounded() -> No
             )
         await http_probe(server)
     assert answered == list(range(count))  # every one, once, in order
-    print(f"HTTP flood: peak growth {growth} bytes, bound {HTTP_FLOOD_BOUND}")
+    print(f"HTTP flood: peak growth {growth} bytes, bound {FLOOD_BOUND}")
 
 
 @pytest.mark.anyio
@@ -115,7 +104,7 @@ async def test_requests_read_at_once_are_answered_only_as_fast_as_the_peer_reads
                 growth = check_growth(memory, "over the whole exchange")
         await http_probe(server)
     assert answered == list(range(count))
-    print(f"HTTP answers: peak growth {growth} bytes, bound {HTTP_FLOOD_BOUND}")
+    print(f"HTTP answers: peak growth {growth} bytes, bound {FLOOD_BOUND}")
 
 
 PING_BATCH = 200
