@@ -97,23 +97,22 @@ class MemoryTransport(asyncio.Transport):
         return self._closing
 
     def close(self) -> None:
-        """Stop reading; once the peer has read what this end wrote, end the connection."""
+        """Stop reading; once the peer has read what this end wrote, end the connection.
+
+        What the peer sent that this end had not read is dropped, as a socket
+        closed with unread data does.
+        """
         if self._closing:
             return
         self._closing = True
+        peer = self._peer
+        if peer._unread:
+            peer._unread.clear()
+            peer._drained()
         if not self._unread:
             self._finish()
 
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol  # type: ignore[return-value]
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._protocol = protocol  # type: ignore[assignment]
-
     # Reading: this end's protocol gets what the peer wrote
-
-    def is_reading(self) -> bool:
-        return self._reading and not self._closing
 
     def pause_reading(self) -> None:
         self._reading = False
@@ -174,9 +173,6 @@ class MemoryTransport(asyncio.Transport):
         if not high >= low >= 0:
             raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
         self._high, self._low = high, low
-
-    def can_write_eof(self) -> bool:
-        return False
 
     def abort(self) -> None:
         """Drop the connection now: unsent bytes are lost, the peer sees a reset."""

@@ -87,23 +87,27 @@ class Site:
         self._resources = transport._resources()
         self._clients = 0
         self._closing: anyio.Event | None = None
+        # Clients connecting at once wait for the first to open the resources.
+        self._opening = anyio.Lock()
+        self._entering = 0
 
     async def _enter(self, task_group: anyio.abc.TaskGroup) -> bool:
         """One more client; the first opens the app's resources in ``task_group``.
 
         Whether this client opened them (it closes them when it leaves).
         """
-        self._clients += 1
-        if self._clients > 1 or not self._resources:
-            return False
-        closing = anyio.Event()
+        self._entering += 1
         try:
-            await task_group.start(hold_open, self._resources, closing)
-        except BaseException:
-            self._clients -= 1
-            raise
-        self._closing = closing
-        return True
+            async with self._opening:
+                opens = self._clients == 0 and bool(self._resources)
+                if opens:
+                    closing = anyio.Event()
+                    await task_group.start(hold_open, self._resources, closing)
+                    self._closing = closing
+                self._clients += 1
+                return opens
+        finally:
+            self._entering -= 1
 
     def leave(self, target: SecureMCP | WebSocketTransport, token: str | None, owner: bool) -> None:
         """A client of ``target`` left: forget its token, close the resources if it opened them."""
@@ -132,6 +136,8 @@ async def join(
     try:
         return site, await site._enter(task_group)
     except BaseException:
-        if site._clients == 0:
+        # The resources did not open: the next client tries again, on this site if it
+        # is waiting already.
+        if site._clients == 0 and not site._entering:
             del _sites[target]
         raise

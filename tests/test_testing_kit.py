@@ -304,6 +304,21 @@ async def test_a_token_goes_through_the_transports_security_policy() -> None:
 
 
 @pytest.mark.anyio
+async def test_two_tokens_are_refused_as_on_the_wire() -> None:
+    transport = guarded_transport()
+    twice = [("Authorization", "Bearer good"), ("Authorization", "Bearer weak")]
+    async with serving(transport) as port:
+        with pytest.raises(HandshakeRejected) as wired:
+            async with WebSocketClient(f"ws://127.0.0.1:{port}", headers=twice):
+                pass
+    with pytest.raises(HandshakeRejected) as kit:
+        async with TestClient(transport, headers=twice):
+            pass
+    assert kit.value.status_code == wired.value.status_code == 401
+    assert kit.value.body == wired.value.body
+
+
+@pytest.mark.anyio
 async def test_the_policys_rate_limit_and_connection_caps_apply() -> None:
     transport = guarded_transport(
         rate_limiter=RateLimiter(rate=0.001, burst=2), max_connections_per_principal=1
@@ -470,6 +485,120 @@ async def test_resources_open_with_the_first_client_and_close_with_it() -> None:
     assert log == ["open", "close", "open", "close"]
 
 
+@pytest.mark.anyio
+async def test_a_resource_that_fails_to_open_fails_the_connect_and_nothing_else() -> None:
+    app = kit_app()
+    attempts: list[str] = []
+
+    class Flaky:
+        async def __aenter__(self) -> None:
+            attempts.append("open")
+            if len(attempts) == 1:
+                raise RuntimeError("database down")
+
+        async def __aexit__(self, *exc: object) -> None:
+            attempts.append("close")
+
+    app.uses(Flaky())
+    client = TestClient(app)
+    with pytest.raises(RuntimeError, match="database down"):
+        await client.connect()
+    assert not client.serving
+    async with TestClient(app) as second:
+        assert await second.invoke_tool("add", {"a": 1}) == 1
+    assert attempts == ["open", "open", "close"]
+
+
+@pytest.mark.anyio
+async def test_a_client_waiting_on_a_failed_opening_opens_the_resources_itself() -> None:
+    app = kit_app()
+    attempts: list[str] = []
+    release = anyio.Event()
+
+    class Flaky:
+        async def __aenter__(self) -> None:
+            attempts.append("open")
+            if len(attempts) == 1:
+                await release.wait()
+                raise RuntimeError("database down")
+
+        async def __aexit__(self, *exc: object) -> None:
+            attempts.append("close")
+
+    app.uses(Flaky())
+    failed: list[BaseException] = []
+    done = anyio.Event()
+
+    async def first() -> None:
+        with pytest.raises(RuntimeError) as caught:
+            await TestClient(app).connect()
+        failed.append(caught.value)
+
+    async def second() -> None:
+        async with TestClient(app) as client:
+            async with TestClient(app) as third:  # shares what the second opened
+                assert await third.invoke_tool("add", {"a": 3}) == 3
+            assert await client.invoke_tool("add", {"a": 2}) == 2
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(second)
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+        with anyio.fail_after(WAIT):
+            await done.wait()
+    assert [str(error) for error in failed] == ["database down"]
+    assert attempts == ["open", "open", "close"]
+
+
+@pytest.mark.anyio
+async def test_clients_connecting_at_once_wait_for_the_resources() -> None:
+    app = kit_app()
+    log: list[str] = []
+    opened = anyio.Event()
+
+    class Slow:
+        async def __aenter__(self) -> None:
+            log.append("opening")
+            await opened.wait()
+            log.append("open")
+
+        async def __aexit__(self, *exc: object) -> None:
+            log.append("close")
+
+    @app.tool()
+    async def resource_state() -> str:
+        return log[-1]
+
+    app.uses(Slow())
+    seen: list[str] = []
+    all_seen = anyio.Event()
+
+    async def one_client(started: anyio.Event) -> None:
+        started.set()
+        async with TestClient(app) as client:
+            seen.append(await client.invoke_tool("resource_state"))
+            if len(seen) == 3:
+                all_seen.set()
+            await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            started = anyio.Event()
+            tg.start_soon(one_client, started)
+            await started.wait()
+        await anyio.wait_all_tasks_blocked()
+        assert log == ["opening"]
+        opened.set()
+        with anyio.fail_after(WAIT):
+            await all_seen.wait()
+        tg.cancel_scope.cancel()
+    assert seen == ["open"] * 3
+    assert log == ["opening", "open", "close"]
+
+
 def test_misuse_is_refused_up_front() -> None:
     with pytest.raises(TypeError, match="SecureMCP app or a WebSocketTransport"):
         TestClient("ws://localhost:8765")  # type: ignore[arg-type]
@@ -487,6 +616,7 @@ async def test_connect_twice_is_refused_and_a_failed_connect_leaves_nothing() ->
         with pytest.raises(LocalProtocolError, match="already"):
             await client.connect()
     assert not client.serving
+    await client.aclose()  # again: harmless
     refused = TestClient(guarded_transport(), token="forged")
     with pytest.raises(HandshakeRejected):
         await refused.connect()
