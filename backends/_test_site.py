@@ -53,10 +53,22 @@ class _Issued:
 
 @dataclass(frozen=True, slots=True)
 class PrincipalsPolicy(SecurityPolicy):
-    """A transport's security policy that also admits the site's test tokens as their principals."""
+    """A transport's security policy that also admits the site's test tokens as their principals.
 
+    Its own fields are the transport policy's (the connection guard reads its
+    rate limiter and caps); the handshake is checked by that policy itself.
+    """
+
+    wrapped: SecurityPolicy = field(default_factory=SecurityPolicy, compare=False)
+    """The transport's own policy."""
     principals: dict[str, Principal] = field(default_factory=dict, hash=False, compare=False)
     """The test tokens of the clients connected, and the principal each stands for."""
+
+    @classmethod
+    def around(cls, policy: SecurityPolicy, principals: dict[str, Principal]) -> PrincipalsPolicy:
+        """``policy``, admitting the tokens of ``principals`` too."""
+        own = {spec.name: getattr(policy, spec.name) for spec in fields(SecurityPolicy)}
+        return cls(**own, wrapped=policy, principals=principals)
 
     def check_handshake(self, request: HandshakeRequest, *, now: float) -> HandshakeAccepted:
         try:
@@ -64,10 +76,10 @@ class PrincipalsPolicy(SecurityPolicy):
         except AuthenticationError:
             token = None  # two tokens: the policy's own check refuses them, as on the wire
         principal = None if token is None else self.principals.get(token)
-        policy: SecurityPolicy = self
+        policy = self.wrapped
         if principal is not None:
-            policy = replace(self, authenticator=_Issued(principal))
-        return SecurityPolicy.check_handshake(policy, request, now=now)
+            policy = replace(policy, authenticator=_Issued(principal))
+        return policy.check_handshake(request, now=now)
 
 
 class Site:
@@ -75,11 +87,7 @@ class Site:
 
     def __init__(self, transport: WebSocketTransport) -> None:
         self.principals: dict[str, Principal] = {}
-        security = transport.security
-        policy = PrincipalsPolicy(
-            **{spec.name: getattr(security, spec.name) for spec in fields(SecurityPolicy)},
-            principals=self.principals,
-        )
+        policy = PrincipalsPolicy.around(transport.security, self.principals)
         # No TLS in memory; the rest is the transport's own.
         self.settings: ServerSettings = replace(
             transport._settings, ssl=None, guard=ConnectionGuard(policy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
@@ -29,7 +30,8 @@ from securemcp import (
     Unauthenticated,
 )
 from securemcp.backends.mcp_client import ProgressUpdate
-from securemcp.protocol import Limits
+from securemcp.protocol import HandshakeRequest, Limits
+from securemcp.security import HandshakeAccepted, HandshakeRefused
 from securemcp.testing import TestClient
 from securemcp.transport import WebSocketClient, WebSocketTransport
 
@@ -301,6 +303,27 @@ async def test_a_token_goes_through_the_transports_security_policy() -> None:
     # A principal needs no token, even where tokens are required.
     async with TestClient(transport, principal=Principal("cyd")) as cyd:
         assert await cyd.invoke_tool("whoami") == "cyd"
+
+
+@dataclass(frozen=True, slots=True)
+class NoRobots(SecurityPolicy):
+    """A policy with a check of its own: no ``User-Agent: robot``."""
+
+    def check_handshake(self, request: HandshakeRequest, *, now: float) -> HandshakeAccepted:
+        if ("user-agent", "robot") in request.headers:
+            raise HandshakeRefused(403, "no robots")
+        return SecurityPolicy.check_handshake(self, request, now=now)
+
+
+@pytest.mark.anyio
+async def test_a_policys_own_checks_apply_to_a_principal_too() -> None:
+    transport = WebSocketTransport(kit_app(), security=NoRobots())
+    async with TestClient(transport, principal=ANN) as ann:
+        assert await ann.invoke_tool("whoami") == "ann"
+    with pytest.raises(HandshakeRejected) as refused:
+        async with TestClient(transport, principal=ANN, headers={"User-Agent": "robot"}):
+            pass
+    assert refused.value.status_code == 403
 
 
 @pytest.mark.anyio
