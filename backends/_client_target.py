@@ -19,6 +19,7 @@ __all__ = [
     "Target",
     "connect_error",
     "header_pairs",
+    "parse_http_url",
     "parse_url",
     "system_error",
     "tls_context",
@@ -89,6 +90,15 @@ def parse_url(url: str) -> Target:
     if parts.query:
         resource += "?" + parts.query
     return Target(secure, host, port, host_header, resource)
+
+
+def parse_http_url(url: str) -> Target:
+    """Check an ``http://`` / ``https://`` URL; ``ValueError`` says what is wrong with it."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise ValueError(f"unsupported URL in {url!r}: use http:// or https://")
+    # The WebSocket URL's checks (credentials, fragment, host, port) apply as they are.
+    return parse_url(("wss" if scheme.lower() == "https" else "ws") + "://" + rest)
 
 
 def header_pairs(

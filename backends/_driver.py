@@ -72,6 +72,7 @@ class ConnectionDriver:
         "_pending",
         "_refuse",
         "_session",
+        "_timer_at",
         "adapter",
         "address",
         "conn",
@@ -105,6 +106,7 @@ class ConnectionDriver:
         # Keyed by request id (unique among calls in flight, the core sees to that).
         self._calls: dict[RequestId, tuple[ToolCall, Callable[[], object]]] = {}
         self._deadline = math.inf
+        self._timer_at = math.inf  # when the adapter's timer fires (see _arm)
         self._expires_at: float | None = None
         # Advanced by the server's ticker (keepalive_tick).
         self._keepalive = Keepalive(settings.ping_interval, settings.ping_timeout)
@@ -203,13 +205,29 @@ class ConnectionDriver:
 
     # Timers
 
-    def _arm(self, when: float) -> None:
-        if when != self._deadline:
-            self._deadline = when
-            self.adapter.set_deadline(when)
+    def _arm(self, when: float, *, lazy: bool = False) -> None:
+        """Set the deadline; ``lazy``: leave an earlier timer be, it sets itself again when due.
+
+        Lazy is for keep-alive HTTP, whose deadline moves with every request:
+        moving the adapter's timer each time cost a timer (a task on trio) per
+        request, where letting it fire and re-arm costs one per timeout.
+        """
+        if when == self._deadline:
+            return
+        self._deadline = when
+        if lazy and when > self._timer_at:
+            return
+        self._timer_at = when
+        self.adapter.set_deadline(when)
 
     def on_deadline(self) -> None:
         """The deadline asked for has come: time out the handshake or the close, or expire."""
+        timer_at, self._timer_at = self._timer_at, math.inf
+        if self._deadline > timer_at:  # moved later (lazily) since the timer was set
+            if self._deadline != math.inf:
+                self._timer_at = self._deadline
+                self.adapter.set_deadline(self._deadline)
+            return
         self._deadline = math.inf
         if self.conn.state is ConnectionState.CONNECTING:
             logger.debug("handshake timeout on the connection from %s", self.peer)

@@ -60,7 +60,13 @@ from securemcp.protocol.mcp_stateless import has_envelope
 from securemcp.security import HandshakeRefused
 
 from ._calls import progress_sink, run_inline
-from ._http_view import HEADER_MISMATCH, RequestSession, error_body, header_mismatch
+from ._http_view import (
+    HEADER_MISMATCH,
+    RequestSession,
+    error_body,
+    header_mismatch,
+    refusal_answer,
+)
 from ._http_view import TEXT as _TEXT
 from ._http_view import RequestView as _RequestView
 from ._security import Deferred, security_logger
@@ -106,7 +112,7 @@ class HTTPEndpoint:
     def on_request(self, request: HTTPRequestReceived) -> None:
         """Answer ``request`` now, or start the tool call that will."""
         driver = self.driver
-        driver._arm(math.inf)  # the request is complete: no deadline while answering
+        driver._arm(math.inf, lazy=True)  # the request is complete: no deadline while answering
         settings = driver.settings
         path = request.path.partition("?")[0]
         if settings.mcp_path is None or path != settings.mcp_path:
@@ -189,7 +195,7 @@ class HTTPEndpoint:
                 refusal.status,
                 refusal.reason,
             )
-            self._respond(refusal.status, f"{refusal.reason}\n".encode(), [*refusal.headers, _TEXT])
+            self._respond(refusal.status, *refusal_answer(refusal))
             return False, None
         except Exception as exc:  # noqa: BLE001 - a plug-in's failure refuses the request
             security_logger.error(
@@ -228,7 +234,7 @@ class HTTPEndpoint:
         self._streaming = False
         timeout = driver.settings.handshake_timeout
         if timeout is not None and not self._http.closed:
-            driver._arm(driver.adapter.now() + timeout)
+            driver._arm(driver.adapter.now() + timeout, lazy=True)
 
     # Tool calls
 

@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 import pydantic_core
 
 from securemcp.auth import Principal, check_scopes
-from securemcp.errors import RPCError
+from securemcp.errors import ErrorCode, RPCError
 from securemcp.protocol import ToolCall
 from securemcp.protocol.calls import authorize_call, prepare_call
 from securemcp.protocol.jsonrpc import RequestId, dumps_bytes
 from securemcp.pubsub import Broker, check_topic
+from securemcp.security import HandshakeRefused
 from securemcp.tools import Tool
 
 from ._pubsub import LoopThread
@@ -34,6 +35,7 @@ __all__ = [
     "RequestView",
     "error_body",
     "header_mismatch",
+    "refusal_answer",
 ]
 
 HEADER_MISMATCH = -32020
@@ -45,6 +47,8 @@ _VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
 _BASE64 = re.compile(r"=\?base64\?(?P<payload>.*)\?=")
 
 _T = TypeVar("_T")
+
+_REFUSAL_CODES = {401: ErrorCode.UNAUTHENTICATED, 403: ErrorCode.FORBIDDEN}
 
 TEXT = ("content-type", "text/plain; charset=utf-8")
 
@@ -196,8 +200,8 @@ def header_mismatch(request: Any, message: dict[str, Any]) -> str | None:
 
 def _decoded(value: str | None) -> str | None:
     """A header value as sent: verbatim, or the UTF-8 text of its base64 form."""
-    if value is None:
-        return None
+    if value is None or not value.startswith("=?"):
+        return value
     wrapped = _BASE64.fullmatch(value)
     if wrapped is None:
         return value
@@ -218,3 +222,16 @@ def error_body(request_id: RequestId | None, exc: RPCError) -> bytes:
     except pydantic_core.PydanticSerializationError:
         error.pop("data", None)
         return dumps_bytes(answer)
+
+
+def refusal_answer(refusal: HandshakeRefused) -> tuple[bytes, list[tuple[str, str]]]:
+    """The body and headers of a refused MCP request: its status keeps its meaning.
+
+    The body is a JSON-RPC error (-31001 for 401, -31003 for 403, as on the
+    WebSocket), which MCP clients show for a non-2xx answer (the SDK 2.x
+    client does), rather than a bare "server returned an error".
+    """
+    code = _REFUSAL_CODES.get(refusal.status, ErrorCode.INVALID_REQUEST)
+    reason = refusal.reason[:1].upper() + refusal.reason[1:]
+    error = RPCError(f"{reason} (HTTP {refusal.status})", code=code)
+    return error_body(None, error), [*refusal.headers, ("content-type", "application/json")]

@@ -27,9 +27,23 @@ from ._workers import Supervisor, check_workers, stop_timeout
 if TYPE_CHECKING:
     from .server import WebSocketTransport
 
-__all__ = ["BACKENDS", "hold_open", "run_transport"]
+__all__ = ["BACKENDS", "backend_missing", "hold_open", "run_transport"]
 
 BACKENDS = {"asyncio", "asyncio+uvloop", "trio"}
+
+# The backends that need an extra (named like its module); plain asyncio needs none.
+_EXTRAS = {"trio": "trio", "asyncio+uvloop": "uvloop"}
+
+
+def backend_missing(backend: str) -> str | None:
+    """Why ``backend`` cannot run here (its extra is not installed), or ``None`` if it can."""
+    extra = _EXTRAS.get(backend)
+    if extra is None or importlib.util.find_spec(extra) is not None:
+        return None
+    return (
+        f"backend {backend!r} needs {extra}, which is not installed: "
+        f"pip install 'securemcp[{extra}]', or use backend='asyncio'"
+    )
 
 
 def run_transport(
@@ -45,13 +59,11 @@ def run_transport(
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: use one of {sorted(BACKENDS)}")
     check_workers(workers, transport.app, transport.broker)
+    missing = backend_missing(backend)
+    if missing is not None:
+        raise RuntimeError(missing)
     options: dict[str, Any] = {}
     if backend == "asyncio+uvloop":
-        if importlib.util.find_spec("uvloop") is None:
-            raise RuntimeError(
-                "backend 'asyncio+uvloop' needs uvloop, which is not installed "
-                "(pip install uvloop), or use backend='asyncio'"
-            )
         backend, options = "asyncio", {"use_uvloop": True}
     _configure_logging(log_level)
     if workers > 1:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from securemcp.app import SecureMCP
 from securemcp.protocol import HTTPRequest, Limits, ToolCall
 from securemcp.protocol.mcp import SUBPROTOCOL as MCP_SUBPROTOCOL
+from securemcp.protocol.seed import SUBPROTOCOL as SEED_SUBPROTOCOL
 from securemcp.pubsub import Broker
 from securemcp.security import SecurityPolicy
 
@@ -131,10 +132,12 @@ def choose_subprotocol(settings: ServerSettings, offered: tuple[str, ...]) -> st
     """The subprotocol to answer with: ours, in our order of preference, if offered.
 
     ``offered`` comes without token entries (``bearer.<token>``), so a token is
-    never echoed back. Failing those, ``mcp`` (the MCP dialect, which every
-    server speaks) when offered.
+    never echoed back. Failing those, the first offered of the dialects every
+    server speaks: ``mcp`` (the MCP dialect) or ``securemcp.seed`` (the seed
+    dialect, for a browser that must name one beside its token).
     """
     chosen = next((name for name in settings.subprotocols if name in offered), None)
-    if chosen is None and MCP_SUBPROTOCOL in offered:
-        chosen = MCP_SUBPROTOCOL
+    if chosen is None:
+        builtin = (MCP_SUBPROTOCOL, SEED_SUBPROTOCOL)
+        chosen = next((name for name in offered if name in builtin), None)
     return chosen

@@ -28,23 +28,21 @@ from __future__ import annotations
 
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from types import EllipsisType, TracebackType
-from typing import Any, Self
+from typing import Any
 
-import anyio
 import sniffio
 
 from securemcp.errors import InternalError, LocalProtocolError
 from securemcp.protocol import CloseCode, Limits, Welcome
 from securemcp.protocol.mcp import SUBPROTOCOL as MCP_SUBPROTOCOL
 from securemcp.protocol.mcp import TOOLS_CALL
-from securemcp.protocol.mcp_stateless import SERVER_DISCOVER
 
 from ._client_io import ClientIO
 from ._client_notes import Notification, NotificationHandler, NotificationIterator
 from ._client_session import ClientSession
 from ._client_target import header_pairs, parse_url, tls_context, with_token
-from .mcp_client import ProgressCallback, ServerInfo, ToolResult, parse_tool_result
+from ._mcp_calls import CallTimeout, MCPCalls
+from .mcp_client import ProgressCallback, ServerInfo
 
 __all__ = ["Notification", "WebSocketClient"]
 
@@ -60,7 +58,7 @@ def _io_class() -> type[ClientIO]:
     return AsyncioIO
 
 
-class WebSocketClient:
+class WebSocketClient(MCPCalls):
     """A SecureMCP client over one WebSocket connection (``ws://`` or ``wss://``).
 
     Use it as an async context manager, on asyncio or trio::
@@ -203,18 +201,6 @@ class WebSocketClient:
 
     # Life cycle
 
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     async def connect(self) -> None:
         """Open the connection: TCP, TLS for ``wss://``, then the WebSocket handshake.
 
@@ -246,31 +232,10 @@ class WebSocketClient:
         """Return once the connection is over (:attr:`close_code` is then set)."""
         await self._session.wait_closed()
 
-    # Calls
-
-    async def request(
-        self,
-        method: str,
-        params: Any = None,
-        *,
-        timeout: float | EllipsisType | None = ...,  # noqa: ASYNC109 - per-call timeout is the API
-    ) -> Any:
-        """Send any request and return its ``result``.
-
-        ``timeout`` defaults to the client's; ``None`` waits forever. Raises the
-        :class:`~securemcp.errors.RPCError` subclass of an error answer,
-        :class:`~securemcp.errors.RequestTimeout`, or
-        :class:`~securemcp.errors.ConnectionClosed`. ``params`` that JSON cannot
-        hold raise :class:`ValueError` before anything is sent.
-        """
-        return await self._session.call(method, params, self._limit(timeout), tool_call=False)
+    # Calls: request, call_tool and ping are MCPCalls'; the seed dialect differs here.
 
     async def invoke_tool(
-        self,
-        name: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        timeout: float | EllipsisType | None = ...,  # noqa: ASYNC109 - per-call timeout is the API
+        self, name: str, params: Mapping[str, Any] | None = None, *, timeout: CallTimeout = ...
     ) -> Any:
         """Call tool ``name`` with ``params`` and return what it returned.
 
@@ -283,97 +248,24 @@ class WebSocketClient:
         arguments, like a failing tool, :class:`~securemcp.errors.ToolError`.
         """
         if self.speaks_mcp:
-            result = await self.call_tool(name, params, timeout=timeout)
-            return result.value()
+            return await super().invoke_tool(name, params, timeout=timeout)
         payload = {"tool_name": name, "params": dict(params) if params is not None else {}}
         return await self._session.call(
             "invoke_tool", payload, self._limit(timeout), tool_call=True
         )
 
-    async def call_tool(
-        self,
-        name: str,
-        arguments: Mapping[str, Any] | None = None,
-        *,
-        timeout: float | EllipsisType | None = ...,  # noqa: ASYNC109 - per-call timeout is the API
-        on_progress: ProgressCallback | None = None,
-    ) -> ToolResult:
-        """MCP ``tools/call``: run tool ``name`` and return its :class:`ToolResult`.
-
-        A tool's failure is a result with ``is_error`` set, not an exception;
-        protocol errors (unknown tool: -32602) raise their
-        :class:`~securemcp.errors.RPCError`. ``on_progress(update)`` receives
-        the tool's progress reports in this task, before the result returns.
-        When the wait ends early (timeout, cancellation), the server is told
-        with ``notifications/cancelled``.
-        """
-        if not self.speaks_mcp:
-            raise LocalProtocolError(
-                "call_tool needs an MCP connection (WebSocketClient(mcp=True))"
-            )
-        params: dict[str, Any] = {"name": name}
-        if arguments is not None:
-            params["arguments"] = dict(arguments)
-        result = await self._session.call(
-            TOOLS_CALL, params, self._limit(timeout), tool_call=True, on_progress=on_progress
-        )
-        return parse_tool_result(result)
-
-    async def list_tools(
-        self,
-        *,
-        timeout: float | EllipsisType | None = ...,  # noqa: ASYNC109
-    ) -> list[dict[str, Any]]:
+    async def list_tools(self, *, timeout: CallTimeout = ...) -> list[dict[str, Any]]:
         """The server's tools: one dict each (``name``, ``description``, ``inputSchema``, ...).
 
         Over MCP, every page of ``tools/list``, in the server's order.
         """
         if self.speaks_mcp:
-            return await self._list_mcp_tools(timeout)
+            return await super().list_tools(timeout=timeout)
         result = await self._session.call("list_tools", None, self._limit(timeout), tool_call=False)
         tools = result.get("tools") if isinstance(result, dict) else None
         if not isinstance(tools, list):
             raise InternalError("malformed list_tools answer: no 'tools' list")
         return tools
-
-    async def _list_mcp_tools(
-        self,
-        timeout: float | EllipsisType | None,  # noqa: ASYNC109
-    ) -> list[dict[str, Any]]:
-        tools: list[dict[str, Any]] = []
-        cursor: Any = None
-        seen: set[str] = set()
-        while True:
-            params = None if cursor is None else {"cursor": cursor}
-            result = await self._session.call(
-                "tools/list", params, self._limit(timeout), tool_call=False
-            )
-            page = result.get("tools") if isinstance(result, dict) else None
-            if not isinstance(page, list):
-                raise InternalError("malformed tools/list answer: no 'tools' list")
-            tools.extend(page)
-            cursor = result.get("nextCursor")
-            if not isinstance(cursor, str):
-                return tools
-            if cursor in seen:
-                # A server that pages in a circle would keep us here for ever.
-                raise InternalError("malformed tools/list answer: the cursor repeats")
-            seen.add(cursor)
-
-    async def ping(
-        self,
-        *,
-        timeout: float | EllipsisType | None = ...,  # noqa: ASYNC109
-    ) -> float:
-        """Send a ``ping`` request; return the round trip in seconds.
-
-        MCP 2026-07-28 has no ``ping``: on such a connection this times a
-        ``server/discover`` instead.
-        """
-        method = "ping" if self._session.meta is None else SERVER_DISCOVER
-        start = anyio.current_time()
-        await self._session.call(method, None, self._limit(timeout), tool_call=False)
-        return anyio.current_time() - start
 
     def notifications(self) -> AsyncIterator[Notification]:
         """Iterate over the server's notifications as ``(method, params)`` pairs.
@@ -389,6 +281,15 @@ class WebSocketClient:
             raise LocalProtocolError("the client is not connected")
         return NotificationIterator(self._session.notes, io)
 
-    def _limit(self, timeout: float | EllipsisType | None) -> float | None:
-        """A call's timeout: its own, or the client's default for ``...``."""
-        return self.timeout if isinstance(timeout, EllipsisType) else timeout
+    async def _request(self, method: str, params: Any, limit: float | None) -> Any:
+        return await self._session.call(method, params, limit, tool_call=False)
+
+    async def _tool_call(
+        self, params: dict[str, Any], limit: float | None, on_progress: ProgressCallback | None
+    ) -> Any:
+        return await self._session.call(
+            TOOLS_CALL, params, limit, tool_call=True, on_progress=on_progress
+        )
+
+    def _stateless(self) -> bool:
+        return self._session.meta is not None

@@ -1,16 +1,18 @@
-"""What :class:`~securemcp.transport.WebSocketClient` needs to speak MCP.
+"""What the MCP clients need to speak MCP, over WebSocket and over Streamable HTTP.
 
-The client speaks MCP when it asks to (``WebSocketClient(url, mcp=True)``) or
-when the server chose the ``mcp`` subprotocol. This module holds the parts of
-that dialect that are plain data: the ``server/discover`` probe and the
-2026-07-28 ``_meta`` envelope, the ``initialize`` request, the shape of a
-``tools/call`` result, progress updates.
+:class:`~securemcp.transport.WebSocketClient` speaks MCP when it asks to
+(``WebSocketClient(url, mcp=True)``) or when the server chose the ``mcp``
+subprotocol; :class:`~securemcp.transport.HTTPClient` always does. This module
+holds the parts of the dialect that do not depend on the transport: the
+``server/discover`` probe and the 2026-07-28 ``_meta`` envelope, the
+``initialize`` request, ``tools/list`` paging, the shape of a ``tools/call``
+request and result, progress updates.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -34,12 +36,15 @@ __all__ = [
     "ServerInfo",
     "ToolResult",
     "check_result_type",
+    "discover_server_info",
     "initialize_params",
+    "list_all_tools",
     "newest_modern_version",
     "parse_discover_result",
     "parse_initialize_result",
     "parse_tool_result",
     "request_meta",
+    "tool_call_params",
     "with_meta",
 ]
 
@@ -141,21 +146,34 @@ def parse_discover_result(result: Any, version: str) -> ServerInfo | None:
     """
     if not isinstance(result, dict):
         return None
-    supported = result.get("supportedVersions")
-    capabilities = result.get("capabilities")
-    if not isinstance(supported, list) or not isinstance(capabilities, dict):
+    if not isinstance(result.get("supportedVersions"), list) or not isinstance(
+        result.get("capabilities"), dict
+    ):
         return None
+    return discover_server_info(result, version)
+
+
+def discover_server_info(result: dict[str, Any], version: str) -> ServerInfo:
+    """The :class:`ServerInfo` of a ``server/discover`` result, read leniently.
+
+    A field of the wrong type reads as absent: the caller has already decided
+    that ``result`` is a discover result.
+    """
     meta = result.get("_meta")
     info = meta.get(SERVER_INFO_KEY) if isinstance(meta, dict) else None
     info = info if isinstance(info, dict) else {}
+    supported = result.get("supportedVersions")
+    capabilities = result.get("capabilities")
     instructions = result.get("instructions")
     return ServerInfo(
         protocol_version=version,
         name=str(info.get("name", "")),
         version=str(info.get("version", "")),
-        capabilities=capabilities,
+        capabilities=capabilities if isinstance(capabilities, dict) else {},
         instructions=instructions if isinstance(instructions, str) else None,
-        supported_versions=tuple(str(item) for item in supported),
+        supported_versions=(
+            tuple(str(item) for item in supported) if isinstance(supported, list) else ()
+        ),
     )
 
 
@@ -204,6 +222,14 @@ def parse_initialize_result(result: Any) -> ServerInfo:
     )
 
 
+def tool_call_params(name: str, arguments: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A ``tools/call`` request's params: the tool's ``name``, its ``arguments`` if any."""
+    params: dict[str, Any] = {"name": name}
+    if arguments is not None:
+        params["arguments"] = dict(arguments)
+    return params
+
+
 def parse_tool_result(result: Any) -> ToolResult:
     """Read a ``tools/call`` answer; one without a ``content`` list raises InternalError."""
     content = result.get("content") if isinstance(result, dict) else None
@@ -231,3 +257,26 @@ def parse_progress(params: Any) -> tuple[Any, ProgressUpdate] | None:
         message if isinstance(message, str) else None,
     )
     return params.get("progressToken"), update
+
+
+async def list_all_tools(list_page: Callable[[Any], Awaitable[Any]]) -> list[dict[str, Any]]:
+    """Every page of ``tools/list``, in the server's order.
+
+    ``list_page(params)`` sends one ``tools/list`` request and returns its result.
+    """
+    tools: list[dict[str, Any]] = []
+    cursor: Any = None
+    seen: set[str] = set()
+    while True:
+        result = await list_page(None if cursor is None else {"cursor": cursor})
+        page = result.get("tools") if isinstance(result, dict) else None
+        if not isinstance(page, list):
+            raise InternalError("malformed tools/list answer: no 'tools' list")
+        tools.extend(page)
+        cursor = result.get("nextCursor")
+        if not isinstance(cursor, str):
+            return tools
+        if cursor in seen:
+            # A server that pages in a circle would keep us here for ever.
+            raise InternalError("malformed tools/list answer: the cursor repeats")
+        seen.add(cursor)

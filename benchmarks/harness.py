@@ -1,9 +1,11 @@
-"""What the benchmark orchestrators share: servers in pinned processes, the machine, RESULTS.md.
+"""What the benchmark orchestrators share: servers (and Redis) in pinned processes, the
+machine, RESULTS.md.
 
-Imported by ``benchmarks/run.py``, ``report.py``, ``client_speed.py`` and
-``broadcast_bench.py`` (as ``harness``, from their own directory); standard
-library only, because ``broadcast_bench.py --client`` runs in the peers'
-environment too.
+Imported by the orchestrators in ``benchmarks/`` (``run.py``, ``http_bench.py``,
+``broadcast_bench.py``, ``redis_bench.py`` ...) and their helpers (``report.py``,
+``broadcast.py``, ``redis_history.py``), as ``harness``, from their own
+directory; standard library only, so that any of the benchmarks' Pythons (the
+project's, or the peers' environment) can import it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +37,8 @@ SERVERS_DIR = HERE / "servers"
 PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
 RESULTS = HERE / "RESULTS.md"
 PORT_LINE = re.compile(r"ws://127\.0\.0\.1:(\d+)")
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 Results = dict[tuple[str, str], list[dict[str, Any]]]
 """(server name, workload key) -> the figures of each run."""
@@ -136,12 +142,89 @@ def running(
                 port = int(match.group(1)) if match else None
             yield port, process.pid
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if ``process`` is still there after 10 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# Redis, for S7 (``redis_bench.py``)
+
+
+@dataclass(frozen=True)
+class Redis:
+    """The Redis server in use: its URL and process id."""
+
+    url: str
+    pid: int
+
+    def command(self, *args: str) -> str:
+        """One command through ``redis-cli``; its output, stripped."""
+        done = subprocess.run(
+            [REDIS_CLI, "-u", self.url, *args], capture_output=True, text=True, timeout=10
+        )
+        if done.returncode != 0 or done.stdout.startswith("ERR"):
+            raise RuntimeError(f"redis-cli {' '.join(args)}: {done.stdout}{done.stderr}")
+        return done.stdout.strip()
+
+    def info(self, field: str) -> str:
+        """One field of ``INFO``."""
+        for line in self.command("INFO").splitlines():
+            name, _, value = line.partition(":")
+            if name == field:
+                return value.strip()
+        raise RuntimeError(f"INFO has no {field}")
+
+    @contextlib.contextmanager
+    def appendfsync(self, policy: str) -> Iterator[None]:
+        """Run with ``appendfsync`` set to ``policy``, then put the old value back."""
+        old = self.command("CONFIG", "GET", "appendfsync").splitlines()[-1]
+        self.command("CONFIG", "SET", "appendfsync", policy)
+        try:
+            yield
+        finally:
+            self.command("CONFIG", "SET", "appendfsync", old)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_running(url: str | None, directory: Path) -> Iterator[Redis]:
+    """The Redis at ``url``; without one, a ``redis-server`` of our own on CPU 0, AOF on."""
+    if url is not None:
+        found = Redis(url, 0)
+        yield Redis(url, int(found.info("process_id")))
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+            "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+            "--logfile", str(directory / "redis.log")]  # fmt: skip
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=lambda: pin(0))
+    try:
+        deadline = time.monotonic() + 10
+        while not _answers(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start (see {directory}/redis.log)")
+            time.sleep(0.02)
+        yield Redis(f"redis://127.0.0.1:{port}/0", process.pid)
+    finally:
+        stop(process)
 
 
 def run_client(argv: Sequence[str], failure: str, timeout: float) -> dict[str, Any]:
@@ -280,6 +363,14 @@ def report(
         args.json.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
     if (not args.smoke) if args.write is None else args.write:
         write_section(title, section)
+        redraw_charts()
+
+
+def redraw_charts() -> None:
+    """Redraw docs/charts/ from the new RESULTS.md (plot.py needs matplotlib: the docs extra)."""
+    done = subprocess.run([sys.executable, str(HERE / "plot.py")], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"charts not redrawn: run python benchmarks/plot.py\n{done.stderr}", file=sys.stderr)
 
 
 def write_section(title: str, section: str) -> None:

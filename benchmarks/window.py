@@ -1,8 +1,9 @@
 """The measurement window every closed-loop client shares: counters, CPU on both sides, figures.
 
-Imported by ``benchmarks/loadgen.py``, ``benchmarks/broadcast_bench.py`` and
-the C1 client runners in ``benchmarks/clients/`` (as ``window``, from their
-own directory or with it put on ``sys.path``). They run in the peers'
+Imported by ``benchmarks/loadgen.py``, ``benchmarks/broadcast_client.py``,
+``benchmarks/redis_history.py`` and the C1 client runners in
+``benchmarks/clients/`` (as ``window``, from their own directory or with it
+put on ``sys.path``). They run in the peers'
 environment or the project's, on asyncio or trio: so this is standard library
 only, and waits with the ``sleep`` it is given.
 """

@@ -1,7 +1,7 @@
 """What the load generators share: the WebSocket client and opening many connections.
 
-Imported by ``benchmarks/loadgen.py`` and ``benchmarks/broadcast_bench.py``'s
-``--client`` (as ``wsclient``, from their own directory). They run in the
+Imported by ``benchmarks/loadgen.py`` and ``benchmarks/broadcast_client.py``
+(as ``wsclient``, from their own directory). They run in the
 peers' environment, which has picows, or in the project's, which has
 ``websockets`` only: so this imports the standard library at the top and the
 client libraries inside the functions that use them.

@@ -45,6 +45,7 @@ from .security import SecurityPolicy
 from .tools import Tool
 
 __version__ = "0.1.0"
+"""SecureMCP's version: the one place it is written (``pyproject.toml`` reads it here)."""
 
 __all__ = [
     "AuthenticationError",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import os
 import ssl
@@ -42,6 +41,7 @@ __all__ = [
 ]
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+"""The values ``serve --log-level`` takes, from the most verbose to the quietest."""
 STORE_ENV = "SECUREMCP_STORE_URL"
 """The environment variable ``--store URL`` (or ``--redis URL``) sets for the app."""
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -136,6 +136,7 @@ def redis_broker(url: str) -> Broker:
 
 def serve(args: argparse.Namespace) -> int:
     """``securemcp serve``: serve the app until Ctrl+C."""
+    from .backends._running import backend_missing
     from .backends._workers import check_workers
     from .transport import WebSocketTransport
 
@@ -147,9 +148,10 @@ def serve(args: argparse.Namespace) -> int:
     if args.uvloop:
         if backend != "asyncio":
             raise CLIError("--uvloop runs on the asyncio backend only", 2)
-        if importlib.util.find_spec("uvloop") is None:
-            raise CLIError("--uvloop needs uvloop, which is not installed (pip install uvloop)")
         backend = "asyncio+uvloop"
+    missing = backend_missing(backend)
+    if missing is not None:
+        raise CLIError(missing)
     broker_url, store_url = shared_urls(args)
     broker = redis_broker(broker_url) if broker_url is not None else None
     if store_url is not None:

@@ -6,6 +6,12 @@ lists the tools, then calls: ``echo`` (success), ``add`` with a bad argument,
 an unknown tool, and ``count`` with a progress callback; it prints one JSON
 object with the protocol version, the tool names, each call's result (text,
 ``isError``) and the progress reports seen.
+
+``--auth [--token T]``: the bearer token the way an SDK user gives it (an
+``httpx2.AsyncClient`` with an ``Authorization`` header, handed to the SDK's
+``streamable_http_client``); it lists the tools and calls ``purge`` (a scoped
+tool), or prints ``{"refused": ...}`` with the SDK's error when the server
+refuses the connection.
 """
 
 # mypy: ignore-errors
@@ -17,7 +23,9 @@ import argparse
 import json
 
 import anyio
+import httpx2
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 
 def _text(result) -> dict:
@@ -29,7 +37,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
     parser.add_argument("--legacy", action="store_true")
+    parser.add_argument("--auth", action="store_true")
+    parser.add_argument("--token")
     args = parser.parse_args()
+    if args.auth:
+        await auth(args.url, args.token, "legacy" if args.legacy else "auto")
+        return
     progress: list[list] = []
 
     async def on_progress(value: float, total: float | None, message: str | None) -> None:
@@ -52,6 +65,34 @@ async def main() -> None:
                 await client.call_tool("count", {"steps": 3}, progress_callback=on_progress)
             )
     out["progress"] = progress
+    print(json.dumps(out), flush=True)
+
+
+def _leaves(exc: BaseException) -> list[str]:
+    """The errors inside ``exc``'s exception groups (the SDK raises from task groups)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [f"{type(exc).__name__}: {exc}"]
+
+
+async def auth(url: str, token: str | None, mode: str) -> None:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    out: dict = {}
+    with anyio.fail_after(20):
+        async with httpx2.AsyncClient(headers=headers, timeout=20) as http:
+            try:
+                async with Client(
+                    streamable_http_client(url, http_client=http), mode=mode
+                ) as client:
+                    out["protocol_version"] = client.protocol_version
+                    tools = await client.list_tools()
+                    out["tools"] = sorted(tool.name for tool in tools.tools)
+                    try:
+                        out["purge"] = _text(await client.call_tool("purge", {}))
+                    except Exception as exc:  # noqa: BLE001 - an MCPError for a refused call
+                        out["purge"] = {"error": str(exc)}
+            except Exception as exc:  # noqa: BLE001 - whatever the SDK raises for a 401
+                out["refused"] = "; ".join(_leaves(exc))
     print(json.dumps(out), flush=True)
 
 

@@ -5,15 +5,16 @@ Debian's ``chromium`` driven by Playwright. ``.ci/run`` installs it, and in CI
 without it they are skipped with the command that installs it. The server is the example's own
 ``server.py`` in a subprocess, serving the page and the WebSocket on one port.
 A user's view: two pages in one room see each other's messages live, rooms
-keep their own history, a rate-limited sender sees why, and a page that loses
-the server says so and comes back by itself when the server does.
+keep their own history, a rate-limited sender sees why, a page that loses
+the server says so and comes back by itself when the server does, and an
+admin signs in with the token (``securemcp.seed`` beside ``bearer.<token>``)
+to clear a room while a wrong token leaves the page chatting anonymously.
 
 ``SECUREMCP_UPDATE_SCREENSHOT=1`` also writes ``docs/chat-page.png``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -25,7 +26,6 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT = ROOT / "examples" / "websocket_chat"
@@ -276,14 +276,35 @@ def test_a_room_cleared_by_the_admin_empties_on_every_open_page(
     say(page, "soon gone")
     expect(page.get_by_role("log").get_by_text("soon gone", exact=True)).to_be_visible()
 
-    # The admin clears the room from a script (the page itself carries no token).
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    with connect(f"ws://127.0.0.1:{server.port}/", additional_headers=headers) as admin:
-        assert json.loads(admin.recv(timeout=10))["id"] == "welcome"
-        request = {"tool_name": "clear_history", "params": {"room": "general"}}
-        admin.send(json.dumps({"id": "clear", "method": "invoke_tool", "params": request}))
-        answer = json.loads(admin.recv(timeout=10))
-    assert answer["result"]["status"] == "cleared", answer
+    # The admin signs in on a page of their own: the token travels as
+    # ["securemcp.seed", "bearer." + token], the only way a browser can send it.
+    admin, admin_errors = open_chat(browser, server.url, "root")
+    clear = admin.get_by_role("button", name="Clear this room's history")
+    expect(clear).to_be_hidden()  # anonymous: no such power
+    admin.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    admin.get_by_role("button", name="Sign in").click()
+    expect(admin.get_by_role("status")).to_have_text("Connected as admin", timeout=UI_TIMEOUT_MS)
+    expect(admin.get_by_role("log").get_by_text("soon gone", exact=True)).to_be_visible()
+    expect(admin.get_by_label("Admin token")).to_have_value("")  # not left on screen
+    clear.click()
 
     expect(page.get_by_role("log")).to_have_text("No messages yet. Say hello!")
+    expect(admin.get_by_role("log")).to_have_text("No messages yet. Say hello!")
+    expect(admin.get_by_role("alert")).to_have_text("History of #general cleared.")
+    assert errors == []
+    assert admin_errors == []
+
+
+@pytest.mark.timeout(120)
+def test_a_wrong_admin_token_is_refused_and_the_page_chats_on(
+    browser: Browser, server: ChatServer
+) -> None:
+    page, errors = open_chat(browser, server.url, "guesser")
+    page.get_by_label("Admin token").fill("not-the-admin-token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_text("Admin token refused.", timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_role("status")).to_have_text("Connected", timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_role("button", name="Clear this room's history")).to_be_hidden()
+    say(page, "still here")
+    expect(page.get_by_role("log").get_by_text("still here", exact=True)).to_be_visible()
     assert errors == []

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,14 +117,21 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int,
 class Server:
     """``securemcp serve`` running in a subprocess; its stderr read by a thread."""
 
-    def __init__(self, cwd: Path, *args: str) -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        *args: str,
+        command: Sequence[str] = ("-m", "securemcp", "serve", "cli_app:app", "--port", "0"),
+        env: dict[str, str] | None = None,
+        python: str = sys.executable,
+    ) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "securemcp", "serve", "cli_app:app", "--port", "0", *args],
+            [python, *command, *args],
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.stderr: list[str] = []
@@ -565,10 +572,10 @@ def test_python_dash_m_runs_main(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_interrupted_client_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
-    import securemcp.cli
+    import securemcp._client_commands
 
     def interrupted(*_: Any, **__: Any) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(securemcp.cli, "_run_client", interrupted)
+    monkeypatch.setattr(securemcp._client_commands, "_run_client", interrupted)
     assert main(["ping", "ws://127.0.0.1:1"]) == 130

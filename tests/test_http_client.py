@@ -13,12 +13,10 @@ from typing import Any
 import anyio
 import pytest
 
-from securemcp.backends.http_client import (
-    MODERN_PROTOCOL_VERSION,
-    SSEParser,
-    header_value,
-    parse_http_url,
-)
+from securemcp.backends._client_target import parse_http_url
+from securemcp.backends._http_mcp import header_value
+from securemcp.backends._http_transport import SSEParser
+from securemcp.backends.http_client import MODERN_PROTOCOL_VERSION
 from securemcp.backends.mcp_client import ProgressUpdate
 from securemcp.errors import InternalError, LocalProtocolError, RequestTimeout, ToolError
 from securemcp.transport import HTTPClient, HTTPRejected

@@ -300,8 +300,7 @@ def test_pipelined_requests_are_answered_in_order() -> None:
     conn.receive_data(post(b"1") + get("/two") + post(b"3"))
     [first] = requests(conn)
     assert first.body == b"1"
-    assert conn._h11 is not None
-    assert conn._h11.trailing_data[0] == get("/two") + post(b"3")  # the others wait, unparsed
+    assert conn.buffered == len(get("/two") + post(b"3"))  # the others wait, unparsed
     conn.receive_data(b"")  # nothing new
     assert conn.events_received() == []
     conn.start_stream()
@@ -387,6 +386,75 @@ def test_http_1_0_gets_one_answer_then_close(keep_alive: bytes) -> None:
     assert conn.closed
 
 
+def test_an_sse_answer_to_http_1_0_is_unchunked_and_ends_with_the_connection() -> None:
+    # An HTTP/1.0 peer knows no chunked coding: the stream's end is the connection's.
+    conn = HTTPServerConnection()
+    conn.receive_data(b"POST /mcp HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}")
+    requests(conn)
+    conn.start_stream()
+    assert conn.send_event("one")
+    conn.end_stream()
+    answer = conn.data_to_send()
+    body = answer.partition(b"\r\n\r\n")[2]
+    assert "transfer-encoding" not in headers_of(answer)
+    assert headers_of(answer)["connection"] == "close"
+    assert body == b"data: one\n\n"
+    assert conn.closed
+
+
+def test_a_close_request_gets_its_stream_then_the_connection_closes() -> None:
+    conn = HTTPServerConnection()
+    conn.receive_data(post(b"{}", b"Connection: close\r\n") + get())
+    requests(conn)
+    conn.start_stream()
+    conn.send_event("x")
+    conn.end_stream()
+    answer = conn.data_to_send()
+    assert headers_of(answer)["transfer-encoding"] == "chunked"
+    assert headers_of(answer)["connection"] == "close"
+    assert answer.endswith(b"0\r\n\r\n")
+    assert conn.closed
+    assert conn.events_received() == []  # the GET after it is never read
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("x-evil", "a\r\nset-cookie: stolen=1"),
+        ("x-evil", "a\nb"),
+        ("x-evil", "nul\x00"),
+        ("x evil", "space in the name"),
+        ("x-evil:", "colon in the name"),
+        ("", "no name"),
+        ("x-evil", "not latin-1: \u2603"),
+    ],
+)
+def test_an_answer_header_that_could_split_the_head_is_refused(name: str, value: str) -> None:
+    # The application's bug, never the peer's: refused before a byte goes out.
+    conn = HTTPServerConnection()
+    conn.receive_data(get())
+    requests(conn)
+    with pytest.raises(LocalProtocolError):
+        conn.respond(200, "{}", [(name, value)])
+    with pytest.raises(LocalProtocolError):
+        conn.start_stream(headers=[(name, value)])
+    assert conn.data_to_send() == b""
+    conn.respond(200, "{}", [("x-fine", "  trimmed\t")])
+    assert headers_of(conn.data_to_send())["x-fine"] == "trimmed"
+
+
+def test_a_status_outside_the_three_digits_is_refused() -> None:
+    conn = HTTPServerConnection()
+    conn.receive_data(get())
+    requests(conn)
+    with pytest.raises(LocalProtocolError):
+        conn.respond(1000, "{}")
+    with pytest.raises(LocalProtocolError):
+        conn.start_stream(204)
+    conn.respond(299, "{}")  # a code without a standard phrase still goes out
+    assert conn.data_to_send().startswith(b"HTTP/1.1 299 \r\n")
+
+
 def test_expect_100_continue_is_answered_before_the_body() -> None:
     conn = HTTPServerConnection()
     conn.receive_data(post(b"12345", b"Expect: 100-continue\r\n")[:-5])
@@ -423,7 +491,7 @@ def test_an_sse_answer_is_exact_bytes() -> None:
         b"mcp-session-id: s1\r\n"
         b"content-type: text/event-stream\r\n"
         b"cache-control: no-cache\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n"
+        b"transfer-encoding: chunked\r\n\r\n"
         b'16\r\ndata: {"progress":1}\n\n\r\n'
         b"2c\r\nevent: message\nid: 7\ndata: two\ndata: lines\n\n\r\n"
         b"0\r\n\r\n"

@@ -73,15 +73,18 @@ def test_run_logs_the_seed_lines_and_stops_cleanly_on_sigint(backend: str) -> No
     assert "Traceback" not in err
 
 
-def test_uvloop_backend_without_uvloop_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("backend", "extra"), [("asyncio+uvloop", "uvloop"), ("trio", "trio")])
+def test_a_backend_without_its_extra_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, backend: str, extra: str
+) -> None:
     find_spec = importlib.util.find_spec
 
-    def without_uvloop(name: str, package: str | None = None) -> Any:
-        return None if name == "uvloop" else find_spec(name, package)
+    def without_extra(name: str, package: str | None = None) -> Any:
+        return None if name == extra else find_spec(name, package)
 
-    monkeypatch.setattr(importlib.util, "find_spec", without_uvloop)
-    with pytest.raises(RuntimeError, match="uvloop"):
-        WebSocketTransport(SecureMCP("uvloop")).run(backend="asyncio+uvloop")
+    monkeypatch.setattr(importlib.util, "find_spec", without_extra)
+    with pytest.raises(RuntimeError, match=rf"pip install 'securemcp\[{extra}\]'"):
+        WebSocketTransport(SecureMCP(extra)).run(backend=backend)
 
 
 def test_unknown_backend_and_bad_settings_are_refused() -> None:

@@ -23,11 +23,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from http import HTTPStatus
 
 import h11
 
 from ..errors import LocalProtocolError
+from . import http_write
 from .events import Event
 from .limits import Limits
 from .output import Output
@@ -37,7 +37,9 @@ __all__ = ["HTTPAborted", "HTTPRequestReceived", "HTTPServerConnection"]
 _FEED = 16 * 1024
 """Bytes handed to h11 at a time, so that its buffer never holds much past what is parsed."""
 
-_FRAMING = (b"content-length", b"transfer-encoding", b"connection")
+_JSON_TYPE = "application/json"
+_CLOSE = b"connection: close\r\n"
+_CHUNKED = b"transfer-encoding: chunked\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,10 @@ class HTTPRequestReceived(Event):
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or ``None``."""
         wanted = name.lower()
-        return next((value for key, value in self.headers if key == wanted), None)
+        for key, value in self.headers:
+            if key == wanted:
+                return value
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +71,8 @@ class HTTPAborted(Event):
 
 
 class _Phase(Enum):
-    READING = "reading"  # reading a request (or waiting for one)
+    READING = "reading"  # reading a request's head (or waiting for one), or a chunked body
+    BODY = "body"  # reading a body of known length (Content-Length)
     ANSWERING = "answering"  # a request was delivered; its answer has not started
     STREAMING = "streaming"  # an SSE answer is open
     CLOSED = "closed"
@@ -83,11 +89,15 @@ class HTTPServerConnection:
 
     __slots__ = (
         "_body",
+        "_body_left",
         "_body_size",
+        "_chunked",
         "_eof",
         "_eof_fed",
         "_events",
         "_h11",
+        "_headers",
+        "_keep_alive",
         "_offset",
         "_on_close",
         "_output",
@@ -111,9 +121,10 @@ class HTTPServerConnection:
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         self.methods = tuple(method.upper() for method in methods)
-        self._h11: h11.Connection | None = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self.limits.max_handshake_size
-        )
+        # One h11 connection per request: it parses that request, and what
+        # follows it is taken back (``trailing_data``) for the next one's. The
+        # answer is written by http_write, so h11 never sees it.
+        self._h11: h11.Connection | None = self._parser()
         self._output = output if output is not None else Output()
         self._events: list[Event] = []
         self.emit: Callable[[Event], None] = emit if emit is not None else self._queue
@@ -125,8 +136,12 @@ class HTTPServerConnection:
         self._eof = False
         self._eof_fed = False
         self._request: h11.Request | None = None
+        self._headers: tuple[tuple[str, str], ...] = ()
         self._body: list[bytes] = []
         self._body_size = 0
+        self._body_left = 0
+        self._keep_alive = True
+        self._chunked = False
         self.requests = 0
         """Requests answered (or being answered) on this connection."""
 
@@ -211,31 +226,45 @@ class HTTPServerConnection:
 
         ``Content-Length`` is set (framing headers given are dropped);
         ``Content-Type`` defaults to ``application/json`` when there is a body.
+        A header that could split the answer raises :class:`LocalProtocolError`.
         """
         self._require(_Phase.ANSWERING, "respond")
         if status < 200:
             raise LocalProtocolError(f"respond() needs a final status, not {status}")
         payload = body.encode() if isinstance(body, str) else body
-        if payload and status in (204, 304):
-            raise LocalProtocolError(f"a {status} answer has no body")
-        pairs = self._headers(headers, "application/json" if payload else None)
-        if status not in (204, 304):  # RFC 9110 8.6: no Content-Length on a 204
-            pairs.append((b"content-length", str(len(payload)).encode()))
-        conn = self._h11
-        assert conn is not None
-        self._send(h11.Response(status_code=status, headers=pairs, reason=_reason(status)))
-        if payload and self._request is not None and self._request.method != b"HEAD":
-            self._send(h11.Data(data=payload))
-        self._send(h11.EndOfMessage())
+        framing = b""
+        if status in (204, 304):  # RFC 9110 8.6: no Content-Length on a 204
+            if payload:
+                raise LocalProtocolError(f"a {status} answer has no body")
+        else:
+            framing = b"content-length: %d\r\n" % len(payload)
+        if not self._keeps_alive():
+            framing += _CLOSE
+        self._output.append(
+            http_write.head(status, headers, _JSON_TYPE if payload else None, framing)
+        )
+        if payload and not self._is_head():
+            self._output.append(payload)
         self._answered()
 
     def start_stream(self, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> None:
         """Start an SSE answer (``text/event-stream``, chunked); then :meth:`send_event`."""
         self._require(_Phase.ANSWERING, "start_stream")
-        pairs = self._headers(headers, "text/event-stream")
-        if not any(name == b"cache-control" for name, _ in pairs):
-            pairs.append((b"cache-control", b"no-cache"))
-        self._send(h11.Response(status_code=status, headers=pairs, reason=_reason(status)))
+        if status < 200 or status in (204, 304):
+            raise LocalProtocolError(f"a stream needs a final status with a body, not {status}")
+        pairs = list(headers)
+        names = {name.lower() for name, _ in pairs}
+        if "content-type" not in names:
+            pairs.append(("content-type", "text/event-stream"))
+        if "cache-control" not in names:
+            pairs.append(("cache-control", "no-cache"))
+        # An HTTP/1.0 peer knows no chunks: the stream then ends with the connection.
+        request = self._request
+        self._chunked = request is not None and request.http_version != b"1.0"
+        framing = _CHUNKED if self._chunked else b""
+        if not self._keeps_alive():
+            framing += _CLOSE
+        self._output.append(http_write.head(status, pairs, None, framing))
         self._phase = _Phase.STREAMING
 
     def send_event(
@@ -253,7 +282,10 @@ class HTTPServerConnection:
             lines.append(f"id: {_one_line(event_id)}\n")
         lines.extend(f"data: {line}\n" for line in text.replace("\r\n", "\n").split("\n"))
         lines.append("\n")
-        self._send(h11.Data(data="".join(lines).encode()))
+        payload = "".join(lines).encode()
+        if self._is_head():
+            return True
+        self._output.append(http_write.chunk(payload) if self._chunked else payload)
         return True
 
     def end_stream(self) -> None:
@@ -261,10 +293,14 @@ class HTTPServerConnection:
         if self._phase is _Phase.CLOSED:
             return
         self._require(_Phase.STREAMING, "end_stream")
-        self._send(h11.EndOfMessage())
+        if self._chunked and not self._is_head():
+            self._output.append(http_write.LAST_CHUNK)
         self._answered()
 
     # Internals
+
+    def _parser(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_handshake_size)
 
     def _require(self, phase: _Phase, what: str) -> None:
         if self._phase is not phase:
@@ -272,35 +308,21 @@ class HTTPServerConnection:
                 f"{what}() is not valid now (the connection is {self._phase.value})"
             )
 
-    def _headers(
-        self, headers: Iterable[tuple[str, str]], content_type: str | None
-    ) -> list[tuple[bytes, bytes]]:
-        pairs = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in headers
-            if name.lower().encode("latin-1") not in _FRAMING
-        ]
-        if content_type is not None and not any(name == b"content-type" for name, _ in pairs):
-            pairs.append((b"content-type", content_type.encode("latin-1")))
-        if self.requests >= self.limits.max_http_requests:
-            pairs.append((b"connection", b"close"))  # the last request this connection serves
-        return pairs
+    def _is_head(self) -> bool:
+        return self._request is not None and self._request.method == b"HEAD"
 
-    def _send(self, event: h11.Event) -> None:
-        conn = self._h11
-        assert conn is not None
-        data = conn.send(event)
-        if data:
-            self._output.append(data)
+    def _keeps_alive(self) -> bool:
+        """Whether another request may follow this answer (else it says ``Connection: close``)."""
+        if self.requests >= self.limits.max_http_requests:
+            self._keep_alive = False  # the last request this connection serves
+        return self._keep_alive
 
     def _answered(self) -> None:
-        conn = self._h11
-        assert conn is not None
         self._request = None
-        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-            self._close(lost=False)  # MUST_CLOSE: Connection: close, HTTP/1.0, the last request
+        if not self._keep_alive or (self._phase is _Phase.STREAMING and not self._chunked):
+            self._close(lost=False)  # Connection: close, HTTP/1.0, the last request
             return
-        conn.start_next_cycle()
+        self._h11 = self._parser()
         self._phase = _Phase.READING
         self._pump()
 
@@ -316,23 +338,39 @@ class HTTPServerConnection:
 
     def _fail(self, status: int, message: str, allow: str | None = None) -> None:
         """Answer a peer's fault with ``status`` and close (the request's rest goes unread)."""
-        phrase = _reason(status).decode()
-        body = f"{phrase}: {message}\n".encode()
-        head = [
-            f"HTTP/1.1 {status} {phrase}",
-            "content-type: text/plain; charset=utf-8",
-            f"content-length: {len(body)}",
-            "connection: close",
-        ]
-        if allow is not None:
-            head.append(f"allow: {allow}")
-        if self._request is not None and self._request.method == b"HEAD":
-            body = b""
-        self._output.append(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        body = f"{http_write.reason(status)}: {message}\n".encode()
+        framing = b"content-length: %d\r\n%b" % (len(body), _CLOSE)
+        headers = () if allow is None else (("allow", allow),)
+        self._output.append(http_write.head(status, headers, "text/plain; charset=utf-8", framing))
+        if not self._is_head():
+            self._output.append(body)
         self._close(lost=False)
+
+    def _feed(self, conn: h11.Connection) -> bool:
+        """Give h11 the next held bytes (or the EOF); ``False`` when there is nothing to give."""
+        if self._offset < len(self._pending):
+            end = self._offset + _FEED
+            conn.receive_data(self._pending[self._offset : end])
+            self._offset = min(end, len(self._pending))
+            if self._offset == len(self._pending):
+                self._pending, self._offset = b"", 0
+            return True
+        if self._eof and not self._eof_fed:
+            self._eof_fed = True
+            conn.receive_data(b"")
+            return True
+        return False
 
     def _pump(self) -> None:
         """Parse what is held while a request is being read; stop at its end."""
+        if self._phase is _Phase.BODY and not self._read_body():
+            return
+        # Reading, h11 has asked for data (or is new): feed it before asking
+        # again; with nothing to feed, asking would only hear NEED_DATA.
+        if self._phase is _Phase.READING:
+            assert self._h11 is not None
+            if not self._feed(self._h11):
+                return
         while self._phase is _Phase.READING:
             conn = self._h11
             assert conn is not None
@@ -344,91 +382,137 @@ class HTTPServerConnection:
                 else:
                     self._fail(_error_status(exc.error_status_hint), str(exc))
                 return
+            kind = type(event)
             if event is h11.NEED_DATA:
-                if self._offset < len(self._pending):
-                    end = self._offset + _FEED
-                    conn.receive_data(self._pending[self._offset : end])
-                    self._offset = min(end, len(self._pending))
-                    if self._offset == len(self._pending):
-                        self._pending, self._offset = b"", 0
-                elif self._eof and not self._eof_fed:
-                    self._eof_fed = True
-                    conn.receive_data(b"")
-                else:
+                if not self._feed(conn):
                     if self._eof:  # pragma: no cover - h11 ends or raises once told of the EOF
                         self._close(lost=False)
                     return
-            elif isinstance(event, h11.Request):
-                self._on_request(event)
-            elif isinstance(event, h11.Data):
-                self._body_size += len(event.data)
+            elif kind is h11.Data:
+                data = event.data  # type: ignore[union-attr]
+                self._body_size += len(data)
                 if self._body_size > self.limits.max_http_body:
                     self._fail(413, f"the body exceeds {self.limits.max_http_body} bytes")
                     return
-                self._body.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
+                self._body.append(bytes(data))
+            elif kind is h11.Request:
+                if self._on_request(event) and not self._read_body():  # type: ignore[arg-type]
+                    return
+            elif kind is h11.EndOfMessage:
                 self._deliver()
-            elif isinstance(event, h11.ConnectionClosed):
+            elif kind is h11.ConnectionClosed:
                 self._close(lost=False)  # the peer closed between requests
             else:  # pragma: no cover - PAUSED cannot happen while a request is read
                 return
 
-    def _on_request(self, request: h11.Request) -> None:
+    def _on_request(self, request: h11.Request) -> bool:
+        """Check a request's head; ``True`` if its body is then read by its length here."""
         limits = self.limits
-        size = len(request.method) + len(request.target) + 12
-        size += sum(len(name) + len(value) + 4 for name, value in request.headers)
-        if len(request.headers) > limits.max_header_count:
+        raw = request.headers.raw_items()  # a list: iterating h11's Headers is slow
+        if len(raw) > limits.max_header_count:
             self._fail(431, f"more than {limits.max_header_count} headers")
-            return
+            return False
+        size = len(request.method) + len(request.target) + 12
+        headers = []
+        for name, value in raw:
+            size += len(name) + len(value) + 4
+            headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
         if size > limits.max_handshake_size:
             self._fail(431, f"the head exceeds {limits.max_handshake_size} bytes")
-            return
+            return False
         self._request = request
+        self._headers = tuple(headers)
         self._body, self._body_size = [], 0
         method = request.method.decode("ascii", "replace")
         if method not in self.methods:
             self._fail(405, f"{method} is not served", allow=", ".join(self.methods))
-            return
-        length = next((value for name, value in request.headers if name == b"content-length"), None)
-        if length is not None and int(length) > limits.max_http_body:
+            return False
+        length, chunked, self._keep_alive = _framing(self._headers, request.http_version)
+        if length > limits.max_http_body:
             self._fail(413, f"the body exceeds {limits.max_http_body} bytes")
-            return
+            return False
         conn = self._h11
         assert conn is not None
         if conn.they_are_waiting_for_100_continue:
-            self._send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+            self._output.append(http_write.CONTINUE)
+        if chunked:
+            return False  # h11 reads the chunks (Data events) up to EndOfMessage
+        # h11 parsed and checked the head, Content-Length included; the body is
+        # then just that many bytes, taken here: two h11 events less a request.
+        trailing, _ = conn.trailing_data
+        self._pending = trailing + self._pending[self._offset :]
+        self._offset = 0
+        self._h11 = None
+        self._body_left = length
+        self._phase = _Phase.BODY
+        return True
+
+    def _read_body(self) -> bool:
+        """Take what is held of a Content-Length body; ``True`` once it is whole and delivered."""
+        held = len(self._pending) - self._offset
+        if held:
+            take = min(self._body_left, held)
+            if take:
+                self._body.append(self._pending[self._offset : self._offset + take])
+                self._offset += take
+                self._body_left -= take
+            if self._offset == len(self._pending):
+                self._pending, self._offset = b"", 0
+        if self._body_left == 0:
+            self._deliver()
+            return True
+        if self._eof:
+            self._close(lost=True)  # cut off mid-body: nobody to answer
+        return False
 
     def _deliver(self) -> None:
         request = self._request
         assert request is not None
         body = b"".join(self._body)
         self._body, self._body_size = [], 0
+        conn = self._h11
+        if conn is not None:  # a chunked body: h11 read it
+            # What h11 was given past this request goes back in front of what it was not.
+            trailing, _ = conn.trailing_data
+            if trailing:
+                self._pending = trailing + self._pending[self._offset :]
+                self._offset = 0
+        self._eof_fed = False  # the next request's parser must hear of an EOF too
+        self._h11 = None
         self.requests += 1
         self._phase = _Phase.ANSWERING
         self.emit(
             HTTPRequestReceived(
                 method=request.method.decode("ascii"),
                 path=request.target.decode("latin-1"),
-                headers=tuple(
-                    (name.decode("latin-1"), value.decode("latin-1"))
-                    for name, value in request.headers
-                ),
+                headers=self._headers,
                 body=body,
                 http_version=request.http_version.decode("ascii"),
             )
         )
 
 
+def _framing(headers: tuple[tuple[str, str], ...], version: bytes) -> tuple[int, bool, bool]:
+    """A request's body length (0 if chunked), whether chunked, and whether keep-alive holds.
+
+    h11 has already checked the framing headers (one valid ``Content-Length``,
+    only the ``chunked`` coding); keep-alive follows its rule too: not after
+    ``Connection: close``, nor for an HTTP/1.0 peer.
+    """
+    length, chunked, keep_alive = 0, False, version >= b"1.1"
+    for name, value in headers:
+        if name == "content-length":
+            length = int(value)
+        elif name == "transfer-encoding":
+            chunked = True
+        elif name == "connection" and keep_alive:
+            keep_alive = "close" not in (token.strip().lower() for token in value.split(","))
+    return (0 if chunked else length), chunked, keep_alive
+
+
 def _error_status(hint: int) -> int:
     # h11 hints 400, 431 (head too long) or 501 (unknown transfer coding).
     return hint if hint in (400, 413, 431, 501) else 400
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
 
 
 def _one_line(value: str) -> str:

@@ -59,7 +59,7 @@ class Limits:
     max_http_body: int = 1024 * 1024
     """Bytes of a plain HTTP request's body, counted as they arrive (Content-Length
     or chunked); over it: HTTP 413 and the connection closes, the rest unread."""
-    max_http_requests: int = 100
+    max_http_requests: int = 1000
     """Plain HTTP requests one keep-alive connection serves; the answer to the
     last says ``Connection: close``."""
     max_http_pipelined: int = 64 * 1024

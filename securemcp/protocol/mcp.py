@@ -7,7 +7,9 @@ strict JSON-RPC 2.0 envelopes with MCP's id rules, the ``initialize`` /
 ``notifications/initialized`` lifecycle with version negotiation, ``ping``,
 ``tools/list`` with cursor pagination, ``tools/call`` with MCP result shapes,
 ``notifications/cancelled`` and ``notifications/progress``; and the stateless
-revision 2026-07-28, whose per-request rules are in :mod:`.mcp_stateless`.
+revision 2026-07-28. The handshake revisions' rules (``initialize``, what each
+revision shows) are in :mod:`.mcp_handshake`, the stateless revision's
+per-request rules in :mod:`.mcp_stateless`.
 
 Which era a connection speaks is decided by the first request that names one:
 ``initialize`` makes it a legacy (handshake) connection, a request carrying the
@@ -26,9 +28,19 @@ import base64
 import binascii
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidParams, InvalidRequest, MethodNotFound, RPCError, SecureMCPError
+from ..errors import InvalidParams, InvalidRequest, MethodNotFound, RPCError
 from ..tools import Tool
 from .jsonrpc import RequestId, dumps_bytes, is_request_id, loads
+from .mcp_handshake import (
+    ANNOTATIONS_AND_MESSAGES,
+    LATEST_PROTOCOL_VERSION,
+    PROTOCOL_VERSIONS,
+    TITLES_AND_OUTPUT,
+    UnsupportedProtocolVersion,
+    answer_initialize,
+    at_least,
+    describe_tool,
+)
 from .mcp_stateless import (
     MODERN_PROTOCOL_VERSIONS,
     SERVER_INFO_KEY,
@@ -60,12 +72,6 @@ __all__ = [
 SUBPROTOCOL = "mcp"
 """The WebSocket subprotocol that selects the MCP dialect (as the official SDKs use it)."""
 
-PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
-"""The handshake (``initialize``) MCP revisions SecureMCP speaks, oldest first."""
-
-LATEST_PROTOCOL_VERSION = PROTOCOL_VERSIONS[-1]
-"""What the server answers an ``initialize`` asking for a revision it does not know."""
-
 SUPPORTED_VERSIONS = (*reversed(MODERN_PROTOCOL_VERSIONS), *reversed(PROTOCOL_VERSIONS))
 """Every revision, newest first: ``server/discover``'s ``supportedVersions`` and
 what a -32022 error lists on a connection whose era is not decided yet."""
@@ -82,21 +88,7 @@ TOOLS_CALL = "tools/call"
 NO_ANSWER: Any = object()
 """Returned by a handler whose answer comes later (a tool call)."""
 
-# Revisions are ISO dates, so string order is time order.
-_TITLES_AND_OUTPUT = "2025-06-18"  # Tool.title, outputSchema, structuredContent
-_ANNOTATIONS_AND_MESSAGES = "2025-03-26"  # Tool.annotations, progress message
 _CURSOR_PREFIX = "tools:"
-
-
-class UnsupportedProtocolVersion(SecureMCPError):
-    """The server chose an MCP protocol revision this client does not speak."""
-
-    def __init__(self, version: object) -> None:
-        super().__init__(
-            f"the server chose MCP protocol version {version!r}; "
-            f"supported: {', '.join(PROTOCOL_VERSIONS)}"
-        )
-        self.version = version
 
 
 def tool_error_result(text: str) -> dict[str, Any]:
@@ -270,32 +262,14 @@ class MCPSession:
     def _initialize(self, params: dict[str, Any]) -> dict[str, Any]:
         if self.protocol_version is not None:
             raise InvalidRequest("Invalid Request: initialize was already received")
-        requested = params.get("protocolVersion")
-        if not isinstance(requested, str):
-            raise InvalidParams(
-                "Unsupported protocol version",
-                data={"supported": list(PROTOCOL_VERSIONS), "requested": requested},
-            )
-        # The spec: answer the client's revision if we speak it, else our latest.
-        version = requested if requested in PROTOCOL_VERSIONS else LATEST_PROTOCOL_VERSION
-        capabilities = params.get("capabilities")
-        client_info = params.get("clientInfo")
-        self.client_capabilities = capabilities if isinstance(capabilities, dict) else {}
-        self.client_info = client_info if isinstance(client_info, dict) else None
-        self.protocol_version = version
-        app = self._conn.app
-        result: dict[str, Any] = {
-            "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": False}},
-            "serverInfo": {"name": app.name, "version": app.version},
-        }
-        if app.description:
-            result["instructions"] = app.description
-        return result
+        handshake = answer_initialize(params, self._server_info, self._conn.app.description)
+        self.client_capabilities = handshake.client_capabilities
+        self.client_info = handshake.client_info
+        self.protocol_version = handshake.protocol_version
+        return handshake.result
 
     def _at_least(self, revision: str, version: str | None = None) -> bool:
-        version = self.protocol_version if version is None else version
-        return version is not None and version >= revision
+        return at_least(revision, self.protocol_version if version is None else version)
 
     # 2026-07-28
 
@@ -340,18 +314,7 @@ class MCPSession:
 
     def describe(self, tool: Tool, version: str | None = None) -> dict[str, Any]:
         """``tool`` as an MCP tool object for ``version`` (default: the negotiated revision)."""
-        info: dict[str, Any] = {"name": tool.name}
-        modern = self._at_least(_TITLES_AND_OUTPUT, version)
-        if tool.title is not None and modern:
-            info["title"] = tool.title
-        if tool.description is not None:
-            info["description"] = tool.description
-        info["inputSchema"] = tool.input_schema
-        if tool.output_schema is not None and modern:
-            info["outputSchema"] = tool.output_schema
-        if tool.annotations and self._at_least(_ANNOTATIONS_AND_MESSAGES, version):
-            info["annotations"] = dict(tool.annotations)
-        return info
+        return describe_tool(tool, self.protocol_version if version is None else version)
 
     def _tools_list(self, params: dict[str, Any], version: str | None = None) -> dict[str, Any]:
         tools = self._conn._visible_tools()
@@ -414,7 +377,7 @@ class MCPSession:
         if (
             tool.output_schema is not None
             and encoded[:1] == b"{"
-            and self._at_least(_TITLES_AND_OUTPUT, version)
+            and self._at_least(TITLES_AND_OUTPUT, version)
         ):
             parts += (b',"structuredContent":', encoded)
         if version is None:
@@ -444,7 +407,7 @@ class MCPSession:
         params: dict[str, Any] = {"progressToken": token, "progress": progress}
         if total is not None:
             params["total"] = total
-        if message is not None and self._at_least(_ANNOTATIONS_AND_MESSAGES, version):
+        if message is not None and self._at_least(ANNOTATIONS_AND_MESSAGES, version):
             params["message"] = message
         self._conn._send_json(
             {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}

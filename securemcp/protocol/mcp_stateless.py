@@ -57,11 +57,16 @@ MODERN_PROTOCOL_VERSIONS = ("2026-07-28",)
 """The stateless revisions SecureMCP speaks, oldest first (no ``initialize``)."""
 
 PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
+"""The ``_meta`` key of a request's envelope that names its protocol revision."""
 CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
+"""The ``_meta`` key of a request's envelope that carries the client's capabilities."""
 CLIENT_INFO_KEY = "io.modelcontextprotocol/clientInfo"
+"""The ``_meta`` key of a request's envelope that carries the client's name and version."""
 SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
+"""The ``_meta`` key of a result that carries the server's name and version."""
 
 SERVER_DISCOVER = "server/discover"
+"""The method a 2026-07-28 client sends first: the server's versions and capabilities."""
 
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 """``UnsupportedProtocolVersionError``'s code (schema.ts, 2026-07-28)."""

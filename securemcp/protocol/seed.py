@@ -21,7 +21,17 @@ from .jsonrpc import RequestId, is_request_id
 if TYPE_CHECKING:
     from .server import ServerConnection
 
-__all__ = ["on_message"]
+__all__ = ["SUBPROTOCOL", "on_message"]
+
+SUBPROTOCOL = "securemcp.seed"
+"""The WebSocket subprotocol that names the seed dialect.
+
+A seed client needs none (a connection without a subprotocol speaks it), but a
+browser that sends its token the only way it can, as a ``bearer.<token>``
+entry of the subprotocol list, must name a real subprotocol beside it, which
+the server answers with (never the token): ``new WebSocket(url,
+["securemcp.seed", "bearer." + token])``.
+"""
 
 _NO_ANSWER: Any = object()
 """Returned by a method handler whose answer comes later (a tool call)."""

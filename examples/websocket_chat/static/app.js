@@ -1,6 +1,8 @@
 // The SecureMCP chat page: one WebSocket to the server that served this page,
 // seed-dialect calls ({"id", "method": "invoke_tool", "params": {...}}) and
-// chat.message notifications for the room we joined.
+// chat.message notifications for the room we joined. With an admin token the
+// socket offers ["securemcp.seed", "bearer." + token]: a browser cannot set
+// Authorization, and the named subprotocol is what the server answers with.
 "use strict";
 
 const HISTORY = 50;
@@ -8,6 +10,7 @@ const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
 const RATE_LIMITED = -31029;
 const ROOMS_EVERY_MS = 15000;
+const SEED_SUBPROTOCOL = "securemcp.seed";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -22,6 +25,10 @@ const ui = {
   username: $("username"),
   message: $("message"),
   send: $("send"),
+  adminForm: $("admin-form"),
+  adminToken: $("admin-token"),
+  adminUse: $("admin-use"),
+  clearRoom: $("clear-room"),
 };
 
 const state = {
@@ -37,6 +44,9 @@ const state = {
   reconnectTimer: null,
   bannerTimer: null,
   roomsTimer: null,
+  token: null, // the admin token, kept in memory only
+  tokenUntried: false, // the token has not yet opened a connection
+  admin: false, // the server lists clear_history for us
 };
 
 class CallError extends Error {
@@ -58,7 +68,16 @@ function connect() {
   state.reconnectTimer = null;
   // While reconnecting, the status stays "Disconnected" until the server greets us.
   if (state.attempts === 0) setStatus("connecting", "Connecting…");
-  const ws = new WebSocket(socketUrl());
+  let ws;
+  try {
+    ws = state.token === null
+      ? new WebSocket(socketUrl())
+      : new WebSocket(socketUrl(), [SEED_SUBPROTOCOL, `bearer.${state.token}`]);
+  } catch {
+    // Not sendable as a subprotocol entry (spaces, "/", "=" ...): go on without it.
+    dropToken("That admin token cannot be sent from a browser.");
+    ws = new WebSocket(socketUrl());
+  }
   state.ws = ws;
   ws.addEventListener("message", (event) => onFrame(event.data));
   ws.addEventListener("close", () => onClose(ws));
@@ -67,11 +86,19 @@ function connect() {
 
 function onClose(ws) {
   if (state.ws !== ws) return;
+  const greeted = state.ready;
   state.ws = null;
   state.ready = false;
   for (const { reject } of state.pending.values()) reject(new CallError({ message: "disconnected" }));
   state.pending.clear();
   updateControls();
+  if (!greeted && state.tokenUntried) {
+    // The server refused the upgrade (a browser is not told why): the token is
+    // wrong, so go back to chatting anonymously right away.
+    dropToken("Admin token refused.");
+    connect();
+    return;
+  }
   // Exponential backoff, capped; half of each delay is random ("equal jitter"),
   // so that many pages dropped at once do not all come back in the same instant.
   const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** state.attempts);
@@ -91,7 +118,7 @@ function onFrame(text) {
     return;
   }
   if (frame.id === "welcome") {
-    onWelcome();
+    onWelcome(frame.result?.tools ?? []);
   } else if (frame.method === "chat.message" && frame.params) {
     onChatMessage(frame.params);
   } else if (frame.method === "chat.cleared" && frame.params?.room === state.room) {
@@ -106,12 +133,19 @@ function onFrame(text) {
   }
 }
 
-function onWelcome() {
+function onWelcome(tools) {
   const reconnected = state.attempts > 0;
   state.ready = true;
   state.attempts = 0;
-  setStatus("connected", "Connected");
+  state.admin = state.token !== null && tools.includes("clear_history");
+  setStatus("connected", state.admin ? "Connected as admin" : "Connected");
   if (reconnected) hideBanner();
+  if (state.tokenUntried) {
+    state.tokenUntried = false;
+    ui.adminToken.value = "";
+    if (state.admin) showBanner("Signed in as admin.", 3);
+    else showBanner("This token does not grant the admin scope.");
+  }
   updateControls();
   enterRoom(state.room, null);
 }
@@ -290,6 +324,48 @@ function setStatus(kind, text) {
 
 function updateControls() {
   ui.send.disabled = !state.ready;
+  ui.clearRoom.hidden = !state.admin;
+  ui.clearRoom.disabled = !state.ready;
+  ui.adminUse.textContent = state.token === null ? "Sign in" : "Use another";
+}
+
+// --- admin ----------------------------------------------------------------
+
+function useToken(token) {
+  state.token = token;
+  state.tokenUntried = true;
+  state.admin = false;
+  reconnectNow();
+}
+
+function dropToken(reason) {
+  state.token = null;
+  state.tokenUntried = false;
+  state.admin = false;
+  showBanner(reason);
+  updateControls();
+}
+
+function reconnectNow() {
+  clearTimeout(state.reconnectTimer);
+  state.attempts = 0;
+  const old = state.ws;
+  state.ws = null; // its close is not a drop to recover from
+  state.ready = false;
+  for (const { reject } of state.pending.values()) reject(new CallError({ message: "disconnected" }));
+  state.pending.clear();
+  if (old !== null) old.close();
+  connect();
+}
+
+async function clearRoom() {
+  const room = state.room;
+  try {
+    await call("clear_history", { room });
+    showBanner(`History of #${room} cleared.`, 3);
+  } catch (error) {
+    report(error);
+  }
 }
 
 function showBanner(text, seconds) {
@@ -329,6 +405,12 @@ ui.sendForm.addEventListener("submit", (event) => {
   event.preventDefault();
   sendMessage();
 });
+ui.adminForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = ui.adminToken.value.trim();
+  if (token) useToken(token);
+});
+ui.clearRoom.addEventListener("click", clearRoom);
 ui.roomForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const room = ui.roomName.value.trim();
