@@ -31,7 +31,6 @@ from ._client_asyncio import AsyncioIO
 from ._client_io import ClientIO
 from ._client_notes import NotificationHandler
 from ._client_session import ClientSession
-from ._client_trio import TrioIO
 from ._memory import memory_stream_pair, memory_transport_pair
 from ._pubsub import LoopThread
 from ._serving import _Server
@@ -211,6 +210,9 @@ async def _connect_in_memory(
     the client's end of that connection."""
     server = _Server(settings, sys.maxsize, LoopThread.current())
     if sniffio.current_async_library() == "trio":
+        # Imported here: trio is an extra, and a program running on trio has it.
+        from ._client_trio import TrioIO
+
         client_end, server_end = memory_stream_pair(_CLIENT_ADDRESS, _SERVER_ADDRESS)
         server._task_group = tasks
         connection = StreamConnection(server_end, server, refuse=False)

@@ -67,6 +67,30 @@ def test_asyncio_serves_and_calls_without_trio_or_uvloop() -> None:
     assert done.stdout.splitlines() == ["{'echoed': 'hi'}", "{'echoed': 'mcp'}"]
 
 
+def test_the_test_kit_runs_on_asyncio_without_trio() -> None:
+    done = run_blocked(
+        """
+        import anyio
+        from securemcp import SecureMCP
+        from securemcp.testing import TestClient
+
+        app = SecureMCP("no-extras")
+
+        @app.tool()
+        async def echo(message: str) -> dict:
+            return {"echoed": message}
+
+        async def main() -> None:
+            async with TestClient(app) as client:
+                print(await client.invoke_tool("echo", {"message": "in memory"}))
+
+        anyio.run(main)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["{'echoed': 'in memory'}"]
+
+
 def test_run_on_a_backend_without_its_extra_names_the_extra() -> None:
     done = run_blocked(
         """
