@@ -508,21 +508,28 @@ async def test_resources_open_with_the_first_client_and_close_with_it() -> None:
     assert log == ["open", "close", "open", "close"]
 
 
+class FlakyResource:
+    """An app resource whose first opening fails (once ``gate`` is set, if given)."""
+
+    def __init__(self, gate: anyio.Event | None = None) -> None:
+        self.gate = gate
+        self.log: list[str] = []
+
+    async def __aenter__(self) -> None:
+        self.log.append("open")
+        if len(self.log) == 1:
+            if self.gate is not None:
+                await self.gate.wait()
+            raise RuntimeError("database down")
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.log.append("close")
+
+
 @pytest.mark.anyio
 async def test_a_resource_that_fails_to_open_fails_the_connect_and_nothing_else() -> None:
     app = kit_app()
-    attempts: list[str] = []
-
-    class Flaky:
-        async def __aenter__(self) -> None:
-            attempts.append("open")
-            if len(attempts) == 1:
-                raise RuntimeError("database down")
-
-        async def __aexit__(self, *exc: object) -> None:
-            attempts.append("close")
-
-    app.uses(Flaky())
+    attempts = app.uses(FlakyResource()).log
     client = TestClient(app)
     with pytest.raises(RuntimeError, match="database down"):
         await client.connect()
@@ -535,20 +542,8 @@ async def test_a_resource_that_fails_to_open_fails_the_connect_and_nothing_else(
 @pytest.mark.anyio
 async def test_a_client_waiting_on_a_failed_opening_opens_the_resources_itself() -> None:
     app = kit_app()
-    attempts: list[str] = []
     release = anyio.Event()
-
-    class Flaky:
-        async def __aenter__(self) -> None:
-            attempts.append("open")
-            if len(attempts) == 1:
-                await release.wait()
-                raise RuntimeError("database down")
-
-        async def __aexit__(self, *exc: object) -> None:
-            attempts.append("close")
-
-    app.uses(Flaky())
+    attempts = app.uses(FlakyResource(release)).log
     failed: list[BaseException] = []
     done = anyio.Event()
 
