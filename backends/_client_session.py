@@ -15,6 +15,7 @@ or trio's reader task): an answer sets its call's waiter right there.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -65,7 +66,7 @@ from .mcp_client import (
     with_meta,
 )
 
-__all__ = ["ClientSession"]
+__all__ = ["ClientSession", "Opener"]
 
 _OPEN = ConnectionState.OPEN
 _CLOSED = ConnectionState.CLOSED
@@ -73,6 +74,10 @@ _CLOSED = ConnectionState.CLOSED
 _SLACK = 0.001
 
 _NEVER_CANCELLED = frozenset({"initialize", SERVER_DISCOVER})
+
+Opener = Callable[["ClientSession", float], Awaitable[ClientIO | None]]
+"""``opener(session, deadline)``: the connection's I/O once its bytes flow, ``None`` past
+``deadline`` (:meth:`ClientIO.open`, or the test kit's in-memory connection)."""
 
 
 class ClientSession:
@@ -130,8 +135,8 @@ class ClientSession:
 
     # Opening and closing
 
-    async def open(self, io_class: type[ClientIO], connect_timeout: float) -> None:
-        """TCP, TLS and the WebSocket handshake, all within ``connect_timeout``."""
+    async def open(self, opener: Opener, connect_timeout: float) -> None:
+        """``opener`` (TCP, TLS), then the WebSocket handshake, all within ``connect_timeout``."""
         if self._started:
             raise LocalProtocolError("connect() was already called on this client")
         self._started = True
@@ -139,7 +144,7 @@ class ClientSession:
         # task group that outlives this call, which no scope of ours may enclose.
         deadline = anyio.current_time() + connect_timeout
         try:
-            io = await io_class.open(self, deadline)
+            io = await opener(self, deadline)
             if io is None:
                 raise self._too_slow(connect_timeout)
             self.io = io

@@ -134,11 +134,22 @@ class TrioIO(ClientIO):
                 raise connect_error(exc, session.url) from None
         if stream is None:
             return None
-        # Entered here, outside the deadline's scope: it lives until shutdown().
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
         # A plain TCP stream's socket takes our bytes directly (see _send).
         raw = stream.extra(anyio.abc.SocketAttribute.raw_socket) if ssl_context is None else None
+        return await cls.start(session, stream, raw)
+
+    @classmethod
+    async def start(
+        cls,
+        session: ClientSession,
+        stream: anyio.abc.ByteStream,
+        raw: socket.socket | None = None,
+    ) -> TrioIO:
+        """Start feeding ``session`` from ``stream``, a connected byte stream (any: TCP,
+        TLS, the test kit's in-memory one); ``raw``, its plain TCP socket if it has one."""
+        # Entered here, outside open()'s deadline scope: it lives until shutdown().
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
         io = cls(session, stream, raw, tg)
         tg.start_soon(io._in_scope, io._scopes[0], io._read_loop)
         tg.start_soon(io._in_scope, io._scopes[1], io._timer_loop)

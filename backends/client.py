@@ -150,7 +150,7 @@ class WebSocketClient(MCPCalls):
     def __repr__(self) -> str:
         session = self._session
         state = session.conn.state.value if session.io is not None else "unconnected"
-        return f"<WebSocketClient {self.url} {state}>"
+        return f"<{type(self).__name__} {self.url} {state}>"
 
     # What the connection says about itself
 
@@ -208,13 +208,17 @@ class WebSocketClient(MCPCalls):
         task, because (on trio) the client's task group spans the time in between.
         """
         session = self._session
-        await session.open(_io_class(), self.connect_timeout)
+        await session.open(self._open_io, self.connect_timeout)
         if session.speaks_mcp:
             try:
                 await session.negotiate(self.connect_timeout)
             except BaseException:
                 await self.aclose()
                 raise
+
+    async def _open_io(self, session: ClientSession, deadline: float) -> ClientIO | None:
+        """Connect ``session`` to the server (TCP, TLS) on this task's async library."""
+        return await _io_class().open(session, deadline)
 
     async def aclose(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the connection with ``code`` and wait (up to ``close_timeout``) for the server.

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -52,8 +53,10 @@ class Principal:
 
     subject: str
     """A stable, non-secret identifier: a user id, or ``key-<fingerprint>`` for an API key."""
-    scopes: frozenset[str] = frozenset()
-    """What the principal may do; a tool's required scopes must all be here."""
+    scopes: AbstractSet[str] = frozenset()
+    """What the principal may do; a tool's required scopes must all be here.
+
+    Any set of strings may be given (``{"admin"}``); it is kept as a frozenset."""
     expires_at: float | None = None
     """POSIX seconds from which the credentials no longer count (``None``: never)."""
     claims: Mapping[str, Any] = field(

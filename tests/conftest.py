@@ -17,6 +17,11 @@ from .mcp2_env import (  # noqa: F401 - fixtures for every module
 )
 from .redis_server import redis_cluster, redis_server  # noqa: F401 - fixtures for every module
 
+# SecureMCP's own pytest plugin (the securemcp_client fixture), loaded here rather than
+# through its entry point (off in pyproject.toml's addopts) so that coverage, started
+# by then, sees everything importing it imports.
+pytest_plugins = ["securemcp.pytest_plugin"]
+
 
 @pytest.fixture(params=["asyncio", "trio", "asyncio-anyio-path"])
 def anyio_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:

@@ -42,8 +42,9 @@ SECRET = "s3cret-s3cret-s3cret-s3cret-s3cret!"  # 35 bytes: long enough for HS25
 
 
 def test_principal_normalises_scopes_and_freezes_claims() -> None:
-    principal = Principal("alice", {"read", "write"}, claims={"team": "blue"})  # type: ignore[arg-type]
+    principal = Principal("alice", {"read", "write"}, claims={"team": "blue"})
     assert principal.scopes == frozenset({"read", "write"})
+    assert isinstance(principal.scopes, frozenset)
     assert principal.claims["team"] == "blue"
     with pytest.raises(TypeError):
         principal.claims["team"] = "red"  # type: ignore[index]

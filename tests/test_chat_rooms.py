@@ -1,4 +1,8 @@
-"""The chat example's rooms, live messages, durable history and security."""
+"""The chat example's rooms, live messages, durable history and security.
+
+The app's own behaviour is tested through ``securemcp.testing.TestClient`` (in memory, as its
+users test theirs); the example as a user runs it (separate processes, a real socket) after that.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,6 +24,7 @@ import pytest
 
 from securemcp import RPCError, SecureMCPError
 from securemcp.store import MemoryMessageStore, SQLiteMessageStore
+from securemcp.testing import TestClient
 from securemcp.transport import WebSocketClient, WebSocketTransport
 
 from .test_chat_example import CHAT, start_chat_server
@@ -40,18 +45,13 @@ def _load_example() -> ModuleType:
 chat = _load_example()
 
 
-@asynccontextmanager
-async def chat_server(
+def chat_server(
     *, rate: float = 1000.0, burst: float = 1000.0, admin_token: str | None = ADMIN
-) -> AsyncIterator[str]:
-    """The example's app and policy, served in-process; yields the URL."""
+) -> WebSocketTransport:
+    """The example's app and policy, as its ``main()`` serves them (clients: ``TestClient``)."""
     app = chat.create_app(MemoryMessageStore())
     policy = chat.security_policy(admin_token, rate, burst)
-    transport = WebSocketTransport(app, security=policy, shutdown_grace=1, close_timeout=2)
-    async with anyio.create_task_group() as tg:
-        port = await tg.start(transport.serve, "127.0.0.1", 0)
-        yield f"ws://127.0.0.1:{port}"
-        tg.cancel_scope.cancel()
+    return WebSocketTransport(app, security=policy, shutdown_grace=1, close_timeout=2)
 
 
 async def next_note(client: WebSocketClient) -> tuple[str, Any]:
@@ -69,12 +69,8 @@ async def rpc_error(client: WebSocketClient, tool: str, params: dict[str, Any]) 
 
 @pytest.mark.anyio
 async def test_messages_reach_every_member_of_their_room_and_nobody_else() -> None:
-    async with (
-        chat_server() as url,
-        WebSocketClient(url) as ann,
-        WebSocketClient(url) as bob,
-        WebSocketClient(url) as cyd,
-    ):
+    server = chat_server()
+    async with TestClient(server) as ann, TestClient(server) as bob, TestClient(server) as cyd:
         assert await ann.invoke_tool("join_room", {"room": "general"}) == {
             "status": "joined",
             "room": "general",
@@ -121,7 +117,7 @@ async def test_messages_reach_every_member_of_their_room_and_nobody_else() -> No
 
 @pytest.mark.anyio
 async def test_get_messages_paginates_per_room() -> None:
-    async with chat_server() as url, WebSocketClient(url) as client:
+    async with TestClient(chat_server()) as client:
         for index in range(12):
             await client.invoke_tool(
                 "send_message", {"username": "Ann", "message": f"m{index}", "room": "r1"}
@@ -142,13 +138,14 @@ async def test_get_messages_paginates_per_room() -> None:
 
 @pytest.mark.anyio
 async def test_clearing_the_history_needs_the_admin_token() -> None:
-    async with chat_server() as url, WebSocketClient(url) as anonymous:
+    server = chat_server()
+    async with TestClient(server) as anonymous:
         await anonymous.invoke_tool("join_room", {"room": "general"})
         await anonymous.invoke_tool("send_message", {"username": "Ann", "message": "keep?"})
         await next_note(anonymous)
         refused = await rpc_error(anonymous, "clear_history", {})
         assert refused.code == -31001
-        async with WebSocketClient(url, token=ADMIN) as admin:
+        async with TestClient(server, token=ADMIN) as admin:
             tools = [tool["name"] for tool in await admin.list_tools()]
             assert "clear_history" in tools
             assert await admin.invoke_tool("clear_history", {"room": "general"}) == {
@@ -163,17 +160,14 @@ async def test_clearing_the_history_needs_the_admin_token() -> None:
 
 @pytest.mark.anyio
 async def test_without_an_admin_token_nobody_can_clear() -> None:
-    async with chat_server(admin_token=None) as url, WebSocketClient(url) as client:
+    async with TestClient(chat_server(admin_token=None)) as client:
         assert (await rpc_error(client, "clear_history", {})).code == -31001
 
 
 @pytest.mark.anyio
 async def test_sending_is_rate_limited_per_connection() -> None:
-    async with (
-        chat_server(rate=0.5, burst=2) as url,
-        WebSocketClient(url) as eager,
-        WebSocketClient(url) as other,
-    ):
+    server = chat_server(rate=0.5, burst=2)
+    async with TestClient(server) as eager, TestClient(server) as other:
         message = {"username": "Ann", "message": "spam"}
         await eager.invoke_tool("send_message", message)
         await eager.invoke_tool("send_message", message)
@@ -202,13 +196,13 @@ async def test_sending_is_rate_limited_per_connection() -> None:
     ],
 )
 async def test_invalid_input_is_refused_with_32602(tool: str, params: dict[str, Any]) -> None:
-    async with chat_server() as url, WebSocketClient(url) as client:
+    async with TestClient(chat_server()) as client:
         assert (await rpc_error(client, tool, params)).code == -32602
 
 
 @pytest.mark.anyio
 async def test_a_connection_joins_a_bounded_number_of_rooms() -> None:
-    async with chat_server() as url, WebSocketClient(url) as client:
+    async with TestClient(chat_server()) as client:
         for index in range(chat.MAX_ROOMS_PER_CONNECTION):
             await client.invoke_tool("join_room", {"room": f"r{index}"})
         await client.invoke_tool("join_room", {"room": "r0"})  # already in: fine

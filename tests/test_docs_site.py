@@ -32,6 +32,8 @@ EXTENSION = ROOT / "docs" / "_ext" / "require_docstrings.py"
 PUBLIC_MODULES = [
     "securemcp",
     "securemcp.transport",
+    "securemcp.testing",
+    "securemcp.pytest_plugin",
     "securemcp.backends",
     "securemcp.protocol",
     "securemcp.redis",

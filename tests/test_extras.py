@@ -42,6 +42,7 @@ def test_asyncio_serves_and_calls_without_trio_or_uvloop() -> None:
         """
         import anyio
         from securemcp import SecureMCP
+        from securemcp.testing import TestClient
         from securemcp.transport import WebSocketClient, WebSocketTransport
 
         app = SecureMCP("no-extras")
@@ -59,12 +60,19 @@ def test_asyncio_serves_and_calls_without_trio_or_uvloop() -> None:
                 async with WebSocketClient(f"ws://127.0.0.1:{port}", mcp=True) as client:
                     print((await client.call_tool("echo", {"message": "mcp"})).value())
                 tg.cancel_scope.cancel()
+            # The test kit too (its trio parts load only on trio).
+            async with TestClient(app) as client:
+                print(await client.invoke_tool("echo", {"message": "in memory"}))
 
         anyio.run(main)
         """
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["{'echoed': 'hi'}", "{'echoed': 'mcp'}"]
+    assert done.stdout.splitlines() == [
+        "{'echoed': 'hi'}",
+        "{'echoed': 'mcp'}",
+        "{'echoed': 'in memory'}",
+    ]
 
 
 def test_run_on_a_backend_without_its_extra_names_the_extra() -> None:

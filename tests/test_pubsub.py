@@ -1,4 +1,4 @@
-"""Broadcast: the broker, frames encoded once, and live delivery over real sockets."""
+"""Broadcast: the broker, frames encoded once, and live delivery (in memory, and over sockets)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from securemcp import Context, LocalProtocolError, SecureMCP
 from securemcp.backends._pubsub import ConnectionSession, LoopThread
 from securemcp.protocol import Limits, ServerConnection, encode_notification, text_frame
 from securemcp.pubsub import Broker, LocalBroker, Notification, Subscriber, check_topic
+from securemcp.testing import TestClient
 from securemcp.transport import WebSocketClient, WebSocketTransport
 
 from .helpers import (
@@ -231,47 +232,43 @@ async def next_note(client: WebSocketClient) -> tuple[str, Any]:
 
 @pytest.mark.anyio
 async def test_three_clients_receive_what_their_room_publishes() -> None:
-    transport = WebSocketTransport(broadcast_app(), shutdown_grace=1, close_timeout=2)
-    async with serving(transport) as port:
-        url = f"ws://127.0.0.1:{port}"
-        async with (
-            WebSocketClient(url) as ann,
-            WebSocketClient(url) as bob,
-            WebSocketClient(url) as cyd,
-        ):
-            assert await ann.invoke_tool("join", {"topic": "room:a"}) == 1
-            assert await bob.invoke_tool("join_sync", {"topic": "room:a"}) == ["room:a"]
-            assert await cyd.invoke_tool("join", {"topic": "room:b"}) == 1
-            assert sorted(await cyd.invoke_tool("topics")) == ["room:a", "room:b"]
+    transport = WebSocketTransport(broadcast_app())
+    async with (
+        TestClient(transport) as ann,
+        TestClient(transport) as bob,
+        TestClient(transport) as cyd,
+    ):
+        assert await ann.invoke_tool("join", {"topic": "room:a"}) == 1
+        assert await bob.invoke_tool("join_sync", {"topic": "room:a"}) == ["room:a"]
+        assert await cyd.invoke_tool("join", {"topic": "room:b"}) == 1
+        assert sorted(await cyd.invoke_tool("topics")) == ["room:a", "room:b"]
 
-            # The sender (a member) hears itself too; cyd, elsewhere, hears nothing.
-            assert await ann.invoke_tool("say", {"topic": "room:a", "text": "one"}) == 2
-            assert await cyd.invoke_tool("say_sync", {"topic": "room:a", "text": "two"}) == 2
-            for member in (ann, bob):
-                assert await next_note(member) == ("said", {"topic": "room:a", "text": "one"})
-                assert await next_note(member) == ("said", {"topic": "room:a", "text": "two"})
-            assert await bob.invoke_tool("say", {"topic": "room:b", "text": "three"}) == 1
-            assert await next_note(cyd) == ("said", {"topic": "room:b", "text": "three"})
+        # The sender (a member) hears itself too; cyd, elsewhere, hears nothing.
+        assert await ann.invoke_tool("say", {"topic": "room:a", "text": "one"}) == 2
+        assert await cyd.invoke_tool("say_sync", {"topic": "room:a", "text": "two"}) == 2
+        for member in (ann, bob):
+            assert await next_note(member) == ("said", {"topic": "room:a", "text": "one"})
+            assert await next_note(member) == ("said", {"topic": "room:a", "text": "two"})
+        assert await bob.invoke_tool("say", {"topic": "room:b", "text": "three"}) == 1
+        assert await next_note(cyd) == ("said", {"topic": "room:b", "text": "three"})
 
-            assert await bob.invoke_tool("leave", {"topic": "room:a"}) is True
-            assert await bob.invoke_tool("leave", {"topic": "room:a"}) is False
-            assert await cyd.invoke_tool("say", {"topic": "room:a", "text": "four"}) == 1
-            assert await next_note(ann) == ("said", {"topic": "room:a", "text": "four"})
-    # The server stopped once every connection ended, and each left every topic then.
+        assert await bob.invoke_tool("leave", {"topic": "room:a"}) is True
+        assert await bob.invoke_tool("leave", {"topic": "room:a"}) is False
+        assert await cyd.invoke_tool("say", {"topic": "room:a", "text": "four"}) == 1
+        assert await next_note(ann) == ("said", {"topic": "room:a", "text": "four"})
+    # Each connection left every topic as it ended.
     assert transport.broker.topics() == []
 
 
 @pytest.mark.anyio
 async def test_an_mcp_client_gets_jsonrpc_notifications() -> None:
-    transport = WebSocketTransport(broadcast_app(), shutdown_grace=1, close_timeout=2)
-    async with serving(transport) as port:
-        url = f"ws://127.0.0.1:{port}"
-        async with WebSocketClient(url, mcp=True) as mcp, WebSocketClient(url) as seed:
-            await mcp.invoke_tool("join", {"topic": "t"})
-            await seed.invoke_tool("join", {"topic": "t"})
-            assert await seed.invoke_tool("say", {"topic": "t", "text": "x"}) == 2
-            assert await next_note(mcp) == ("said", {"topic": "t", "text": "x"})
-            assert await next_note(seed) == ("said", {"topic": "t", "text": "x"})
+    app = broadcast_app()
+    async with TestClient(app, mcp=True) as mcp, TestClient(app) as seed:
+        await mcp.invoke_tool("join", {"topic": "t"})
+        await seed.invoke_tool("join", {"topic": "t"})
+        assert await seed.invoke_tool("say", {"topic": "t", "text": "x"}) == 2
+        assert await next_note(mcp) == ("said", {"topic": "t", "text": "x"})
+        assert await next_note(seed) == ("said", {"topic": "t", "text": "x"})
 
 
 @pytest.mark.anyio

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from securemcp import SecureMCP
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -52,3 +54,25 @@ async def test_readme_server_and_client_snippets_work_together() -> None:
     assert [tool["name"] for tool in tools] == ["my_tool"]
     assert result == {"result": "value"}
     assert rtt > 0
+
+
+@pytest.mark.anyio
+async def test_readme_testing_snippet_passes_against_the_readme_app() -> None:
+    blocks = _python_blocks()
+    server_block = next(b for b in blocks if "WebSocketTransport(app)" in b)
+    test_block = next(b for b in blocks if "from securemcp.testing import TestClient" in b)
+    namespace: dict[str, Any] = {}
+    exec(server_block.replace('transport.run(host="0.0.0.0", port=8765)', ""), namespace)
+    exec(test_block, namespace)  # the test, next to the app it tests
+    test = namespace["test_my_tool"]
+    assert [mark.name for mark in test.pytestmark] == ["anyio"]
+    await test()
+    # The snippet's assertion is a real one: a tool that answers otherwise fails it.
+    other = namespace["app"] = SecureMCP("other")
+
+    @other.tool(name="my_tool")
+    async def shout(param: str) -> dict[str, str]:
+        return {"result": param.upper()}
+
+    with pytest.raises(AssertionError):
+        await test()

@@ -3,7 +3,8 @@
 ``examples/tutorial/notes.py`` is served as a user would (``python notes.py
 --backend B``), then called from the command line, from Python
 (``client.py``) and from the official MCP Python SDK (``mcp_client.py``); the
-outputs are the ones the page shows.
+outputs are the ones the page shows; and the page's own tests (``test_notes.py``,
+with ``securemcp.testing.TestClient``) pass as it runs them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,17 @@ import pytest
 
 from .test_cli import BACKENDS, Server, run_cli
 
+# The project's own pytest options (coverage, its plugins) are not a reader's.
+PYTEST_AS_A_READER = (
+    sys.executable,
+    "-m",
+    "pytest",
+    "-o",
+    "addopts=",
+    "-p",
+    "no:cacheprovider",
+    "-v",
+)
 TUTORIAL = Path(__file__).resolve().parent.parent / "examples" / "tutorial"
 ADMIN = {"NOTES_ADMIN_TOKEN": "admin-secret"}
 
@@ -82,3 +94,21 @@ def test_call_it_from_python_and_from_the_official_mcp_client(notes_server: Serv
         "{'number': 1}",
         "{'notes': ['from MCP']}",
     ]
+
+
+def test_the_tutorials_tests_pass_as_the_page_runs_them() -> None:
+    """Step 4: ``pytest test_notes.py`` in the tutorial's folder, TestClient on both loops."""
+    done = subprocess.run(
+        [*PYTEST_AS_A_READER, "test_notes.py"],
+        cwd=TUTORIAL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    passed = {line.split()[0] for line in done.stdout.splitlines() if " PASSED" in line}
+    assert passed == {
+        f"test_notes.py::{name}[{backend}]"
+        for name in ("test_anyone_may_add_and_list", "test_only_an_admin_may_clear")
+        for backend in ("asyncio", "trio")
+    }
