@@ -187,11 +187,18 @@ class ConnectionDriver:
     def go_away(self) -> None:
         """The server is stopping: cancel what runs, then close with 1001 (or just abort).
 
-        Calls still running are answered with -32800 before the close frame.
+        Calls still running are answered with -32800 before the close frame
+        (over HTTP: as the answer, then the connection closes).
         """
         if self._going_away:
             return
         self._going_away = True
+        http = self.conn.http
+        if self._http is not None and http is not None and not http.closed:
+            self._http.go_away()
+            self._handle_events()
+            self.adapter.wake()
+            return
         if self.conn.state is not ConnectionState.OPEN:
             if not self._closing:
                 # Mid-handshake: there is nobody to say goodbye to yet.

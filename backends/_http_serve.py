@@ -411,3 +411,19 @@ class HTTPEndpoint:
         if cancel is not None:
             cancel()
         self.driver.server.call_finished()
+
+    def go_away(self) -> None:
+        """The server is stopping: a running call is answered -32800, then the connection closes.
+
+        Between requests the connection just closes, which HTTP/1.1 allows a
+        server to do to an idle keep-alive connection.
+        """
+        call, cancel = self.call, self._cancel
+        http = self._http
+        if call is not None:
+            http.last_answer()
+            self.fail(call, Cancelled("Server shutting down"))  # answered, with the call done
+            if cancel is not None:
+                cancel()
+            self.driver.server.call_finished()
+        http.close()

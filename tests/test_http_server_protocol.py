@@ -168,3 +168,34 @@ async def test_routing_headers_must_match_the_body() -> None:
                 port, post(rpc("tools/list"), "MCP-Protocol-Version: 2025-11-25\r\n")
             )
             assert legacy.status == 200
+
+
+# Shutdown
+
+
+@pytest.mark.anyio
+async def test_shutdown_answers_a_running_http_call_and_closes_idle_connections() -> None:
+    started, cancelled = anyio.Event(), anyio.Event()
+    grace = 0.3
+    server = transport(make_app((started, cancelled)), shutdown_grace=grace)
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(server.serve, "127.0.0.1", 0)
+        async with raw(port) as busy, raw(port) as idle:
+            with anyio.fail_after(LIMIT):
+                await idle.stream.send(post(rpc("tools/list", _meta=MODERN)))
+                assert (await idle.answer()).status == 200  # now idle on keep-alive
+                await busy.stream.send(post(rpc("tools/call", name="hang", _meta=MODERN)))
+                await started.wait()
+                stopping = anyio.current_time()
+                server.shutdown()
+                # The call gets its answer once the grace period is over, not a reset.
+                answer = await busy.answer()
+                waited = anyio.current_time() - stopping
+                assert answer.status == 200
+                assert answer.headers["connection"] == "close"
+                assert answer.json()["error"] == {"code": -32800, "message": "Server shutting down"}
+                assert 0.8 * grace <= waited < grace + 2.0, f"answered after {waited:.3f} s"
+                await cancelled.wait()  # and the tool was cancelled
+                assert await busy.until_closed() == b""
+                assert await idle.until_closed() == b""  # closed cleanly, between requests
+    assert server.open_connections == 0

@@ -239,6 +239,10 @@ class HTTPServerConnection:
 
     # Answers
 
+    def last_answer(self) -> None:
+        """Make the answer being given the connection's last (``Connection: close``, then close)."""
+        self._keep_alive = False
+
     def respond_last(
         self, status: int, body: bytes | str = b"", headers: Iterable[tuple[str, str]] = ()
     ) -> None:
