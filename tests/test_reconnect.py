@@ -184,10 +184,11 @@ async def test_notifications_reach_on_notification_across_reconnections(anyio_ba
 
 
 @pytest.mark.anyio
-async def test_after_max_attempts_the_client_closes_and_waiting_calls_fail(
-    anyio_backend: str,
+@pytest.mark.parametrize("limit", [{"max_attempts": 3}, {"give_up_after": 0.1}])
+async def test_past_its_limit_the_client_closes_and_waiting_calls_fail(
+    anyio_backend: str, limit: dict[str, Any]
 ) -> None:
-    backoff = Backoff(initial=0.01, maximum=0.02, max_attempts=3)
+    backoff = Backoff(initial=0.01, maximum=0.02, **limit)
     stalls = Stalls()
     async with relayed_server(make_app(stalls)) as (_, relay):
         with anyio.fail_after(LIMIT):
