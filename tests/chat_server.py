@@ -19,6 +19,19 @@ PORT_LINE = re.compile(r"\[WS\] Starting WebSocket server on ws://127\.0\.0\.1:(
 STARTUP_TIMEOUT = 20.0
 
 
+def run_script(*args: str) -> subprocess.Popen[str]:
+    """``python <args>`` in the example's folder, unbuffered; stdout and stderr in one pipe."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=CHAT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
 class ChatServer:
     """The example server as a subprocess; :meth:`start` again reuses the same port."""
 
@@ -42,26 +55,17 @@ class ChatServer:
 
     def start(self) -> None:
         started = threading.Event()
-        self.process = process = subprocess.Popen(
-            [
-                sys.executable,
-                "server.py",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--db",
-                str(self.db),
-                "--backend",
-                self.backend,
-                *self.options,
-            ],
-            cwd=CHAT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        self.process = process = run_script(
+            "server.py",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--db",
+            str(self.db),
+            "--backend",
+            self.backend,
+            *self.options,
         )
 
         def pump() -> None:

@@ -9,10 +9,7 @@ restarted, says it is back and prints what is said afterwards.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +17,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from .chat_server import CHAT, ChatServer
+from .chat_server import ChatServer, run_script
 
 WAIT = 30.0  # seconds for any one thing to show up; the follower's backoff is at most 15 s
 ROOM = "dev"
@@ -30,24 +27,8 @@ class Follower:
     """``client.py --follow`` in a subprocess, its output collected line by line."""
 
     def __init__(self, url: str, backend: str) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "client.py",
-                "--url",
-                url,
-                "--follow",
-                "--room",
-                ROOM,
-                "--backend",
-                backend,
-            ],
-            cwd=CHAT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        self.process = run_script(
+            "client.py", "--url", url, "--follow", "--room", ROOM, "--backend", backend
         )
         self.lines: list[str] = []
         self._changed = threading.Condition()
