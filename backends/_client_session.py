@@ -95,6 +95,7 @@ class ClientSession:
         limits: Limits | None,
         max_queued_notifications: int,
         on_notification: NotificationHandler | None,
+        notes: NotificationQueue | None = None,
     ) -> None:
         self.url = url
         self.target = target
@@ -113,7 +114,9 @@ class ClientSession:
         self.server_info: ServerInfo | None = None
         self.meta: dict[str, Any] | None = None
         """MCP 2026-07-28: the ``_meta`` envelope every request carries (``None``: no envelope)."""
-        self.notes = NotificationQueue(max_queued_notifications)
+        # A reconnecting client's connections share one queue, which it ends itself.
+        self._owns_notes = notes is None
+        self.notes = NotificationQueue(max_queued_notifications) if notes is None else notes
         self._waiting: dict[RequestId, Waiter] = {}
         self._progress = ProgressRoutes()
         self._deadlines: dict[Waiter, float] = {}
@@ -431,5 +434,6 @@ class ClientSession:
         self._end()
 
     def _end(self) -> None:
-        self.notes.end()
+        if self._owns_notes:
+            self.notes.end()
         self._closed.set()

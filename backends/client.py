@@ -26,8 +26,9 @@ No exception group ever leaves a public method.
 
 from __future__ import annotations
 
+import functools
 import ssl as ssl_module
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sniffio
@@ -37,14 +38,21 @@ from securemcp.protocol import CloseCode, Limits, Welcome
 from securemcp.protocol.mcp import SUBPROTOCOL as MCP_SUBPROTOCOL
 from securemcp.protocol.mcp import TOOLS_CALL
 
+from ._backoff import Backoff
 from ._client_io import ClientIO
-from ._client_notes import Notification, NotificationHandler, NotificationIterator
+from ._client_notes import (
+    Notification,
+    NotificationHandler,
+    NotificationIterator,
+    NotificationQueue,
+)
 from ._client_session import ClientSession
 from ._client_target import header_pairs, parse_url, tls_context, with_token
 from ._mcp_calls import CallTimeout, MCPCalls
+from ._reconnect import ReconnectHook, Reconnector
 from .mcp_client import ProgressCallback, ServerInfo
 
-__all__ = ["Notification", "WebSocketClient"]
+__all__ = ["Backoff", "Notification", "ReconnectHook", "WebSocketClient"]
 
 
 def _io_class() -> type[ClientIO]:
@@ -97,6 +105,25 @@ class WebSocketClient(MCPCalls):
         back to the ``initialize`` handshake on a server that does not know it.
         The client also speaks MCP whenever the server chooses ``mcp`` from
         ``subprotocols``.
+    :param reconnect: ``True`` (default :class:`Backoff`) or a :class:`Backoff`:
+        when the connection drops for any reason but :meth:`aclose` or the
+        server's normal (1000) close, connect again in the background, waiting
+        the backoff's delays; see :attr:`reconnects`. Calls in flight at the drop
+        raise :class:`~securemcp.errors.ConnectionClosed`; calls made meanwhile
+        wait for the new connection within their timeout. The first
+        :meth:`connect` is not retried. A refused handshake that waiting will not
+        cure (401, 403, 404: any 4xx but 408 and 429), or the backoff's limits,
+        end the client for good: waiting calls then raise ``ConnectionClosed``,
+        caused by :attr:`reconnect_error`.
+    :param on_reconnect: ``hook(client)``, called after each reconnection (and the
+        MCP negotiation) before waiting calls go on, to restore what the
+        server forgot: rejoin rooms, subscribe again. An awaitable it returns is
+        awaited; its calls use the new connection; its exceptions are logged
+        and the connection is kept.
+    :param retry_idempotent: resend, once, on the next connection, a tool call
+        in flight at a drop when the server's tool list annotates its tool
+        ``idempotentHint: true`` or ``readOnlyHint: true`` (the list is fetched
+        on each connection); any other call is never resent.
     """
 
     def __init__(
@@ -115,6 +142,9 @@ class WebSocketClient(MCPCalls):
         token: str | None = None,
         token_in_subprotocol: bool = False,
         mcp: bool = False,
+        reconnect: bool | Backoff = False,
+        on_reconnect: ReconnectHook | None = None,
+        retry_idempotent: bool = False,
     ) -> None:
         if isinstance(subprotocols, str):
             raise TypeError("subprotocols must be a sequence of strings, not a string")
@@ -135,7 +165,8 @@ class WebSocketClient(MCPCalls):
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
         self._on_notification = on_notification
-        self._session = ClientSession(
+        new_session = functools.partial(
+            ClientSession,
             url,
             target,
             ssl_context,
@@ -144,8 +175,26 @@ class WebSocketClient(MCPCalls):
             mcp=mcp,
             limits=limits,
             max_queued_notifications=max_queued_notifications,
-            on_notification=on_notification,
         )
+        self._reconnector: Reconnector | None = None
+        if reconnect is False:
+            if on_reconnect is not None or retry_idempotent:
+                raise ValueError("on_reconnect and retry_idempotent need reconnect")
+            self._session = new_session(on_notification=on_notification)
+        else:
+            backoff = Backoff() if reconnect is True else reconnect
+            if not isinstance(backoff, Backoff):
+                raise TypeError("reconnect must be a bool or a Backoff")
+            # One queue for every connection: one iterator or handler for the client's life.
+            notes = NotificationQueue(max_queued_notifications)
+            self._session = new_session(on_notification=on_notification, notes=notes)
+            self._reconnector = Reconnector(
+                self,
+                functools.partial(new_session, on_notification=None, notes=notes),
+                backoff,
+                on_reconnect,
+                retry_idempotent,
+            )
 
     def __repr__(self) -> str:
         session = self._session
@@ -191,8 +240,24 @@ class WebSocketClient(MCPCalls):
 
     @property
     def closed(self) -> bool:
-        """Whether the connection is over (true as well after a failed connect)."""
+        """Whether the connection is over (true as well after a failed connect).
+
+        A reconnecting client is closed once it will not reconnect any more.
+        """
+        if self._reconnector is not None:
+            return self._reconnector.closed
         return self._session.closed
+
+    @property
+    def reconnects(self) -> int:
+        """How many times a reconnecting client has reconnected (hook included)."""
+        return 0 if self._reconnector is None else self._reconnector.reconnects
+
+    @property
+    def reconnect_error(self) -> BaseException | None:
+        """Why a reconnecting client gave up, when an error made it: the last attempt's
+        (e.g. :class:`~securemcp.errors.HandshakeRejected`), else ``None``."""
+        return None if self._reconnector is None else self._reconnector.error
 
     @property
     def pending_count(self) -> int:
@@ -209,9 +274,13 @@ class WebSocketClient(MCPCalls):
         """
         session = self._session
         await session.open(self._open_io, self.connect_timeout)
-        if session.speaks_mcp:
+        reconnector = self._reconnector
+        if session.speaks_mcp or reconnector is not None:
             try:
-                await session.negotiate(self.connect_timeout)
+                if session.speaks_mcp:
+                    await session.negotiate(self.connect_timeout)
+                if reconnector is not None:
+                    await reconnector.start(session)
             except BaseException:
                 await self.aclose()
                 raise
@@ -225,12 +294,30 @@ class WebSocketClient(MCPCalls):
 
         Calls still waiting raise :class:`~securemcp.errors.ConnectionClosed`.
         Harmless when the client is already closed or was never connected.
+        A reconnecting client stops reconnecting.
         """
-        await self._session.aclose(code, reason, self.close_timeout)
+        if self._reconnector is not None:
+            await self._reconnector.aclose(code, reason, self.close_timeout)
+        else:
+            await self._session.aclose(code, reason, self.close_timeout)
 
     async def wait_closed(self) -> None:
-        """Return once the connection is over (:attr:`close_code` is then set)."""
-        await self._session.wait_closed()
+        """Return once the connection is over (:attr:`close_code` is then set).
+
+        For a reconnecting client: once it will not reconnect any more.
+        """
+        if self._reconnector is not None:
+            await self._reconnector.wait_closed()
+        else:
+            await self._session.wait_closed()
+
+    async def wait_reconnected(self, count: int = 1) -> None:
+        """Return once a reconnecting client has reconnected ``count`` times in all,
+        its ``on_reconnect`` hook done; raise :class:`~securemcp.errors.ConnectionClosed`
+        if it closes for good first."""
+        if self._reconnector is None:
+            raise LocalProtocolError("wait_reconnected needs WebSocketClient(reconnect=...)")
+        await self._reconnector.wait_reconnected(count)
 
     # Calls: request, call_tool and ping are MCPCalls'; the seed dialect differs here.
 
@@ -250,9 +337,7 @@ class WebSocketClient(MCPCalls):
         if self.speaks_mcp:
             return await super().invoke_tool(name, params, timeout=timeout)
         payload = {"tool_name": name, "params": dict(params) if params is not None else {}}
-        return await self._session.call(
-            "invoke_tool", payload, self._limit(timeout), tool_call=True
-        )
+        return await self._call("invoke_tool", payload, self._limit(timeout), True, tool=name)
 
     async def list_tools(self, *, timeout: CallTimeout = ...) -> list[dict[str, Any]]:
         """The server's tools: one dict each (``name``, ``description``, ``inputSchema``, ...).
@@ -261,7 +346,7 @@ class WebSocketClient(MCPCalls):
         """
         if self.speaks_mcp:
             return await super().list_tools(timeout=timeout)
-        result = await self._session.call("list_tools", None, self._limit(timeout), tool_call=False)
+        result = await self._call("list_tools", None, self._limit(timeout), False)
         tools = result.get("tools") if isinstance(result, dict) else None
         if not isinstance(tools, list):
             raise InternalError("malformed list_tools answer: no 'tools' list")
@@ -281,15 +366,32 @@ class WebSocketClient(MCPCalls):
             raise LocalProtocolError("the client is not connected")
         return NotificationIterator(self._session.notes, io)
 
+    def _call(
+        self,
+        method: str,
+        params: Any,
+        limit: float | None,
+        tool_call: bool,
+        on_progress: ProgressCallback | None = None,
+        tool: str | None = None,
+    ) -> Awaitable[Any]:
+        """The current connection's call, or the reconnecting one's (no extra await either way)."""
+        reconnector = self._reconnector
+        if reconnector is None:
+            return self._session.call(
+                method, params, limit, tool_call=tool_call, on_progress=on_progress
+            )
+        return reconnector.call(
+            method, params, limit, tool_call=tool_call, on_progress=on_progress, tool=tool
+        )
+
     async def _request(self, method: str, params: Any, limit: float | None) -> Any:
-        return await self._session.call(method, params, limit, tool_call=False)
+        return await self._call(method, params, limit, False)
 
     async def _tool_call(
         self, params: dict[str, Any], limit: float | None, on_progress: ProgressCallback | None
     ) -> Any:
-        return await self._session.call(
-            TOOLS_CALL, params, limit, tool_call=True, on_progress=on_progress
-        )
+        return await self._call(TOOLS_CALL, params, limit, True, on_progress, params.get("name"))
 
     def _stateless(self) -> bool:
         return self._session.meta is not None

@@ -253,4 +253,7 @@ class Tool:
         }
         if self.output_schema is not None:
             info["outputSchema"] = self.output_schema
+        if self.annotations:
+            # Hints such as idempotentHint, which a reconnecting client reads too.
+            info["annotations"] = dict(self.annotations)
         return info

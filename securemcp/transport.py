@@ -6,8 +6,8 @@ Importing this module loads the anyio backends; ``import securemcp`` and
 
 from __future__ import annotations
 
-from .backends.client import WebSocketClient
+from .backends.client import Backoff, WebSocketClient
 from .backends.http_client import HTTPClient, HTTPRejected
 from .backends.server import WebSocketTransport
 
-__all__ = ["HTTPClient", "HTTPRejected", "WebSocketClient", "WebSocketTransport"]
+__all__ = ["Backoff", "HTTPClient", "HTTPRejected", "WebSocketClient", "WebSocketTransport"]

@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from .chat_server import ChatServer
+
 ROOT = Path(__file__).resolve().parent.parent
-CHAT = ROOT / "examples" / "websocket_chat"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -40,80 +37,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-PORT_LINE = re.compile(r"\[WS\] Starting WebSocket server on ws://127\.0\.0\.1:(\d+)")
-STARTUP_TIMEOUT = 20.0
 # How long the page may take to notice a change; reconnecting waits out a backoff of a few seconds.
 UI_TIMEOUT_MS = 20_000
 ADMIN_TOKEN = "test-admin-token-1234"
-
-
-class ChatServer:
-    """The example server as a subprocess; :meth:`start` again reuses the same port."""
-
-    def __init__(self, db: Path, backend: str, *options: str) -> None:
-        self.db = db
-        self.backend = backend
-        self.options = options
-        self.port = 0
-        self.process: subprocess.Popen[str] | None = None
-        self.lines: list[str] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def start(self) -> None:
-        started = threading.Event()
-        self.process = process = subprocess.Popen(
-            [
-                sys.executable,
-                "server.py",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--db",
-                str(self.db),
-                "--backend",
-                self.backend,
-                *self.options,
-            ],
-            cwd=CHAT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-        def pump() -> None:
-            # Reading in a thread keeps the pipe drained, so the server never blocks on it.
-            assert process.stdout is not None
-            for line in process.stdout:
-                self.lines.append(line)
-                match = PORT_LINE.search(line)
-                if match:
-                    self.port = int(match.group(1))
-                    started.set()
-            started.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        assert started.wait(STARTUP_TIMEOUT), "server did not start:\n" + "".join(self.lines)
-        assert process.poll() is None, "server exited:\n" + "".join(self.lines)
-
-    def stop(self) -> None:
-        process = self.process
-        if process is None:
-            return
-        self.process = None
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -361,6 +361,16 @@ def test_metadata() -> None:
     }
 
 
+def test_metadata_carries_the_annotations_given() -> None:
+    """The seed dialect's list_tools shows them too: a reconnecting client reads idempotentHint."""
+
+    def store(key: str) -> None: ...
+
+    tool = Tool.from_function(store, annotations={"idempotentHint": True})
+    assert tool.metadata()["annotations"] == {"idempotentHint": True}
+    assert "annotations" not in Tool.from_function(store).metadata()
+
+
 # Built once
 
 

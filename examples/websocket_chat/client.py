@@ -3,7 +3,7 @@
 Run ``python client.py`` while ``python server.py`` is running (options: ``--url``,
 ``--username``, ``--room``, ``--token``, ``--backend asyncio|trio``). Several clients at once
 share one history. ``python client.py --follow [--room ROOM]`` joins a room and prints
-each message the moment somebody sends it, until Ctrl+C.
+each message the moment somebody sends it, until Ctrl+C, reconnecting when the server restarts.
 """
 
 from __future__ import annotations
@@ -85,23 +85,49 @@ async def run(url: str, username: str, room: str, token: str | None) -> None:
 
 
 async def follow(url: str, room: str, token: str | None, backlog: int) -> None:
-    """Join ``room`` and print its messages as they arrive (the last ``backlog`` first)."""
-    async with WebSocketClient(url, token=token) as client:
+    """Join ``room`` and print its messages as they arrive (the last ``backlog`` first).
+
+    The client reconnects by itself when the server goes away (a restart, a crash), waiting a
+    little longer after each failed attempt; the hook below rejoins the room (the new server
+    connection knows nothing of the old one) and prints what was said in the meantime.
+    """
+    last_id = 0  # the newest message printed: catching up must not print one twice
+
+    def show(message: dict[str, Any]) -> None:
+        nonlocal last_id
+        if message["id"] > last_id:
+            last_id = message["id"]
+            print(_line(message), flush=True)
+
+    async def rejoin(client: WebSocketClient) -> None:
+        nonlocal last_id
+        await client.invoke_tool("join_room", {"room": room})
+        print(f"--- reconnected to {url}, back in #{room} ---", flush=True)
+        history = await client.invoke_tool("get_messages", {"limit": 100, "room": room})
+        missed = history["messages"]
+        if not missed or missed[-1]["id"] < last_id:
+            last_id = 0  # a server without a durable store forgot the history, ids start over
+        for message in missed:
+            show(message)
+
+    async with WebSocketClient(url, token=token, reconnect=True, on_reconnect=rejoin) as client:
         joined = await client.invoke_tool("join_room", {"room": room})
         if backlog:
             history = await client.invoke_tool("get_messages", {"limit": backlog, "room": room})
             for message in history["messages"]:
-                print(_line(message))
+                show(message)
         print(
             f"Following #{room} on {url} ({joined['members']} member(s) here); Ctrl+C to stop",
             flush=True,
         )
         async for method, params in client.notifications():
             if method == "chat.message" and params.get("room") == room:
-                print(_line(params), flush=True)
+                show(params)
             elif method == "chat.cleared" and params.get("room") == room:
                 print(f"--- #{room} history cleared ---", flush=True)
-    raise SecureMCPError("the server closed the connection")
+    # The iteration ends only once the client stopped reconnecting (the server refused it).
+    cause = client.reconnect_error
+    raise SecureMCPError(f"the server closed the connection{f': {cause}' if cause else ''}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
