@@ -19,6 +19,7 @@ only chooses the answer's form:
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal
 
 from securemcp.protocol import HTTPRequestReceived
@@ -47,8 +48,21 @@ def check_media(request: HTTPRequestReceived) -> Form | tuple[int, bytes]:
     # Several Accept lines are one list (RFC 9110 5.3).
     values = [value for name, value in request.headers if name == "accept"]
     accept = ", ".join(values) if values else None
+    if accept is None or len(accept) <= _CACHED_UP_TO:
+        return _known_form(accept)
+    return _form(accept)
+
+
+_CACHED_UP_TO = 256
+"""A client sends the same ``Accept`` with every request: short values are decided once."""
+
+
+def _form(accept: str | None) -> Form | tuple[int, bytes]:
     json_ok = accepts(accept, "application/json")
     sse_ok = accepts(accept, "text/event-stream")
     if json_ok:
         return "any" if sse_ok else "json"
     return "sse" if sse_ok else _NOT_ACCEPTABLE
+
+
+_known_form = lru_cache(maxsize=128)(_form)
