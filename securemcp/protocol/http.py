@@ -23,13 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import Enum
 
 import h11
 
-from ..errors import LocalProtocolError
 from . import http_write
 from .events import Event
+from .http_answer import Answers, Phase
 from .limits import Limits
 from .output import Output
 
@@ -38,9 +37,7 @@ __all__ = ["HTTPAborted", "HTTPRequestReceived", "HTTPServerConnection"]
 _FEED = 16 * 1024
 """Bytes handed to h11 at a time, so that its buffer never holds much past what is parsed."""
 
-_JSON_TYPE = "application/json"
 _CLOSE = b"connection: close\r\n"
-_CHUNKED = b"transfer-encoding: chunked\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +68,7 @@ class HTTPAborted(Event):
     reason: str
 
 
-class _Phase(Enum):
-    READING = "reading"  # reading a request's head (or waiting for one), or a chunked body
-    BODY = "body"  # reading a body of known length (Content-Length)
-    ANSWERING = "answering"  # a request was delivered; its answer has not started
-    STREAMING = "streaming"  # an SSE answer is open
-    CLOSED = "closed"
-
-
-class HTTPServerConnection:
+class HTTPServerConnection(Answers):
     """The sans-I/O server side of an HTTP/1.1 connection of plain (non-upgrade) requests.
 
     ``methods`` are the methods served; others get 405. ``output`` and ``emit``
@@ -94,25 +83,18 @@ class HTTPServerConnection:
         "_body",
         "_body_left",
         "_body_size",
-        "_chunked",
         "_eof",
         "_eof_fed",
         "_events",
         "_h11",
         "_headers",
         "_held",
-        "_keep_alive",
         "_offset",
         "_on_close",
         "_on_hold",
-        "_output",
         "_pending",
-        "_phase",
-        "_request",
         "emit",
-        "limits",
         "methods",
-        "requests",
     )
 
     def __init__(
@@ -138,7 +120,7 @@ class HTTPServerConnection:
         self._on_hold = on_hold
         # Input waits until the answers before it are taken (see _pump).
         self._held = False
-        self._phase = _Phase.READING
+        self._phase = Phase.READING
         # Input not yet given to h11: pipelined requests while one is answered.
         self._pending = b""
         self._offset = 0
@@ -161,12 +143,12 @@ class HTTPServerConnection:
     @property
     def closed(self) -> bool:
         """Whether the connection is over: flush ``data_to_send()``, then close the socket."""
-        return self._phase is _Phase.CLOSED
+        return self._phase is Phase.CLOSED
 
     @property
     def answering(self) -> bool:
         """Whether a request awaits its answer (or its stream's end)."""
-        return self._phase is _Phase.ANSWERING or self._phase is _Phase.STREAMING
+        return self._phase is Phase.ANSWERING or self._phase is Phase.STREAMING
 
     @property
     def buffered(self) -> int:
@@ -180,7 +162,7 @@ class HTTPServerConnection:
         Reading on while a request is answered is what tells a vanished peer
         (:class:`HTTPAborted`), so reading stops only when pipelined bytes pile up.
         """
-        return self._phase is not _Phase.CLOSED and self.buffered < self.limits.max_http_pipelined
+        return self._phase is not Phase.CLOSED and self.buffered < self.limits.max_http_pipelined
 
     @property
     def pending_output(self) -> int:
@@ -189,7 +171,7 @@ class HTTPServerConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the socket. A peer's violation never raises here."""
-        if self._phase is _Phase.CLOSED or not data:
+        if self._phase is Phase.CLOSED or not data:
             return
         if self._offset:
             self._pending = self._pending[self._offset :] + data
@@ -200,7 +182,7 @@ class HTTPServerConnection:
 
     def receive_eof(self) -> None:
         """The peer closed its side of the socket (or the backend gave up on it)."""
-        if self._phase is _Phase.CLOSED:
+        if self._phase is Phase.CLOSED:
             return
         if self.answering:
             self.emit(HTTPAborted("connection lost before the answer was complete"))
@@ -234,131 +216,25 @@ class HTTPServerConnection:
 
     def close(self) -> None:
         """Drop the connection (the backend is shutting down); nothing more is sent."""
-        if self._phase is not _Phase.CLOSED:
+        if self._phase is not Phase.CLOSED:
             self._close(lost=False)
-
-    # Answers
-
-    def last_answer(self) -> None:
-        """Make the answer being given the connection's last (``Connection: close``, then close)."""
-        self._keep_alive = False
-
-    def respond_last(
-        self, status: int, body: bytes | str = b"", headers: Iterable[tuple[str, str]] = ()
-    ) -> None:
-        """:meth:`respond`, as the connection's last answer (``Connection: close``), then close."""
-        self._keep_alive = False
-        self.respond(status, body, headers)
-
-    def respond(
-        self, status: int, body: bytes | str = b"", headers: Iterable[tuple[str, str]] = ()
-    ) -> None:
-        """Answer the request with ``status``, ``headers`` and a whole ``body``.
-
-        ``Content-Length`` is set (framing headers given are dropped);
-        ``Content-Type`` defaults to ``application/json`` when there is a body.
-        A header that could split the answer raises :class:`LocalProtocolError`.
-        """
-        self._require(_Phase.ANSWERING, "respond")
-        if status < 200:
-            raise LocalProtocolError(f"respond() needs a final status, not {status}")
-        payload = body.encode() if isinstance(body, str) else body
-        framing = b""
-        if status in (204, 304):  # RFC 9110 8.6: no Content-Length on a 204
-            if payload:
-                raise LocalProtocolError(f"a {status} answer has no body")
-        else:
-            framing = b"content-length: %d\r\n" % len(payload)
-        if not self._keeps_alive():
-            framing += _CLOSE
-        self._output.append(
-            http_write.head(status, headers, _JSON_TYPE if payload else None, framing)
-        )
-        if payload and not self._is_head():
-            self._output.append(payload)
-        self._answered()
-
-    def start_stream(self, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> None:
-        """Start an SSE answer (``text/event-stream``, chunked); then :meth:`send_event`."""
-        self._require(_Phase.ANSWERING, "start_stream")
-        if status < 200 or status in (204, 304):
-            raise LocalProtocolError(f"a stream needs a final status with a body, not {status}")
-        pairs = list(headers)
-        names = {name.lower() for name, _ in pairs}
-        if "content-type" not in names:
-            pairs.append(("content-type", "text/event-stream"))
-        if "cache-control" not in names:
-            pairs.append(("cache-control", "no-cache"))
-        # An HTTP/1.0 peer knows no chunks: the stream then ends with the connection.
-        request = self._request
-        self._chunked = request is not None and request.http_version != b"1.0"
-        framing = _CHUNKED if self._chunked else b""
-        if not self._keeps_alive():
-            framing += _CLOSE
-        self._output.append(http_write.head(status, pairs, None, framing))
-        self._phase = _Phase.STREAMING
-
-    def send_event(
-        self, data: bytes | str, *, event: str | None = None, event_id: str | None = None
-    ) -> bool:
-        """Send one SSE event (``data: ...`` lines, a blank line); ``False`` if it cannot go out."""
-        if self._phase is _Phase.CLOSED:
-            return False
-        self._require(_Phase.STREAMING, "send_event")
-        text = data.decode() if isinstance(data, bytes) else data
-        lines = []
-        if event is not None:
-            lines.append(f"event: {_one_line(event)}\n")
-        if event_id is not None:
-            lines.append(f"id: {_one_line(event_id)}\n")
-        lines.extend(f"data: {line}\n" for line in text.replace("\r\n", "\n").split("\n"))
-        lines.append("\n")
-        payload = "".join(lines).encode()
-        if self._is_head():
-            return True
-        self._output.append(http_write.chunk(payload) if self._chunked else payload)
-        return True
-
-    def end_stream(self) -> None:
-        """End the SSE answer; the connection then serves the next request (or closes)."""
-        if self._phase is _Phase.CLOSED:
-            return
-        self._require(_Phase.STREAMING, "end_stream")
-        if self._chunked and not self._is_head():
-            self._output.append(http_write.LAST_CHUNK)
-        self._answered()
 
     # Internals
 
     def _parser(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_handshake_size)
 
-    def _require(self, phase: _Phase, what: str) -> None:
-        if self._phase is not phase:
-            raise LocalProtocolError(
-                f"{what}() is not valid now (the connection is {self._phase.value})"
-            )
-
-    def _is_head(self) -> bool:
-        return self._request is not None and self._request.method == b"HEAD"
-
-    def _keeps_alive(self) -> bool:
-        """Whether another request may follow this answer (else it says ``Connection: close``)."""
-        if self.requests >= self.limits.max_http_requests:
-            self._keep_alive = False  # the last request this connection serves
-        return self._keep_alive
-
     def _answered(self) -> None:
         self._request = None
-        if not self._keep_alive or (self._phase is _Phase.STREAMING and not self._chunked):
+        if not self._keep_alive or (self._phase is Phase.STREAMING and not self._chunked):
             self._close(lost=False)  # Connection: close, HTTP/1.0, the last request
             return
         self._h11 = self._parser()
-        self._phase = _Phase.READING
+        self._phase = Phase.READING
         self._pump()
 
     def _close(self, *, lost: bool) -> None:
-        self._phase = _Phase.CLOSED
+        self._phase = Phase.CLOSED
         self._h11 = None
         self._pending = b""
         self._offset = 0
@@ -394,22 +270,22 @@ class HTTPServerConnection:
 
     def _pump(self) -> None:
         """Parse what is held while a request is being read; stop at its end."""
-        if self._output.size >= self.limits.max_pending_output and self._phase is _Phase.READING:
+        if self._output.size >= self.limits.max_pending_output and self._phase is Phase.READING:
             # A peer that does not read its answers gets no more of them: its
             # requests wait (and reading stops) until the output drains.
             self._held = True
             if self._on_hold is not None:
                 self._on_hold()
             return
-        if self._phase is _Phase.BODY and not self._read_body():
+        if self._phase is Phase.BODY and not self._read_body():
             return
         # Reading, h11 has asked for data (or is new): feed it before asking
         # again; with nothing to feed, asking would only hear NEED_DATA.
-        if self._phase is _Phase.READING:
+        if self._phase is Phase.READING:
             assert self._h11 is not None
             if not self._feed(self._h11):
                 return
-        while self._phase is _Phase.READING:
+        while self._phase is Phase.READING:
             conn = self._h11
             assert conn is not None
             try:
@@ -485,7 +361,7 @@ class HTTPServerConnection:
         self._offset = 0
         self._h11 = None
         self._body_left = length
-        self._phase = _Phase.BODY
+        self._phase = Phase.BODY
         return True
 
     def _read_body(self) -> bool:
@@ -521,7 +397,7 @@ class HTTPServerConnection:
         self._eof_fed = False  # the next request's parser must hear of an EOF too
         self._h11 = None
         self.requests += 1
-        self._phase = _Phase.ANSWERING
+        self._phase = Phase.ANSWERING
         self.emit(
             HTTPRequestReceived(
                 method=request.method.decode("ascii"),
@@ -554,7 +430,3 @@ def _framing(headers: tuple[tuple[str, str], ...], version: bytes) -> tuple[int,
 def _error_status(hint: int) -> int:
     # h11 hints 400, 431 (head too long) or 501 (unknown transfer coding).
     return hint if hint in (400, 413, 431, 501) else 400
-
-
-def _one_line(value: str) -> str:
-    return value.replace("\r", " ").replace("\n", " ")
