@@ -50,6 +50,12 @@ M3 = Workload(
     "M3", "M3: tools/call over Streamable HTTP, 16 connections x 1 in flight", "http", 16, 1,
     "calls_per_s", "calls/s", False,
 )  # fmt: skip
+M3C = Workload(
+    "M3c", "M3c: one tools/call per connection (Connection: close), 16 at a time", "http", 16, 1,
+    "calls_per_s", "calls/s", False,
+)  # fmt: skip
+"""The worst case: every call a new TCP connection, as many short-lived clients make."""
+WORKLOADS = (M3, M3C)
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ SDK2 = HTTPEntry(
     "mcp-sdk2-http",
     "official MCP SDK 2.3.0 `MCPServer` Streamable HTTP app (JSON answers, stateless, "
     "logging at WARNING), uvicorn",
-    (str(harness.SERVERS_DIR / "mcp_sdk2_http_server.py"),), False, ("M3",),
+    (str(harness.SERVERS_DIR / "mcp_sdk2_http_server.py"),), False, ("M3", "M3c"),
     python=str(MCP2_PYTHON),
 )  # fmt: skip
 OURS = [entry for entry in SERVERS if entry.securemcp]
@@ -84,15 +90,16 @@ def available(only: str) -> list[Entry]:
     return servers
 
 
-def measure(server: Entry, args: argparse.Namespace) -> dict[str, Any]:
-    """Start a fresh ``server``, run the load generator once against it; its JSON figures."""
+def measure(server: Entry, workload: Workload, args: argparse.Namespace) -> dict[str, Any]:
+    """Start a fresh ``server``, run ``workload`` once against it; its JSON figures."""
     python = server.python if isinstance(server, HTTPEntry) else None
     with harness.running(server.name, server.argv, server.peers_env, python) as (port, pid):
         argv = [
             harness.client_python(), str(HERE / "http_loadgen.py"),
             "--url", f"http://127.0.0.1:{port}/mcp", "--server-pid", str(pid),
-            "--connections", str(M3.connections),
+            "--connections", str(workload.connections),
             "--warmup", str(args.warmup), "--duration", str(args.duration),
+            *(["--close"] if workload is M3C else []),
         ]  # fmt: skip
         return harness.run_client(argv, f"http_loadgen failed on {server.name}", 120)
 
@@ -115,7 +122,9 @@ def intro(meta: dict[str, Any]) -> list[str]:
         "MCP `tools/call` of an `echo` tool over Streamable HTTP, 2026-07-28 stateless requests "
         "(the `_meta` envelope in the body, `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` "
         "headers, `Accept: application/json, text/event-stream`), over 16 HTTP/1.1 keep-alive "
-        "connections each with one request in flight, closed loop. Each server in its own "
+        "connections each with one request in flight, closed loop; M3c the same calls with "
+        "`Connection: close`, each one a new TCP connection (16 at a time, each replaced as it "
+        "ends): the worst case, many short-lived clients. Each server in its own "
         "process pinned to CPU 0, a fresh process per run; the load generator "
         f"({meta['client']}, hand-built requests, answers framed by `Content-Length`) pinned to "
         f"CPU 1. {meta['warmup']} s of warm-up, then a {meta['duration']} s window; "
@@ -160,19 +169,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     runs = harness.Collector()
     for round_number in range(1, args.runs + 1):
-        for server in servers:
-            result = measure(server, args)
-            summary = (
-                f"{result['calls_per_s']:,.0f} calls/s, p50 {result['p50_ms']:.3f} ms, "
-                f"p99 {result['p99_ms']:.3f} ms, server CPU {result['server_cpu_pct']:.0f}%, "
-                f"client CPU {result['client_cpu_pct']:.0f}%  (errors {result['errors']})"
-            )
-            runs.add(round_number, server.name, M3.key, result, summary)
+        for workload in WORKLOADS:
+            for server in servers:
+                result = measure(server, workload, args)
+                summary = (
+                    f"{workload.key}: {result['calls_per_s']:,.0f} calls/s, "
+                    f"p50 {result['p50_ms']:.3f} ms, p99 {result['p99_ms']:.3f} ms, "
+                    f"server CPU {result['server_cpu_pct']:.0f}%, "
+                    f"client CPU {result['client_cpu_pct']:.0f}%  (errors {result['errors']})"
+                )
+                runs.add(round_number, server.name, workload.key, result, summary)
     meta = runs.meta(
         load_before, _versions(), args.runs, COMMAND,
         warmup=args.warmup, duration=args.duration, idle=0,
     )  # fmt: skip
-    section = markdown(runs.results, servers, [M3], TARGETS, meta, intro(meta))
+    section = markdown(runs.results, servers, list(WORKLOADS), TARGETS, meta, intro(meta))
     section += "\n".join(latency_table(runs.results, servers)) + "\n"
     harness.report(args, SECTION, section, meta, runs.results)
     print(f"total {time.monotonic() - started:.0f} s", file=sys.stderr)

@@ -18,7 +18,11 @@ window and the figures are :func:`window.measure`'s, as for ``loadgen.py``.
 Usage::
 
     python benchmarks/http_loadgen.py --url http://127.0.0.1:PORT/mcp --server-pid PID \\
-        [--connections C] [--warmup S] [--duration S]
+        [--connections C] [--warmup S] [--duration S] [--close]
+
+``--close``: every request says ``Connection: close``, so each call is a new
+TCP connection (connect, one POST, the server's close), the ``C`` connections
+replaced as they end: the worst case for a server, many short-lived clients.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ ENVELOPE = {
 class Requests:
     """The bytes of each request, built from two templates around the id and the length."""
 
-    def __init__(self, host: str, path: str, message: str) -> None:
+    def __init__(self, host: str, path: str, message: str, *, close: bool = False) -> None:
         params = {"name": "echo", "arguments": {"message": message}, "_meta": ENVELOPE}
         body = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "tools/call", "params": params})
         self.before_id, _, self.after_id = body.partition('"id": 0')
@@ -58,7 +62,7 @@ class Requests:
             f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
             "Accept: application/json, text/event-stream\r\n"
             f"MCP-Protocol-Version: {PROTOCOL_VERSION}\r\nMcp-Method: tools/call\r\n"
-            "Mcp-Name: echo\r\nContent-Length: "
+            "Mcp-Name: echo\r\n" + ("Connection: close\r\n" if close else "") + "Content-Length: "
         )
 
     def build(self, call_id: int) -> bytes:
@@ -70,10 +74,11 @@ class Requests:
 class Pool:
     """What the connections share: where to connect, what to send and check, the counters."""
 
-    def __init__(self, url: str, stats: Stats) -> None:
+    def __init__(self, url: str, stats: Stats, *, close: bool = False) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.requests = Requests(f"{self.host}:{self.port}", parts.path or "/", MESSAGE)
+        authority = f"{self.host}:{self.port}"
+        self.requests = Requests(authority, parts.path or "/", MESSAGE, close=close)
         self.echo = Echo(MESSAGE, "mcp")
         self.stats = stats
         self.in_flight = 0
@@ -186,7 +191,7 @@ class Connection(asyncio.Protocol):
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Closed-loop calls for warmup + duration seconds; the figures of the window."""
     stats = Stats()
-    pool = Pool(args.url, stats)
+    pool = Pool(args.url, stats, close=args.close)
     for _ in range(args.connections):
         await pool.connect()
     figures = await measure(
@@ -216,6 +221,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--close", action="store_true", help="one call per connection")
     args = parser.parse_args()
     try:
         import uvloop

@@ -24,6 +24,10 @@ def test_smoke_run_reports_securemcp_and_the_sdk2_server(tmp_path: Path, mcp2_py
     )
     assert set(seen) == {"securemcp-asyncio", "mcp-sdk2-http"}
     for server, runs in seen.items():
-        assert set(runs) == {"M3"}, server
+        assert set(runs) == {"M3", "M3c"}, server
         assert runs["M3"]["calls"] > 0, (server, runs)
+        # One call per connection: every answer closed its connection, each was replaced.
+        assert runs["M3c"]["calls"] > 0, (server, runs)
+        assert runs["M3c"]["errors"] == 0, (server, runs)
+        assert runs["M3c"]["reconnects"] >= runs["M3c"]["calls"], (server, runs)
     assert meta["versions"]["mcp (SDK 2.x server)"] == "2.3.0"
