@@ -61,6 +61,12 @@ class ServerSettings:
     mcp_path: str | None = None
     """Where MCP Streamable HTTP is served on the same port (``None``: not served)."""
 
+    def __post_init__(self) -> None:
+        # One Limits for every connection: each would otherwise build (and
+        # validate) its own default, once per connection.
+        if self.limits is None:
+            object.__setattr__(self, "limits", Limits())
+
 
 class ServerState(Protocol):
     """What the connections of one running server share."""

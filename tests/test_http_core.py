@@ -593,7 +593,9 @@ def test_the_core_serves_plain_http_requests_with_keep_alive() -> None:
     conn = _core()
     data = post(b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}')
     conn.receive_data(data[:10])
-    assert conn.http is None  # not decided before the head is complete
+    # A POST is no upgrade (those are GETs): plain HTTP from its first bytes on.
+    assert conn.http is not None
+    assert conn.events_received() == []  # nothing before the request is complete
     conn.receive_data(data[10:40])
     conn.receive_data(data[40:])
     [request] = conn.events_received()
@@ -635,6 +637,26 @@ def test_the_core_body_in_the_same_read_as_the_head() -> None:
     [second] = conn.events_received()
     assert isinstance(second, HTTPRequestReceived)
     assert second.body == b"abc"
+
+
+@pytest.mark.parametrize("first", [2, 5, 10])
+def test_a_post_is_served_however_its_first_read_is_cut(first: int) -> None:
+    # "PO" cannot tell a POST yet: it goes the upgrade attempt's way, and ends the same.
+    conn = _core()
+    data = post(b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}')
+    conn.receive_data(data[:first])
+    conn.receive_data(data[first:])
+    [request] = conn.events_received()
+    assert isinstance(request, HTTPRequestReceived)
+    assert request.body == b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+
+
+def test_a_first_post_over_the_header_count_gets_431() -> None:
+    conn = _core()
+    conn.receive_data(b"POST /mcp HTTP/1.1\r\n" + b"a: b\r\n" * 200 + b"\r\n")
+    answer = conn.data_to_send()
+    assert status_of(answer) == 431
+    assert conn.state is ConnectionState.CLOSED
 
 
 def test_the_core_still_upgrades_websockets_with_http_on() -> None:

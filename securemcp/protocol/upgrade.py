@@ -229,7 +229,10 @@ class ServerHandshake(_Endpoint):
         head = self._head
         assert head is not None
         assert head.chunks is not None  # kept, with http_methods
-        data = b"".join(head.chunks) + self._early
+        self._start_http(b"".join(head.chunks) + self._early)
+
+    def _start_http(self, data: bytes) -> None:
+        """Serve ``data`` and all that follows as plain HTTP requests."""
         self._handshake = None
         self._head = None
         self._early = b""
@@ -261,6 +264,19 @@ class ServerHandshake(_Endpoint):
         http = self._http
         if http is not None:
             http.receive_data(data)
+            return
+        head = self._head
+        if (
+            self._http_methods is not None
+            and head is not None
+            and not head.start  # the connection's very first bytes
+            and data.startswith(b"POST ")
+        ):
+            # An upgrade is a GET (RFC 6455 4.1): a POST goes to h11 at once,
+            # not through wsproto's parse, its refusal, and a parse again. The
+            # head's limits are checked first, as for any first request (431).
+            head.count(data)
+            self._start_http(data)
             return
         super()._receive_handshake(data)
 
