@@ -22,13 +22,13 @@ caller's. The peer's faults get their status here and the connection closes:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import h11
 
 from . import http_write
 from .events import Event
 from .http_answer import Answers, Phase
+from .http_events import HTTPAborted, HTTPRequestReceived, framing
 from .limits import Limits
 from .output import Output
 
@@ -38,34 +38,6 @@ _FEED = 16 * 1024
 """Bytes handed to h11 at a time, so that its buffer never holds much past what is parsed."""
 
 _CLOSE = b"connection: close\r\n"
-
-
-@dataclass(frozen=True, slots=True)
-class HTTPRequestReceived(Event):
-    """A complete HTTP request, body included; answer it before the next comes."""
-
-    method: str
-    path: str
-    """The request target, query string included."""
-    headers: tuple[tuple[str, str], ...]
-    """Every request header as (lower-case name, value), in order."""
-    body: bytes
-    http_version: str = "1.1"
-
-    def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (case-insensitive), or ``None``."""
-        wanted = name.lower()
-        for key, value in self.headers:
-            if key == wanted:
-                return value
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class HTTPAborted(Event):
-    """The peer went away before the answer to its request was complete: cancel the work."""
-
-    reason: str
 
 
 class HTTPServerConnection(Answers):
@@ -344,7 +316,7 @@ class HTTPServerConnection(Answers):
         if method not in self.methods:
             self._fail(405, f"{method} is not served", allow=", ".join(self.methods))
             return False
-        length, chunked, self._keep_alive = _framing(self._headers, request.http_version)
+        length, chunked, self._keep_alive = framing(self._headers, request.http_version)
         if length > limits.max_http_body:
             self._fail(413, f"the body exceeds {limits.max_http_body} bytes")
             return False
@@ -407,24 +379,6 @@ class HTTPServerConnection(Answers):
                 http_version=request.http_version.decode("ascii"),
             )
         )
-
-
-def _framing(headers: tuple[tuple[str, str], ...], version: bytes) -> tuple[int, bool, bool]:
-    """A request's body length (0 if chunked), whether chunked, and whether keep-alive holds.
-
-    h11 has already checked the framing headers (one valid ``Content-Length``,
-    only the ``chunked`` coding); keep-alive follows its rule too: not after
-    ``Connection: close``, nor for an HTTP/1.0 peer.
-    """
-    length, chunked, keep_alive = 0, False, version >= b"1.1"
-    for name, value in headers:
-        if name == "content-length":
-            length = int(value)
-        elif name == "transfer-encoding":
-            chunked = True
-        elif name == "connection" and keep_alive:
-            keep_alive = "close" not in (token.strip().lower() for token in value.split(","))
-    return (0 if chunked else length), chunked, keep_alive
 
 
 def _error_status(hint: int) -> int:
