@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 
 import pydantic_core
 
-from securemcp.auth import Principal, check_scopes
+from securemcp.auth import Principal
 from securemcp.errors import ErrorCode, RPCError
 from securemcp.protocol import ToolCall
-from securemcp.protocol.calls import authorize_call, prepare_call
+from securemcp.protocol.calls import authorize_call, prepare_call, visible_tools
 from securemcp.protocol.jsonrpc import RequestId, dumps_bytes
 from securemcp.pubsub import Broker, check_topic
 from securemcp.security import HandshakeRefused
@@ -131,11 +131,7 @@ class RequestView:
         self.errored = False
 
     def _visible_tools(self) -> list[Tool]:
-        return [
-            tool
-            for tool in self.app.tools.values()
-            if not tool.scopes or check_scopes(self.principal, tool.scopes)
-        ]
+        return visible_tools(self.app.tools.values(), self.principal)
 
     def _send_json(self, value: Any) -> None:
         self.sent.append(dumps_bytes(value))

@@ -17,8 +17,6 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from securemcp.protocol import Limits
-
 from ._anyio_server import StreamConnection
 from ._asyncio_server import ServerProtocol, WriteBatch
 from ._pubsub import LoopThread
@@ -65,7 +63,8 @@ class _Server:
         self.settings = settings
         self.max_connections = max_connections
         self.backlog = BACKLOG
-        limits = settings.limits if settings.limits is not None else Limits()
+        limits = settings.limits
+        assert limits is not None  # ServerSettings puts the default in
         self.write_high_water = limits.max_pending_output
         """Unsent bytes past which the asyncio path stops reading a connection."""
         self.loop = loop

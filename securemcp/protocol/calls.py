@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..auth import authorize
+from ..auth import authorize, check_scopes
 from ..context import Context
 from ..errors import InvalidParams, RPCError, ToolError
 from ..progress import Progress
@@ -95,3 +96,12 @@ def failure_answer(call: ToolCall, exc: BaseException, *, mask_errors: bool) -> 
             text += f" (correlation id {exc.data['correlation_id']})"
         return tool_error_result(text)
     return exc
+
+
+def visible_tools(tools: Iterable[Tool], principal: Principal | None) -> list[Tool]:
+    """The tools ``principal`` may call, the only ones it is shown.
+
+    Listing the others would tell an attacker what to aim for, and a user
+    nothing useful.
+    """
+    return [tool for tool in tools if not tool.scopes or check_scopes(principal, tool.scopes)]

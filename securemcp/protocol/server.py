@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import pydantic_core
 
 from ..app import SecureMCP
-from ..auth import check_scopes
 from ..errors import (
     InternalError,
     InvalidRequest,
@@ -23,7 +22,7 @@ from ..errors import (
 )
 from ..tools import Tool
 from . import seed
-from .calls import authorize_call, failure_answer, prepare_call
+from .calls import authorize_call, failure_answer, prepare_call, visible_tools
 from .connection import ConnectionState
 from .events import CallCancelled, ToolCall
 from .jsonrpc import RequestId, dumps_bytes, is_utf8, loads
@@ -334,13 +333,7 @@ class ServerConnection(ServerHandshake):
             self._send_json(answer)
 
     def _visible_tools(self) -> list[Tool]:
-        # A principal sees only the tools it may call: listing the others would
-        # tell an attacker what to aim for, and tell a user nothing useful.
-        return [
-            tool
-            for tool in self.app.tools.values()
-            if not tool.scopes or check_scopes(self.principal, tool.scopes)
-        ]
+        return visible_tools(self.app.tools.values(), self.principal)
 
     def _internal_error(self, what: str, exc: BaseException) -> InternalError:
         correlation = secrets.token_hex(6)
