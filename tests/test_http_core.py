@@ -807,3 +807,18 @@ def test_fuzz_request_heads(requests_: list[bytes], cut: int) -> None:
     chunks = [data[i : i + cut] for i in range(0, len(data), cut)]
     _drive(HTTPServerConnection(LIMITS), chunks)
     _drive(ServerConnection(SecureMCP("t"), limits=LIMITS, http_methods=["GET", "POST"]), chunks)
+
+
+def test_a_content_length_body_read_a_byte_at_a_time_is_kept_in_one_buffer() -> None:
+    conn = HTTPServerConnection()
+    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}' * 20
+    data = post(body)
+    head_end = data.index(b"\r\n\r\n") + 4
+    conn.receive_data(data[:head_end])
+    for byte in data[head_end:-1]:
+        conn.receive_data(bytes([byte]))
+        assert len(conn._body) == 1  # one growing buffer, not an object per read
+    conn.receive_data(data[-1:])
+    [request] = requests(conn)
+    assert request.body == body
+    assert type(request.body) is bytes

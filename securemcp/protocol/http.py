@@ -37,8 +37,6 @@ __all__ = ["HTTPAborted", "HTTPRequestReceived", "HTTPServerConnection"]
 _FEED = 16 * 1024
 """Bytes handed to h11 at a time, so that its buffer never holds much past what is parsed."""
 
-_CLOSE = b"connection: close\r\n"
-
 
 class HTTPServerConnection(Answers):
     """The sans-I/O server side of an HTTP/1.1 connection of plain (non-upgrade) requests.
@@ -100,8 +98,7 @@ class HTTPServerConnection(Answers):
         self._eof_fed = False
         self._request: h11.Request | None = None
         self._headers: tuple[tuple[str, str], ...] = ()
-        # A chunked body is joined into one bytearray as it comes: a body sent
-        # in 1-byte chunks would otherwise cost an object (some 40 bytes) per byte.
+        # At most one piece: see _keep.
         self._body: list[bytes | bytearray] = []
         self._body_size = 0
         self._body_left = 0
@@ -218,7 +215,7 @@ class HTTPServerConnection(Answers):
     def _fail(self, status: int, message: str, allow: str | None = None) -> None:
         """Answer a peer's fault with ``status`` and close (the request's rest goes unread)."""
         body = f"{http_write.reason(status)}: {message}\n".encode()
-        framing = b"content-length: %d\r\n%b" % (len(body), _CLOSE)
+        framing = b"content-length: %d\r\n%b" % (len(body), http_write.CLOSE)
         headers = () if allow is None else (("allow", allow),)
         self._output.append(http_write.head(status, headers, "text/plain; charset=utf-8", framing))
         if not self._is_head():
@@ -280,10 +277,7 @@ class HTTPServerConnection(Answers):
                 if self._body_size > self.limits.max_http_body:
                     self._fail(413, f"the body exceeds {self.limits.max_http_body} bytes")
                     return
-                if self._body:
-                    self._body[0] += data
-                else:
-                    self._body.append(bytearray(data))
+                self._keep(data)
             elif kind is h11.Request:
                 if self._on_request(event) and not self._read_body():  # type: ignore[arg-type]
                     return
@@ -328,9 +322,7 @@ class HTTPServerConnection(Answers):
             return False  # h11 reads the chunks (Data events) up to EndOfMessage
         # h11 parsed and checked the head, Content-Length included; the body is
         # then just that many bytes, taken here: two h11 events less a request.
-        trailing, _ = conn.trailing_data
-        self._pending = trailing + self._pending[self._offset :]
-        self._offset = 0
+        self._take_back(conn)
         self._h11 = None
         self._body_left = length
         self._phase = Phase.BODY
@@ -342,7 +334,7 @@ class HTTPServerConnection(Answers):
         if held:
             take = min(self._body_left, held)
             if take:
-                self._body.append(self._pending[self._offset : self._offset + take])
+                self._keep(self._pending[self._offset : self._offset + take])
                 self._offset += take
                 self._body_left -= take
             if self._offset == len(self._pending):
@@ -354,18 +346,34 @@ class HTTPServerConnection(Answers):
             self._close(lost=True)  # cut off mid-body: nobody to answer
         return False
 
+    def _keep(self, data: bytes | bytearray) -> None:
+        """Add ``data`` to the body: the first piece as it came, more into one bytearray.
+
+        One buffer, however small the pieces (1-byte chunks, a body read a
+        byte at a time): a list of them would cost some 40 bytes per piece.
+        """
+        body = self._body
+        if not body:
+            body.append(data)
+        elif type(body[0]) is bytearray:
+            body[0] += data
+        else:
+            body[0] = bytearray(body[0]) + data
+
+    def _take_back(self, conn: h11.Connection) -> None:
+        """What h11 was given past the request goes back in front of what it was not."""
+        trailing, _ = conn.trailing_data
+        if trailing:
+            self._pending = trailing + self._pending[self._offset :]
+            self._offset = 0
+
     def _deliver(self) -> None:
         request = self._request
         assert request is not None
         body = b"".join(self._body)
         self._body, self._body_size = [], 0
-        conn = self._h11
-        if conn is not None:  # a chunked body: h11 read it
-            # What h11 was given past this request goes back in front of what it was not.
-            trailing, _ = conn.trailing_data
-            if trailing:
-                self._pending = trailing + self._pending[self._offset :]
-                self._offset = 0
+        if self._h11 is not None:  # a chunked body: h11 read it
+            self._take_back(self._h11)
         self._eof_fed = False  # the next request's parser must hear of an EOF too
         self._h11 = None
         self.requests += 1

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["Answers", "Phase"]
 
 _JSON_TYPE = "application/json"
-_CLOSE = b"connection: close\r\n"
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 
 
@@ -91,7 +90,7 @@ class Answers:
         else:
             framing = b"content-length: %d\r\n" % len(payload)
         if not self._keeps_alive():
-            framing += _CLOSE
+            framing += http_write.CLOSE
         self._output.append(
             http_write.head(status, headers, _JSON_TYPE if payload else None, framing)
         )
@@ -115,7 +114,7 @@ class Answers:
         self._chunked = request is not None and request.http_version != b"1.0"
         framing = _CHUNKED if self._chunked else b""
         if not self._keeps_alive():
-            framing += _CLOSE
+            framing += http_write.CLOSE
         self._output.append(http_write.head(status, pairs, None, framing))
         self._phase = Phase.STREAMING
 

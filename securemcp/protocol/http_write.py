@@ -20,7 +20,17 @@ from http import HTTPStatus
 
 from ..errors import LocalProtocolError
 
-__all__ = ["CONTINUE", "FRAMING", "LAST_CHUNK", "chunk", "field", "head", "reason", "status_line"]
+__all__ = [
+    "CLOSE",
+    "CONTINUE",
+    "FRAMING",
+    "LAST_CHUNK",
+    "chunk",
+    "field",
+    "head",
+    "reason",
+    "status_line",
+]
 
 FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 """Header names the connection sets itself; an answer's own are dropped."""
@@ -28,6 +38,8 @@ FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNSAFE = re.compile(r"[\x00\r\n]")
 
+CLOSE = b"connection: close\r\n"
+"""The framing line of a connection's last answer."""
 LAST_CHUNK = b"0\r\n\r\n"
 """The empty chunk that ends a chunked body (no trailers)."""
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
