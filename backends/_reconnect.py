@@ -104,7 +104,6 @@ class Reconnector:
         self.error: BaseException | None = None
         """Why the client stopped reconnecting, when it did so on an error."""
         self._idempotent: frozenset[str] = frozenset()
-        self._reopening = False  # set once the first connection is open
         self._first: ClientSession | None = None
         self._own: ClientSession | None = None
         self._ready = False
@@ -128,7 +127,6 @@ class Reconnector:
         """The first connection is open (and negotiated): learn its tools, start supervising."""
         assert session.io is not None
         self._first = session
-        self._reopening = True
         self._ready = True
         if self.retry_idempotent:
             self._idempotent = idempotent_tools(await self._client.list_tools())
@@ -295,7 +293,6 @@ class Reconnector:
     async def _reconnect(self) -> bool:
         """Open, negotiate and set up a new connection; ``False`` once given up."""
         client, backoff = self._client, self.backoff
-        assert self._reopening
         dropped_at = anyio.current_time()
         failures = 0
         last: BaseException | None = None
