@@ -94,10 +94,23 @@ _JSON = [("content-type", "application/json")]
 class HTTPEndpoint:
     """Answer the plain HTTP requests of one connection (see the module's docstring)."""
 
-    __slots__ = ("_cancel", "_form", "_principal", "_session", "_streaming", "call", "driver")
+    __slots__ = (
+        "_cancel",
+        "_form",
+        "_http",
+        "_principal",
+        "_session",
+        "_streaming",
+        "call",
+        "driver",
+    )
 
     def __init__(self, driver: ConnectionDriver) -> None:
         self.driver = driver
+        # Made when the connection's first request came, which made this endpoint.
+        http = driver.conn.http
+        assert http is not None
+        self._http: HTTPServerConnection = http
         self.call: ToolCall | None = None
         """The tool call running for the request being answered, if any."""
         self._cancel: Callable[[], object] | None = None
@@ -106,12 +119,6 @@ class HTTPEndpoint:
         self._streaming = False
         # How the request's Accept lets it be answered (see check_media).
         self._form: Form = "any"
-
-    @property
-    def _http(self) -> HTTPServerConnection:
-        http = self.driver.conn.http
-        assert http is not None
-        return http
 
     # Requests
 
@@ -358,6 +365,9 @@ class HTTPEndpoint:
         if self._streaming:
             http.send_event(body, event="message")
             http.end_stream()
+            self._answered()
+        elif self._form != "sse":
+            http.respond(200, body, _JSON)
             self._answered()
         else:
             self._json(200, body)

@@ -227,7 +227,7 @@ class Tool:
         """
         if arguments is None:
             arguments = {}
-        elif not isinstance(arguments, Mapping):
+        elif type(arguments) is not dict and not isinstance(arguments, Mapping):
             raise InvalidParams(
                 f"Invalid params for tool '{self.name}': arguments must be an object",
                 data=[{"loc": [], "msg": "Input should be an object", "type": "dict_type"}],

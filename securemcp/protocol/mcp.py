@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidParams, InvalidRequest, MethodNotFound, RPCError
@@ -90,6 +91,16 @@ NO_ANSWER: Any = object()
 
 _CURSOR_PREFIX = "tools:"
 
+_NO_CACHE = CacheHint()
+"""The default cache hint (immutable, so every session shares it)."""
+
+
+@lru_cache(maxsize=16)
+def _complete_tail(name: str, version: str) -> bytes:
+    """The end of a 2026-07-28 ``tools/call`` success: the same bytes for every call."""
+    info = {SERVER_INFO_KEY: {"name": name, "version": version}}
+    return b',"isError":false,"resultType":"complete","_meta":' + dumps_bytes(info) + b"}}"
+
 
 def tool_error_result(text: str) -> dict[str, Any]:
     """A ``tools/call`` result reporting a failure the model should see."""
@@ -151,10 +162,9 @@ class MCPSession:
         self.stateless = False
         """Whether the connection speaks 2026-07-28: a request with its ``_meta`` envelope
         was served before any ``initialize`` (each request then carries its own version)."""
-        self.cache_hint = CacheHint()
+        self.cache_hint = _NO_CACHE
         """``ttlMs`` and ``cacheScope`` of 2026-07-28 ``tools/list`` and ``server/discover``."""
         self._server_info: dict[str, Any] = {"name": conn.app.name, "version": conn.app.version}
-        self._stamp_bytes: bytes | None = None
 
     # Envelopes
 
@@ -364,7 +374,9 @@ class MCPSession:
         ``pydantic_core.PydanticSerializationError`` for a value JSON cannot hold.
         """
         encoded = dumps_bytes(result)
-        head = b'{"jsonrpc":"2.0","id":' + dumps_bytes(request_id)
+        # An integer id (what clients send) needs no encoder.
+        wire_id = b"%d" % request_id if type(request_id) is int else dumps_bytes(request_id)
+        head = b'{"jsonrpc":"2.0","id":' + wire_id
         if isinstance(result, str):
             # The string itself, already a JSON string as the encoder wrote it.
             parts = [head, b',"result":{"content":[{"type":"text","text":', encoded, b"}]"]
@@ -383,13 +395,8 @@ class MCPSession:
         if version is None:
             parts.append(b',"isError":false}}')
         else:
-            if self._stamp_bytes is None:
-                self._stamp_bytes = (
-                    b',"isError":false,"resultType":"complete","_meta":'
-                    + dumps_bytes({SERVER_INFO_KEY: self._server_info})
-                    + b"}}"
-                )
-            parts.append(self._stamp_bytes)
+            info = self._server_info
+            parts.append(_complete_tail(info["name"], info["version"]))
         return parts
 
     # Progress

@@ -142,6 +142,9 @@ def unsupported_version(requested: Any, supported: Sequence[str]) -> RPCError:
     )
 
 
+_ENVELOPE_KEYS = (PROTOCOL_VERSION_KEY, CLIENT_CAPABILITIES_KEY)
+
+
 def read_envelope(params: dict[str, Any], supported: Sequence[str]) -> Envelope:
     """Check ``params._meta``; raise InvalidParams for a malformed one, -32022 for a version.
 
@@ -154,8 +157,8 @@ def read_envelope(params: dict[str, Any], supported: Sequence[str]) -> Envelope:
             "Invalid params: 'params._meta' must be an object carrying "
             f"'{PROTOCOL_VERSION_KEY}' and '{CLIENT_CAPABILITIES_KEY}'"
         )
-    missing = [key for key in (PROTOCOL_VERSION_KEY, CLIENT_CAPABILITIES_KEY) if key not in meta]
-    if missing:
+    if PROTOCOL_VERSION_KEY not in meta or CLIENT_CAPABILITIES_KEY not in meta:
+        missing = [key for key in _ENVELOPE_KEYS if key not in meta]
         raise InvalidParams(f"Invalid params: '_meta' lacks {', '.join(map(repr, missing))}")
     version = meta[PROTOCOL_VERSION_KEY]
     if not isinstance(version, str):
@@ -224,6 +227,8 @@ def serve_enveloped(
     cache: CacheHint,
 ) -> dict[str, Any] | ToolRun:
     """:func:`serve_request` for a request whose ``envelope`` was read already."""
+    if method == _TOOLS_CALL:
+        return _tool_run(request_id, params, envelope, app)
     server_info = {"name": app.name, "version": app.version}
     if method == SERVER_DISCOVER:
         result: dict[str, Any] = {
@@ -240,8 +245,6 @@ def serve_enveloped(
         result["ttlMs"] = cache.ttl_ms
         result["cacheScope"] = cache.scope
         return complete_result(result, server_info)
-    if method == _TOOLS_CALL:
-        return _tool_run(request_id, params, envelope, app)
     # ping, initialize and everything else: not methods of this revision.
     raise MethodNotFound(f"Method not found: {method}")
 
