@@ -32,38 +32,28 @@ and body) from the connection's start or the previous answer, so a slow head
 and an idle keep-alive connection are both closed by it.
 
 One request at a time per connection (HTTP/1.1 answers in order): at most one
-tool call in flight here; a client closing the connection cancels it.
+tool call in flight here; a client closing the connection cancels it. Writing
+the answers and running that call is the base class's job
+(:class:`~backends._http_calls.CallAnswers`); reading the requests is this module's.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import secrets
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
-
-import pydantic_core
+from typing import TYPE_CHECKING, cast
 
 from securemcp.auth import Principal
-from securemcp.errors import (
-    Cancelled,
-    InternalError,
-    InvalidRequest,
-    RateLimited,
-    RPCError,
-)
-from securemcp.protocol import HandshakeRequest, HTTPRequest, HTTPRequestReceived, ToolCall
-from securemcp.protocol.calls import failure_answer
-from securemcp.protocol.jsonrpc import dumps_bytes, loads
+from securemcp.errors import InvalidRequest, RPCError
+from securemcp.protocol import HandshakeRequest, HTTPRequest, HTTPRequestReceived
+from securemcp.protocol.jsonrpc import loads
 from securemcp.protocol.mcp import PROTOCOL_VERSIONS, MCPSession
 from securemcp.protocol.mcp_stateless import has_envelope
 from securemcp.security import HandshakeRefused
 
-from ._calls import progress_sink, run_inline
+from ._http_calls import JSON, CallAnswers
 from ._http_caps import hold_slots
-from ._http_media import Form, check_media
+from ._http_media import check_media
 from ._http_view import (
     HEADER_MISMATCH,
     RequestSession,
@@ -73,52 +63,23 @@ from ._http_view import (
 )
 from ._http_view import TEXT as _TEXT
 from ._http_view import RequestView as _RequestView
-from ._security import Deferred, security_logger
+from ._security import security_logger
 from ._settings import answer_http
 
 if TYPE_CHECKING:
-    from securemcp.protocol import HTTPServerConnection, ServerConnection
-
-    from ._driver import ConnectionDriver
+    from securemcp.protocol import ServerConnection
 
 __all__ = ["HTTPEndpoint"]
 
-logger = logging.getLogger("securemcp")
 
 DEFAULT_LEGACY_VERSION = "2025-03-26"
 """The revision assumed for a legacy request without ``MCP-Protocol-Version`` (the spec's rule)."""
 
-_JSON = [("content-type", "application/json")]
 
-
-class HTTPEndpoint:
+class HTTPEndpoint(CallAnswers):
     """Answer the plain HTTP requests of one connection (see the module's docstring)."""
 
-    __slots__ = (
-        "_cancel",
-        "_form",
-        "_http",
-        "_principal",
-        "_session",
-        "_streaming",
-        "call",
-        "driver",
-    )
-
-    def __init__(self, driver: ConnectionDriver) -> None:
-        self.driver = driver
-        # Made when the connection's first request came, which made this endpoint.
-        http = driver.conn.http
-        assert http is not None
-        self._http: HTTPServerConnection = http
-        self.call: ToolCall | None = None
-        """The tool call running for the request being answered, if any."""
-        self._cancel: Callable[[], object] | None = None
-        self._session: MCPSession | None = None
-        self._principal: Principal | None = None
-        self._streaming = False
-        # How the request's Accept lets it be answered (see check_media).
-        self._form: Form = "any"
+    __slots__ = ()
 
     # Requests
 
@@ -149,7 +110,7 @@ class HTTPEndpoint:
         try:
             message = loads(request.body, driver.conn.limits.max_json_depth)
         except RPCError as exc:
-            self._respond(400, error_body(None, exc), _JSON)
+            self._respond(400, error_body(None, exc), JSON)
             return
         if not isinstance(message, dict):
             reason = (
@@ -157,9 +118,7 @@ class HTTPEndpoint:
                 if isinstance(message, list)
                 else "expected a JSON object"
             )
-            self._respond(
-                400, error_body(None, InvalidRequest(f"Invalid Request: {reason}")), _JSON
-            )
+            self._respond(400, error_body(None, InvalidRequest(f"Invalid Request: {reason}")), JSON)
             return
         if "id" not in message or (
             "method" not in message and ("result" in message or "error" in message)
@@ -174,7 +133,7 @@ class HTTPEndpoint:
         mismatch = header_mismatch(request, message) if enveloped else None
         if mismatch is not None:
             refusal = RPCError(f"Header mismatch: {mismatch}", code=HEADER_MISMATCH)
-            self._respond(400, error_body(message.get("id"), refusal), _JSON)
+            self._respond(400, error_body(message.get("id"), refusal), JSON)
             return
         if message.get("method") != "initialize" and not enveloped:
             version = request.header("mcp-protocol-version") or DEFAULT_LEGACY_VERSION
@@ -236,204 +195,3 @@ class HTTPEndpoint:
                 headers = [*headers, _TEXT]
             self._respond(status, body, headers)
         self._http.close()
-
-    def _respond(
-        self, status: int, body: bytes = b"", headers: list[tuple[str, str]] | None = None
-    ) -> None:
-        self._http.respond(status, body, headers or [])
-        self._answered()
-
-    def _json(self, status: int, body: bytes) -> None:
-        """Answer with a JSON-RPC message: JSON, or an SSE event for a client taking only SSE."""
-        if status != 200 or self._form != "sse":
-            self._respond(status, body, _JSON)
-            return
-        http = self._http
-        http.start_stream(200)
-        http.send_event(body, event="message")
-        http.end_stream()
-        self._answered()
-
-    def refuse(self, status: int, reason: str, headers: Sequence[tuple[str, str]] = ()) -> None:
-        """Refuse the request with ``status`` and end the connection (``Connection: close``)."""
-        body, pairs = refusal_answer(HandshakeRefused(status, reason, tuple(headers)))
-        self._http.respond_last(status, body, pairs)
-        self._answered()
-
-    def _answered(self) -> None:
-        """The answer is complete: the next request must come within the handshake bound."""
-        driver = self.driver
-        self._session = None
-        self._principal = None
-        self._streaming = False
-        self._form = "any"
-        timeout = driver.settings.handshake_timeout
-        if timeout is not None and not self._http.closed:
-            driver._arm(driver.adapter.now() + timeout, lazy=True)
-
-    # Tool calls
-
-    def _start(self, call: ToolCall, principal: Principal | None) -> None:
-        driver = self.driver
-        settings = driver.settings
-        if driver.server.draining:
-            self.call = call
-            self.fail(call, Cancelled("Server shutting down"))
-            return
-        refusal = settings.guard.check_call(
-            principal, driver, call.tool.name, driver.peer, now=time.monotonic()
-        )
-        self.call = call
-        if isinstance(refusal, RateLimited):
-            self.fail(call, refusal)
-            return
-        if call.progress is not None and call.progress.token is not None:
-            call.progress.bind(progress_sink(self, call, driver.server.loop, driver.adapter.wake))
-        if refusal is None and call.tool.runs_inline:
-            error = run_inline(self, call)
-            if error is not None:
-                self.fail(call, error)
-            return
-        gate = None
-        if refusal is Deferred.RATE:
-
-            async def gate(call: ToolCall) -> RateLimited | None:
-                return await settings.guard.acheck_call(
-                    principal, driver, call.tool.name, driver.peer
-                )
-
-        cancel = driver.adapter.spawn(call, gate)
-        if self.call is call:
-            self._cancel = cancel
-
-    def call_done(self, call: ToolCall, result: Any = None, error: Exception | None = None) -> None:
-        """A spawned call ended (see ``ConnectionDriver.call_done``)."""
-        if self.call is not call:
-            return  # cancelled: the client went away
-        if error is not None:
-            if not isinstance(error, RPCError) and not self.driver.conn.mask_errors:
-                logger.error("tool %r raised", call.tool.name, exc_info=error)
-            self.fail(call, error)
-        else:
-            self.complete(call, result)
-        self.driver.server.call_finished()
-        self.driver._handle_events()
-
-    def complete(self, call: ToolCall, result: Any) -> None:
-        """Answer ``call`` with its tool's ``result``."""
-        session = self._session
-        if self.call is not call or session is None:
-            return
-        try:
-            body = b"".join(
-                session.tool_answer(call.id, call.tool, result, version=call.protocol_version)
-            )
-        except pydantic_core.PydanticSerializationError as exc:
-            correlation = secrets.token_hex(6)
-            logger.error(
-                "tool %r returned a value JSON cannot hold [%s]: %s",
-                call.tool.name,
-                correlation,
-                exc,
-            )
-            body = error_body(
-                call.id, InternalError("Internal error", data={"correlation_id": correlation})
-            )
-        self._finish(body)
-
-    def fail(self, call: ToolCall, exc: BaseException) -> None:
-        """Answer ``call`` with a failure, as the WebSocket does (tool errors as results)."""
-        session = self._session
-        if self.call is not call or session is None:
-            return
-        answer = failure_answer(call, exc, mask_errors=self.driver.conn.mask_errors)
-        if isinstance(answer, RPCError):
-            body = error_body(call.id, answer)
-        else:
-            if call.protocol_version is not None:
-                answer = session.stamp(answer)
-            body = dumps_bytes({"jsonrpc": "2.0", "id": call.id, "result": answer})
-        self._finish(body)
-
-    def _finish(self, body: bytes) -> None:
-        call, self.call, self._cancel = self.call, None, None
-        if call is not None and call.progress is not None:
-            call.progress.close()
-        http = self._http
-        if http.closed:
-            return
-        if self._streaming:
-            http.send_event(body, event="message")
-            http.end_stream()
-            self._answered()
-        elif self._form != "sse":
-            http.respond(200, body, _JSON)
-            self._answered()
-        else:
-            self._json(200, body)
-
-    def report_progress(
-        self,
-        call: ToolCall,
-        progress: float,
-        total: float | None = None,
-        message: str | None = None,
-    ) -> bool:
-        """Send a progress notification for ``call`` on its SSE answer (started by the first)."""
-        reporter, session, http = call.progress, self._session, self._http
-        if (
-            reporter is None
-            or reporter.token is None
-            or session is None
-            or self.call is not call
-            or http.closed
-            or self._form == "json"  # the client takes no SSE stream: the result alone
-        ):
-            return False
-        if reporter.last is not None and not progress > reporter.last:
-            raise ValueError(f"progress must increase: {progress!r} after {reporter.last!r}")
-        if http.pending_output >= self.driver.conn.limits.max_pending_output:
-            return False
-        reporter.last = progress
-        view = cast("_RequestView", session._conn)
-        view.sent.clear()
-        session.send_progress(
-            reporter.token, progress, total, message, version=call.protocol_version
-        )
-        if not self._streaming:
-            http.start_stream(200)
-            self._streaming = True
-        for note in view.sent:
-            http.send_event(note, event="message")
-        view.sent.clear()
-        return True
-
-    # The connection's end
-
-    def aborted(self) -> None:
-        """The client went away before the answer was complete: cancel the call."""
-        call, cancel = self.call, self._cancel
-        self.call, self._cancel = None, None
-        if call is None:
-            return
-        if call.progress is not None:
-            call.progress.close()
-        if cancel is not None:
-            cancel()
-        self.driver.server.call_finished()
-
-    def go_away(self) -> None:
-        """The server is stopping: a running call is answered -32800, then the connection closes.
-
-        Between requests the connection just closes, which HTTP/1.1 allows a
-        server to do to an idle keep-alive connection.
-        """
-        call, cancel = self.call, self._cancel
-        http = self._http
-        if call is not None:
-            http.last_answer()
-            self.fail(call, Cancelled("Server shutting down"))  # answered, with the call done
-            if cancel is not None:
-                cancel()
-            self.driver.server.call_finished()
-        http.close()

@@ -4,7 +4,7 @@ The session's rules (stateless 2026-07-28, legacy ``initialize``, ``tools/list``
 ``tools/call``) are written against a :class:`~securemcp.protocol.ServerConnection`;
 :class:`RequestView` gives them what they use of one for a single HTTP request:
 the app, the limits, the principal's visible tools, and places to put the
-answer and the tool call started (``backends/_http_serve.py`` runs it).
+answer and the tool call started (``backends/_http_calls.py`` runs it).
 """
 
 from __future__ import annotations
