@@ -18,7 +18,7 @@ from ..progress import Progress
 from ..tools import Tool
 from .events import ToolCall
 from .jsonrpc import RequestId
-from .mcp import TOOLS_CALL, tool_error_result
+from .mcp_tools import TOOLS_CALL, tool_error_result
 
 if TYPE_CHECKING:
     from ..auth import Principal

@@ -9,7 +9,8 @@ strict JSON-RPC 2.0 envelopes with MCP's id rules, the ``initialize`` /
 ``notifications/cancelled`` and ``notifications/progress``; and the stateless
 revision 2026-07-28. The handshake revisions' rules (``initialize``, what each
 revision shows) are in :mod:`.mcp_handshake`, the stateless revision's
-per-request rules in :mod:`.mcp_stateless`.
+per-request rules in :mod:`.mcp_stateless`, the wire form of tool pages and
+call answers in :mod:`.mcp_tools`.
 
 Which era a connection speaks is decided by the first request that names one:
 ``initialize`` makes it a legacy (handshake) connection, a request carrying the
@@ -24,14 +25,11 @@ Pure like the rest of the core: no I/O, no clock, no threads.
 
 from __future__ import annotations
 
-import base64
-import binascii
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidParams, InvalidRequest, MethodNotFound, RPCError
 from ..tools import Tool
-from .jsonrpc import RequestId, dumps_bytes, is_request_id, loads
+from .jsonrpc import RequestId, is_request_id, loads
 from .mcp_handshake import (
     ANNOTATIONS_AND_MESSAGES,
     LATEST_PROTOCOL_VERSION,
@@ -44,7 +42,6 @@ from .mcp_handshake import (
 )
 from .mcp_stateless import (
     MODERN_PROTOCOL_VERSIONS,
-    SERVER_INFO_KEY,
     CacheHint,
     ToolRun,
     complete_result,
@@ -52,6 +49,16 @@ from .mcp_stateless import (
     read_envelope,
     serve_enveloped,
     unsupported_version,
+)
+from .mcp_tools import (
+    LEGACY_TAIL,
+    TOOLS_CALL,
+    TOOLS_PAGE_SIZE,
+    answer_parts,
+    complete_tail,
+    tool_error_result,
+    tools_page,
+    validation_text,
 )
 
 if TYPE_CHECKING:
@@ -80,64 +87,11 @@ what a -32022 error lists on a connection whose era is not decided yet."""
 MODERN_NEWEST_FIRST = tuple(reversed(MODERN_PROTOCOL_VERSIONS))
 """What a stateless connection still serves (its -32022 errors list these)."""
 
-TOOLS_PAGE_SIZE = 100
-"""Tools per ``tools/list`` page."""
-
-TOOLS_CALL = "tools/call"
-"""The method of MCP tool calls (:attr:`ToolCall.method` tells the dialects apart)."""
-
 NO_ANSWER: Any = object()
 """Returned by a handler whose answer comes later (a tool call)."""
 
-_CURSOR_PREFIX = "tools:"
-
 _NO_CACHE = CacheHint()
 """The default cache hint (immutable, so every session shares it)."""
-
-
-@lru_cache(maxsize=16)
-def _complete_tail(name: str, version: str) -> bytes:
-    """The end of a 2026-07-28 ``tools/call`` success: the same bytes for every call."""
-    info = {SERVER_INFO_KEY: {"name": name, "version": version}}
-    return b',"isError":false,"resultType":"complete","_meta":' + dumps_bytes(info) + b"}}"
-
-
-def tool_error_result(text: str) -> dict[str, Any]:
-    """A ``tools/call`` result reporting a failure the model should see."""
-    return {"content": [{"type": "text", "text": text}], "isError": True}
-
-
-def _validation_text(exc: InvalidParams) -> str:
-    errors = exc.data if isinstance(exc.data, list) else []
-    if len(errors) < 2:
-        return exc.message
-    # Every problem at once, so that a model can fix them in one retry.
-    lines = [exc.message]
-    for error in errors[1:]:
-        where = ".".join(str(part) for part in error.get("loc", ())) or "arguments"
-        lines.append(f"{where}: {error.get('msg', '')}")
-    return "\n".join(lines)
-
-
-def _encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{offset}".encode()).decode()
-
-
-def _decode_cursor(cursor: Any, count: int) -> int:
-    invalid = InvalidParams("Invalid params: invalid cursor")
-    if not isinstance(cursor, str) or len(cursor) > 64:
-        raise invalid
-    try:
-        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
-    except (binascii.Error, UnicodeError, ValueError):
-        raise invalid from None
-    digits = text.removeprefix(_CURSOR_PREFIX)
-    if digits == text or not digits.isdigit():
-        raise invalid
-    offset = int(digits)
-    if not 0 < offset < count:
-        raise invalid
-    return offset
 
 
 class MCPSession:
@@ -313,7 +267,7 @@ class MCPSession:
                 protocol_version=outcome.envelope.protocol_version,
             )
         except InvalidParams as exc:
-            return self.stamp(tool_error_result(_validation_text(exc)))
+            return self.stamp(tool_error_result(validation_text(exc)))
         return NO_ANSWER
 
     def stamp(self, result: dict[str, Any]) -> dict[str, Any]:
@@ -328,14 +282,10 @@ class MCPSession:
 
     def _tools_list(self, params: dict[str, Any], version: str | None = None) -> dict[str, Any]:
         tools = self._conn._visible_tools()
-        cursor = params.get("cursor")
-        start = 0 if cursor is None else _decode_cursor(cursor, len(tools))
-        end = start + self.page_size
-        result: dict[str, Any] = {
-            "tools": [self.describe(tool, version) for tool in tools[start:end]]
-        }
-        if end < len(tools):
-            result["nextCursor"] = _encode_cursor(end)
+        page, next_cursor = tools_page(tools, params.get("cursor"), self.page_size)
+        result: dict[str, Any] = {"tools": [self.describe(tool, version) for tool in page]}
+        if next_cursor is not None:
+            result["nextCursor"] = next_cursor
         return result
 
     def _tools_call(self, request_id: RequestId, params: dict[str, Any]) -> Any:
@@ -358,7 +308,7 @@ class MCPSession:
             )
         except InvalidParams as exc:
             # Bad arguments are the model's to see and fix (2025-11-25, SEP-1303).
-            return tool_error_result(_validation_text(exc))
+            return tool_error_result(validation_text(exc))
         return NO_ANSWER
 
     def tool_answer(
@@ -366,38 +316,16 @@ class MCPSession:
     ) -> list[bytes]:
         """The whole ``tools/call`` answer for a tool that returned ``result``, in parts.
 
-        The result is encoded once: its JSON is the ``text`` content and, for
-        an object result of a tool with an output schema, it is spliced in as
-        ``structuredContent`` unchanged, so a large result does not cost two
-        full encodings. ``version`` is the revision a 2026-07-28 request named
-        (``None``: the negotiated one). The parts join into the answer's UTF-8 bytes. Raises
-        ``pydantic_core.PydanticSerializationError`` for a value JSON cannot hold.
+        ``version`` is the revision a 2026-07-28 request named (``None``: the
+        negotiated one); see :func:`~securemcp.protocol.mcp_tools.answer_parts`.
         """
-        encoded = dumps_bytes(result)
-        # An integer id (what clients send) needs no encoder.
-        wire_id = b"%d" % request_id if type(request_id) is int else dumps_bytes(request_id)
-        head = b'{"jsonrpc":"2.0","id":' + wire_id
-        if isinstance(result, str):
-            # The string itself, already a JSON string as the encoder wrote it.
-            parts = [head, b',"result":{"content":[{"type":"text","text":', encoded, b"}]"]
-        else:
-            # JSON text holds no raw control character: as a JSON string it
-            # only needs its backslashes and quotes escaped (two C-speed passes;
-            # bytes.replace returns the very object when there is none).
-            text = encoded.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-            parts = [head, b',"result":{"content":[{"type":"text","text":"', text, b'"}]']
-        if (
-            tool.output_schema is not None
-            and encoded[:1] == b"{"
-            and self._at_least(TITLES_AND_OUTPUT, version)
-        ):
-            parts += (b',"structuredContent":', encoded)
+        structured = tool.output_schema is not None and self._at_least(TITLES_AND_OUTPUT, version)
         if version is None:
-            parts.append(b',"isError":false}}')
-        else:
-            info = self._server_info
-            parts.append(_complete_tail(info["name"], info["version"]))
-        return parts
+            return answer_parts(request_id, result, structured, LEGACY_TAIL)
+        info = self._server_info
+        return answer_parts(
+            request_id, result, structured, complete_tail(info["name"], info["version"])
+        )
 
     # Progress
 
