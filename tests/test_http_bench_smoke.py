@@ -9,6 +9,8 @@ shared CI machine's timings mean nothing). The SDK 2.x server needs
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,17 @@ def test_smoke_run_reports_securemcp_and_the_sdk2_server(tmp_path: Path, mcp2_py
         assert runs["M3c"]["errors"] == 0, (server, runs)
         assert runs["M3c"]["reconnects"] >= runs["M3c"]["calls"], (server, runs)
     assert meta["versions"]["mcp (SDK 2.x server)"] == "2.3.0"
+
+
+@pytest.mark.parametrize("loop", ["path", "h11"])
+def test_the_instruction_count_loops_serve_the_m3_request(loop: str) -> None:
+    """``http_cost.py``'s loops (what valgrind counts) run and answer right, without valgrind."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "http_cost.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--inner", loop, "950"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # The path loop checks every answer (200, a tool result) and exits non-zero otherwise.
+    assert done.returncode == 0, done.stdout + done.stderr
