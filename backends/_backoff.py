@@ -71,10 +71,16 @@ class Backoff:
             return self.maximum
         return float(self.initial * self.factor**attempt)
 
-    def delay(self, attempt: int) -> float:
-        """The delay before attempt ``attempt`` (0-based), jitter drawn from :attr:`random`."""
+    def delay(self, attempt: int, *, at_least: float = 0.0) -> float:
+        """The delay before attempt ``attempt`` (0-based), jitter drawn from :attr:`random`.
+
+        ``at_least`` is what the server asked for (``Retry-After``): the delay
+        is no shorter, unless that exceeds :attr:`maximum`, which no delay
+        does (a server cannot park its clients for a day).
+        """
         ceiling = self.ceiling(attempt)
-        return ceiling * (1 - self.jitter) + self.random() * ceiling * self.jitter
+        drawn = ceiling * (1 - self.jitter) + self.random() * ceiling * self.jitter
+        return max(drawn, min(at_least, self.maximum))
 
     def gives_up(self, failures: int, elapsed: float) -> bool:
         """Whether to stop after ``failures`` failed attempts in a row, when the next

@@ -4,7 +4,8 @@ One :class:`~securemcp.backends._client_session.ClientSession` is one
 connection; a reconnecting client goes through several, and this class is what
 outlives them. When a connection drops for any reason but the client's own
 :meth:`~securemcp.transport.WebSocketClient.aclose` (or the server's deliberate
-1000 close), its supervisor task waits out a :class:`Backoff` delay, opens a
+1000 close), its supervisor task waits out a :class:`Backoff` delay (no shorter
+than a refused attempt's ``Retry-After``, up to the backoff's maximum), opens a
 new session, negotiates MCP again when the client speaks it, runs the
 application's ``on_reconnect`` hook (which re-joins rooms, say), and only then
 lets the calls that were waiting for a connection go on.
@@ -24,9 +25,12 @@ shut down by the supervisor task itself, as trio's task groups require.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import inspect
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -71,6 +75,27 @@ def idempotent_tools(tools: list[dict[str, Any]]) -> frozenset[str]:
         ):
             safe.add(str(tool.get("name")))
     return frozenset(safe)
+
+
+def retry_after(exc: BaseException, now: float) -> float:
+    """The seconds a refusal's ``Retry-After`` asks to wait (0: none, or one that makes no sense).
+
+    RFC 9110 10.2.3: a number of seconds, or an HTTP date (``now`` is the POSIX
+    time it is measured from).
+    """
+    value = exc.header("retry-after") if isinstance(exc, HandshakeRejected) else None
+    if value is None:
+        return 0.0
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:  # "-0000": a date without a zone, taken as UTC (RFC 5322 3.3)
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - now)
 
 
 def _healable(exc: BaseException) -> bool:
@@ -297,7 +322,9 @@ class Reconnector:
         failures = 0
         last: BaseException | None = None
         while True:
-            delay = backoff.delay(failures)
+            # A refusal's Retry-After (429 over a cap, 503) stretches the wait it asks for.
+            asked = 0.0 if last is None else retry_after(last, time.time())
+            delay = backoff.delay(failures, at_least=asked)
             if backoff.gives_up(failures, anyio.current_time() - dropped_at + delay):
                 logger.error("gave up reconnecting to %s after %d attempts", client.url, failures)
                 self._finish(last)
