@@ -3,18 +3,17 @@
 A :class:`ConnectionDriver` owns a connection's
 :class:`~securemcp.protocol.ServerConnection` and decides everything that is not
 I/O: admission (connection caps, the security policy, 503 when full or
-draining), rate limits, the bookkeeping of tool calls and their cancellation,
-keepalive pings and pong deadlines, the handshake, close and credential-expiry
-deadlines, and when the connection closes. It reads no socket and runs no task:
-an *adapter* (:class:`Adapter`: the asyncio protocol in ``_asyncio_server.py``,
-the anyio stream task in ``_anyio_server.py``) feeds it bytes, takes its output,
-arms the one timer it asks for and runs the tool calls that suspend.
+draining), keepalive pings and pong deadlines, the handshake, close and
+credential-expiry deadlines, the tool calls, and when the connection closes. It
+reads no socket and runs no task: an *adapter* (:class:`Adapter`: the asyncio
+protocol in ``_asyncio_server.py``, the anyio stream task in
+``_anyio_server.py``) feeds it bytes, takes its output, arms the one timer it
+asks for and runs the tool calls that suspend.
 
 The handshake's decision is in ``_handshake.py``: at once, or in a task when a
-connection cap is shared (Redis).
-
-Tool calls whose coroutine cannot suspend (``Tool.runs_inline``) are answered
-right here, in the same pass as the bytes that asked for them.
+connection cap is shared (Redis). The tool calls (rate limits, calls answered
+in the same pass as their bytes or run in a task, cancellation) are in
+``_driver_calls.py``, the driver's base class.
 """
 
 from __future__ import annotations
@@ -22,10 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
-from typing import Any
 
-from securemcp.errors import Cancelled, RateLimited, RPCError
 from securemcp.protocol import (
     CallCancelled,
     CloseCode,
@@ -36,17 +32,16 @@ from securemcp.protocol import (
     HTTPRequest,
     HTTPRequestReceived,
     PongReceived,
-    RequestId,
     ServerConnection,
     ToolCall,
 )
 
-from ._calls import progress_sink, run_inline
+from ._driver_calls import DriverCalls
 from ._handshake import decide, release_slots
 from ._http_serve import HTTPEndpoint
 from ._keepalive import Keepalive
 from ._pubsub import ConnectionSession
-from ._security import Admission, Deferred, rate_key, security_logger
+from ._security import Admission, rate_key, security_logger
 from ._settings import Adapter, ServerState, answer_http
 
 __all__ = ["ConnectionDriver"]
@@ -57,12 +52,11 @@ _DAY = 86400.0
 """The longest wait armed at once: an infinite expiry must not overflow a timer."""
 
 
-class ConnectionDriver:
+class ConnectionDriver(DriverCalls):
     """Serve one accepted connection: every decision, no I/O."""
 
     __slots__ = (
         "_admission",
-        "_calls",
         "_closing",
         "_deadline",
         "_expires_at",
@@ -103,8 +97,7 @@ class ConnectionDriver:
         self._admission: Admission | None = None
         # Admitted but awaiting the shared caps (see _handshake.py).
         self._pending: Admission | None = None
-        # Keyed by request id (unique among calls in flight, the core sees to that).
-        self._calls: dict[RequestId, tuple[ToolCall, Callable[[], object]]] = {}
+        self._calls = {}
         self._deadline = math.inf
         self._timer_at = math.inf  # when the adapter's timer fires (see _arm)
         self._expires_at: float | None = None
@@ -134,12 +127,6 @@ class ConnectionDriver:
     def wants_read(self) -> bool:
         """Whether the adapter should read from the socket now (the core's backpressure)."""
         return self.conn.wants_read
-
-    @property
-    def calls_in_flight(self) -> int:
-        """Tool calls started and not yet answered."""
-        http = self._http
-        return len(self._calls) + (0 if http is None or http.call is None else 1)
 
     def data_received(self, data: bytes) -> None:
         """Bytes from the socket."""
@@ -333,97 +320,3 @@ class ConnectionDriver:
         timeout = self.settings.close_timeout
         if self.conn.state is not ConnectionState.CLOSED and timeout is not None:
             self._arm(min(self._deadline, self.adapter.now() + timeout))
-
-    # Tool calls
-
-    def _start_call(self, call: ToolCall) -> None:
-        if self.server.draining:
-            self.conn.fail(call, Cancelled("Server shutting down"))
-            return
-        refusal = self.settings.guard.check_call(
-            self.conn.principal, self, call.tool.name, self.peer, now=time.monotonic()
-        )
-        if refusal is not None:
-            if refusal is Deferred.RATE:
-                self._spawn_rate_checked(call)
-            else:
-                self.conn.fail(call, refusal)
-            return
-        if call.progress is not None and call.progress.token is not None:
-            call.progress.bind(progress_sink(self.conn, call, self.server.loop, self.adapter.wake))
-        if call.tool.runs_inline:
-            # No task: the answer leaves with the others of this read in one write.
-            error = run_inline(self.conn, call)
-            if error is not None:
-                self._report_failure(call, error)
-            return
-        # Registered before spawning: an adapter may run the call at once.
-        self._calls[call.id] = (call, _nothing)
-        cancel = self.adapter.spawn(call)
-        if call.id in self._calls:
-            self._calls[call.id] = (call, cancel)
-
-    def _spawn_rate_checked(self, call: ToolCall) -> None:
-        # An asynchronous limiter (shared through Redis) decides in the call's
-        # own task, never inline: a call of any tool suspends for it.
-        if call.progress is not None and call.progress.token is not None:
-            call.progress.bind(progress_sink(self.conn, call, self.server.loop, self.adapter.wake))
-        self._calls[call.id] = (call, _nothing)
-        cancel = self.adapter.spawn(call, self._rate_check)
-        if call.id in self._calls:
-            self._calls[call.id] = (call, cancel)
-
-    async def _rate_check(self, call: ToolCall) -> RateLimited | None:
-        return await self.settings.guard.acheck_call(
-            self.conn.principal, self, call.tool.name, self.peer
-        )
-
-    def call_done(self, call: ToolCall, result: Any = None, error: Exception | None = None) -> None:
-        """A spawned call ended with ``result`` or ``error``: answer it (unless cancelled)."""
-        http = self._http
-        if http is not None and http.call is call:
-            http.call_done(call, result, error)
-            return
-        entry = self._calls.get(call.id)
-        if entry is None or entry[0] is not call:
-            # Cancelled: whoever cancelled the call answered it or let the core forget it
-            # (a new call may reuse the id of one the client cancelled).
-            return
-        del self._calls[call.id]
-        if error is not None:
-            self._report_failure(call, error)
-        else:
-            self.conn.complete(call, result)
-        self.server.call_finished()
-        self._handle_events()
-
-    def _cancel_call(self, call: ToolCall) -> None:
-        """The client cancelled ``call`` (MCP): stop it; the core sends no answer."""
-        entry = self._calls.get(call.id)
-        if entry is None or entry[0] is not call:
-            return  # Already answered (refused, or finished in this same batch).
-        del self._calls[call.id]
-        entry[1]()
-        # Answering frees the call's slot in the core, which drops the answer itself.
-        self.conn.fail(call, Cancelled("Cancelled by the client"))
-        self.server.call_finished()
-
-    def _cancel_calls(self, reason: str) -> None:
-        calls, self._calls = self._calls, {}
-        for call, cancel in calls.values():
-            # Answered (-32800) while the connection is open; otherwise the core
-            # only forgets the call.
-            self.conn.fail(call, Cancelled(reason))
-            cancel()
-        if calls:
-            self.server.call_finished()
-
-    def _report_failure(self, call: ToolCall, error: Exception) -> None:
-        if not isinstance(error, RPCError) and not self.conn.mask_errors:
-            # When masking, the core logs it once, with the correlation id.
-            logger.error("tool %r raised", call.tool.name, exc_info=error)
-        self.conn.fail(call, error)
-
-
-def _nothing() -> None:
-    """The canceller of a call whose adapter has not yet said how to cancel it."""

@@ -1,8 +1,10 @@
-"""What server and client connections share: WebSocket framing, limits and closing.
+"""What server and client connections share: WebSocket framing and limits.
 
 Bytes go in through ``receive_data``/``receive_eof``; events come out of
 ``events_received()`` and bytes to write out of ``data_to_send()``. Nothing
-here blocks, reads a clock or touches a socket.
+here blocks, reads a clock or touches a socket. How a connection ends (the
+closing handshake, failing the peer for cause) is in
+:mod:`~securemcp.protocol.closing`, whose class is the base of this one's.
 
 wsproto does the WebSocket work in two layers, driven directly: its
 :class:`~wsproto.handshake.H11Handshake` (h11 underneath) for the opening
@@ -17,7 +19,6 @@ decoder.
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Any
 
 from wsproto import ConnectionType
@@ -27,14 +28,14 @@ from wsproto.frame_protocol import FrameDecoder, FrameProtocol, Opcode, ParseFai
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
-from ..errors import LocalProtocolError
 from . import jsonrpc
+from .closing import Closing, ConnectionState
 from .deflate import BoundedPerMessageDeflate
-from .events import ConnectionClosed, Event, PongReceived
+from .events import Event, PongReceived
 from .frames import CloseCode, parse_close
 from .head import HeadCounter
 from .limits import Limits
-from .messages import Assembler, Refused, StreamBroken, too_big
+from .messages import Assembler, Refused, StreamBroken
 from .output import Output
 
 __all__ = ["CloseCode", "ConnectionState"]
@@ -47,29 +48,13 @@ _PING, _PONG, _CLOSE = Opcode.PING, Opcode.PONG, Opcode.CLOSE
 _SERVER_FRAMES = FrameProtocol(client=False, extensions=[])
 
 
-class ConnectionState(Enum):
-    """Where a connection is in its life."""
-
-    CONNECTING = "connecting"
-    """Opening handshake in progress."""
-    OPEN = "open"
-    """Messages flow both ways."""
-    CLOSING = "closing"
-    """A close frame was sent; waiting for the peer's (``close_expected()`` is true)."""
-    CLOSED = "closed"
-    """Over: the backend should flush ``data_to_send()`` and close the socket."""
-
-
-class _Endpoint:
+class _Endpoint(Closing):
     """Common machinery of :class:`ServerConnection` and :class:`ClientConnection`."""
 
     # Slots: a server holds one of these per idle connection, and a dict of
     # some thirty attributes would be most of its size.
     __slots__ = (
         "_client",
-        "_close_code",
-        "_close_reason",
-        "_close_sent",
         "_compressed_out",
         "_deflate",
         "_early",
@@ -81,7 +66,6 @@ class _Endpoint:
         "_messages",
         "_output",
         "_sender",
-        "_state",
         "limits",
     )
 
@@ -133,10 +117,6 @@ class _Endpoint:
         output): not reading is what lets TCP push back on the peer.
         """
         return self._state is not ConnectionState.CLOSED and self._may_process()
-
-    def close_expected(self) -> bool:
-        """True once the backend should expect the socket to close: start the close timer."""
-        return self._state is ConnectionState.CLOSING or self._state is ConnectionState.CLOSED
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the socket. A peer's violation never raises here."""
@@ -224,15 +204,6 @@ class _Endpoint:
         if self._state is ConnectionState.OPEN:
             self._write(bytes(self._sender.ping(payload)))
 
-    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
-        """Start the closing handshake. Harmless on a connection already closing or closed."""
-        if self._state is ConnectionState.CONNECTING:
-            raise LocalProtocolError("cannot close a connection before its handshake is done")
-        if self._state is ConnectionState.OPEN:
-            self._close_code, self._close_reason = code, reason
-            self._send_close(code, reason)
-            self._state = ConnectionState.CLOSING
-
     # Hooks for the server and the client
 
     def _may_process(self) -> bool:
@@ -246,9 +217,6 @@ class _Endpoint:
 
     def _on_message(self, data: bytes) -> None:
         """One complete text message, as the bytes the peer sent (UTF-8 not yet checked)."""
-        raise NotImplementedError
-
-    def _unanswered(self) -> tuple[jsonrpc.RequestId, ...]:
         raise NotImplementedError
 
     def _opened(self, extensions: list[Extension]) -> None:
@@ -283,28 +251,9 @@ class _Endpoint:
     def _send_json(self, value: Any) -> None:
         self._send_payload(jsonrpc.dumps_bytes(value))
 
-    def _send_close(self, code: int, reason: str) -> None:
-        self._close_sent = True
-        if code == CloseCode.NO_STATUS:
-            # Echoing a close that carried no code: an empty close frame.
-            self._write(bytes(self._sender.close()))
-        else:
-            self._write(bytes(self._sender.close(code, reason or None)))
-
-    def _finish(self, code: int, reason: str) -> None:
-        self._state = ConnectionState.CLOSED
-        self._messages.drop()
-        self._events.append(ConnectionClosed(code, reason, self._unanswered()))
-
     def _extensions(self) -> list[Extension]:
         """The extensions to offer or accept: permessage-deflate when the limits enable it."""
         return [] if self._deflate is None else [self._deflate]
-
-    def _fail(self, code: int, reason: str) -> None:
-        # Our side ends the connection for cause: say why, then ignore all but the
-        # peer's close frame, so that nothing more is buffered for this peer.
-        self._messages.drop()
-        self.close(code, reason)
 
     def _process(self) -> None:
         if self._state is ConnectionState.CLOSED:
@@ -377,31 +326,3 @@ class _Endpoint:
             if not self._may_process():
                 self._held = True
                 return
-
-    def _invalid_utf8(self) -> None:
-        """The message just read is not UTF-8: RFC 6455 ends the connection with 1007."""
-        self._broken(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
-
-    def _on_close(self, code: int, reason: str) -> None:
-        if not self._close_sent:
-            # The peer started the closing handshake: answer and we are done.
-            self._send_close(code, reason)
-            self._finish(code, reason)
-        else:
-            # The peer's answer to our close frame.
-            ours = self._close_code
-            self._finish(ours if ours is not None else code, self._close_reason or reason)
-
-    def _broken(self, code: int, reason: str) -> None:
-        """The peer broke the protocol: close with ``code`` and stop reading it."""
-        if code == CloseCode.MESSAGE_TOO_BIG:
-            reason = too_big(self.limits)  # wsproto's text is "error in extension"
-        elif reason == "error in extension":
-            reason = (
-                "invalid compressed data"
-                if code == CloseCode.INVALID_DATA
-                else "invalid use of the compression bit"
-            )
-        if self._state is ConnectionState.OPEN:
-            self._send_close(code, reason)
-        self._finish(code, reason)
