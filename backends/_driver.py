@@ -159,8 +159,10 @@ class ConnectionDriver(DriverCalls):
         if self._http is not None:
             self._http.aborted()
             limiter = self.settings.guard.policy.rate_limiter
-            if limiter is not None:
-                limiter.forget(rate_key(None, self))  # the anonymous requests' bucket
+            if limiter is not None and self.address is None:
+                # Anonymous requests were keyed by this connection (no address to
+                # share): nobody can use that bucket again. An address's outlives it.
+                limiter.forget(rate_key(None, self))
         if self._session is not None:
             self._session.close()
         # A decision still pending gives its slots back itself when it comes.

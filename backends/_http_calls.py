@@ -119,7 +119,12 @@ class CallAnswers:
             self.fail(call, Cancelled("Server shutting down"))
             return
         refusal = settings.guard.check_call(
-            principal, driver, call.tool.name, driver.peer, now=time.monotonic()
+            principal,
+            driver,
+            call.tool.name,
+            driver.peer,
+            now=time.monotonic(),
+            address=driver.address,
         )
         self.call = call
         if isinstance(refusal, RateLimited):
@@ -137,7 +142,7 @@ class CallAnswers:
 
             async def gate(call: ToolCall) -> RateLimited | None:
                 return await settings.guard.acheck_call(
-                    principal, driver, call.tool.name, driver.peer
+                    principal, driver, call.tool.name, driver.peer, address=driver.address
                 )
 
         cancel = driver.adapter.spawn(call, gate)

@@ -76,10 +76,17 @@ class Deferred(enum.Enum):
     """Run the call in a task that awaits :meth:`ConnectionGuard.acheck_call` first."""
 
 
-def rate_key(principal: Principal | None, connection: object) -> Hashable:
-    """The rate-limit bucket of ``principal``, or of the anonymous ``connection``."""
-    # Namespaced, so that no token subject can name an anonymous connection's bucket.
+def rate_key(
+    principal: Principal | None, connection: object, address: str | None = None
+) -> Hashable:
+    """The rate-limit bucket of ``principal``; an anonymous caller's is its ``connection``'s,
+    or its client ``address``'s when given (HTTP requests)."""
+    # Namespaced, so that no token subject can name an anonymous bucket.
     if principal is None:
+        # Each HTTP request may come on a new connection: a bucket per connection
+        # would not limit anonymous requests at all, so they share their address's.
+        if address is not None:
+            return ("address", address)
         return ("connection", id(connection))
     return ("principal", principal.subject)
 
@@ -183,29 +190,44 @@ class ConnectionGuard:
         return Refusal(503)
 
     def check_call(
-        self, principal: Principal | None, connection: object, tool: str, peer: str, *, now: float
+        self,
+        principal: Principal | None,
+        connection: object,
+        tool: str,
+        peer: str,
+        *,
+        now: float,
+        address: str | None = None,
     ) -> RateLimited | Deferred | None:
         """The rate limit's refusal of a call to ``tool`` at ``now`` (monotonic), if any.
 
-        With an asynchronous limiter, always :attr:`Deferred.RATE`: the call's
-        task must await :meth:`acheck_call` before the tool runs.
+        ``address`` keys an anonymous caller by client address (HTTP), see
+        :func:`rate_key`. With an asynchronous limiter, always
+        :attr:`Deferred.RATE`: the call's task must await :meth:`acheck_call`
+        before the tool runs.
         """
         limiter = self._limiter
         if limiter is None:
             return self._unlimited
-        retry = limiter.check(rate_key(principal, connection), tool, now=now)
+        retry = limiter.check(rate_key(principal, connection, address), tool, now=now)
         if retry <= 0:
             return None
         return _limited(principal, tool, peer, retry)
 
     async def acheck_call(
-        self, principal: Principal | None, connection: object, tool: str, peer: str
+        self,
+        principal: Principal | None,
+        connection: object,
+        tool: str,
+        peer: str,
+        *,
+        address: str | None = None,
     ) -> RateLimited | None:
         """The asynchronous limiter's refusal of a call to ``tool`` now, if any."""
         limiter = self._async_limiter
         if limiter is None:
             return None
-        retry = await limiter.acheck(rate_key(principal, connection), tool)
+        retry = await limiter.acheck(rate_key(principal, connection, address), tool)
         if retry <= 0:
             return None
         return _limited(principal, tool, peer, retry)

@@ -143,6 +143,19 @@ async def test_a_refused_origin_gets_403_and_rate_limits_apply() -> None:
     assert answers[2]["error"]["code"] == -31029
 
 
+@pytest.mark.anyio
+async def test_anonymous_requests_share_their_address_budget_across_connections() -> None:
+    """A new connection per request is no way around the rate limit (nor is closing one)."""
+    policy = SecurityPolicy(rate_limiter=RateLimiter(rate=0.01, burst=2))
+    call = post(rpc("tools/call", name="echo", arguments={"message": "x"}, _meta=MODERN))
+    async with serving(transport(security=policy)) as port:
+        with anyio.fail_after(LIMIT):
+            answers = [(await one(port, call)).json() for _ in range(3)]
+    assert [a.get("result", {}).get("isError") for a in answers[:2]] == [False, False]
+    assert answers[2]["error"]["code"] == -31029
+    assert answers[2]["error"]["data"]["retry_after"] > 0
+
+
 def failing_app() -> SecureMCP:
     app = SecureMCP("failing")
 
