@@ -101,6 +101,21 @@ async def test_two_limiters_on_one_redis_share_a_principals_count(
 
 
 @pytest.mark.anyio
+async def test_two_limiters_share_a_client_address_but_not_with_a_principal_so_named(
+    redis_server: RedisServer,
+) -> None:
+    """Anonymous HTTP requests' address buckets span processes, in a namespace of their own."""
+    address = ("address", "10.0.0.7")
+    async with limiter(redis_server, SLOW, 2) as one, limiter(redis_server, SLOW, 2) as two:
+        with anyio.fail_after(TIMEOUT):
+            assert await one.acheck(address, "echo") == 0.0
+            assert await two.acheck(address, "echo") == 0.0
+            assert await one.acheck(address, "echo") > 1
+            assert await two.acheck(("principal", "10.0.0.7"), "echo") == 0.0
+    assert redis_server.command("DBSIZE") == "2"
+
+
+@pytest.mark.anyio
 async def test_anonymous_keys_stay_in_the_process(redis_server: RedisServer) -> None:
     async with limiter(redis_server, SLOW, 2) as one, limiter(redis_server, SLOW, 2) as two:
         with anyio.fail_after(TIMEOUT):

@@ -70,12 +70,18 @@ return 0
 """
 
 
-def _subject(key: Hashable) -> str | None:
-    """The principal's subject when ``key`` is a principal's (shared), else ``None`` (local)."""
-    if isinstance(key, tuple) and len(key) == 2 and key[0] == "principal":
-        subject = key[1]
-        if isinstance(subject, str):
-            return subject
+_SHARED = {"principal": "ratelimit", "address": "ratelimit-address"}
+"""The kinds of key shared through Redis, and the namespace of each (so that no
+principal's subject can name an address's bucket)."""
+
+
+def _shared_name(key: Hashable) -> tuple[str, str] | None:
+    """``(namespace, name)`` of a principal's or a client address's key (shared), else ``None``."""
+    if isinstance(key, tuple) and len(key) == 2:
+        kind, name = key
+        namespace = _SHARED.get(kind) if isinstance(kind, str) else None
+        if namespace is not None and isinstance(name, str):
+            return namespace, quote(name, safe="")
     return None
 
 
@@ -88,11 +94,12 @@ class RedisRateLimiter(RedisResource):
     up to the millisecond), for every process that uses the same Redis and
     ``prefix``: give them all the same parameters.
 
-    Only principals' keys (``("principal", subject)``) are shared. An
-    anonymous connection's key (``("connection", id(...))``) names one
-    connection of one process, so its buckets stay in this process, in a
-    local :class:`~securemcp.ratelimit.RateLimiter` with the same parameters
-    (as does any other kind of key).
+    Principals' keys (``("principal", subject)``) and client addresses'
+    (``("address", ip)``, anonymous HTTP requests') are shared. An anonymous
+    connection's key (``("connection", id(...))``) names one connection of one
+    process, so its buckets stay in this process, in a local
+    :class:`~securemcp.ratelimit.RateLimiter` with the same parameters (as does
+    any other kind of key).
 
     When Redis cannot be reached within ``timeout`` seconds, the decision is
     taken locally, by a per-process fallback ``RateLimiter`` of the same
@@ -140,15 +147,16 @@ class RedisRateLimiter(RedisResource):
 
     async def acheck(self, key: Hashable, tool: str | None) -> float:
         """Count one call of ``tool`` by ``key`` now: 0.0 when allowed, else the seconds to wait."""
-        subject = _subject(key)
-        if subject is None:
+        shared = _shared_name(key)
+        if shared is None:
             return self.local.check(key, tool, time.monotonic())
         if time.monotonic() < self._retry_at:
             return self._decide_locally(key, tool)
-        keys: list[str | bytes] = [self.key("ratelimit", quote(subject, safe=""))]
+        namespace, name = shared
+        keys: list[str | bytes] = [self.key(namespace, name)]
         args: list[str | bytes | int | float] = [repr(self.rate), repr(self.burst)]
         if tool is not None and tool in self.per_tool:
-            keys.append(self.key("ratelimit", quote(subject, safe=""), quote(tool, safe="")))
+            keys.append(self.key(namespace, name, quote(tool, safe="")))
             tool_rate, tool_burst = self.per_tool[tool]
             args += [repr(tool_rate), repr(tool_burst)]
         client = self.client
