@@ -209,6 +209,11 @@ class AsyncioIO(asyncio.BufferedProtocol, ClientIO):
 
         self._tasks.append(self._loop.create_task(run()))
 
+    def abort(self) -> None:
+        transport = self._transport
+        if transport is not None:
+            transport.abort()  # connection_lost() follows: the session sees the loss
+
     async def shutdown(self, deadline: float) -> None:
         self._session.lost()
         if self._timer is not None:

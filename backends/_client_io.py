@@ -95,6 +95,11 @@ class ClientIO(abc.ABC):
         """Run ``task`` beside the caller until :meth:`shutdown` (the notification handler)."""
 
     @abc.abstractmethod
+    def abort(self) -> None:
+        """Drop the connection at once (a server that stopped answering pings): the
+        socket is closed without waiting for anything, and the session sees it lost."""
+
+    @abc.abstractmethod
     async def shutdown(self, deadline: float) -> None:
         """End the connection: the core is closed (as a lost connection if need be),
         the socket is closed, spawned tasks are over. Never raises, not even when

@@ -16,6 +16,7 @@ or trio's reader task): an answer sets its call's waiter right there.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,6 +40,7 @@ from securemcp.protocol import (
     Event,
     Limits,
     NotificationReceived,
+    PongReceived,
     RequestId,
     ResponseReceived,
     Welcome,
@@ -56,6 +58,7 @@ from ._client_io import INFINITY, ClientIO, Waiter
 from ._client_notes import Notification, NotificationHandler, NotificationQueue
 from ._client_progress import ProgressRoutes
 from ._client_target import Target
+from ._keepalive import Keepalive
 from .mcp_client import (
     ServerInfo,
     initialize_params,
@@ -66,6 +69,8 @@ from .mcp_client import (
 )
 
 __all__ = ["ClientSession", "Opener"]
+
+logger = logging.getLogger("securemcp.client")
 
 _OPEN = ConnectionState.OPEN
 _CLOSED = ConnectionState.CLOSED
@@ -91,6 +96,8 @@ class ClientSession(SessionCalls):
         max_queued_notifications: int,
         on_notification: NotificationHandler | None,
         notes: NotificationQueue | None = None,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
     ) -> None:
         self.url = url
         self.target = target
@@ -120,6 +127,7 @@ class ClientSession(SessionCalls):
         self._opened: Waiter | None = None
         self._closed = anyio.Event()
         self._shut = False
+        self._keepalive = Keepalive(ping_interval, ping_timeout)
 
     @property
     def speaks_mcp(self) -> bool:
@@ -158,6 +166,32 @@ class ClientSession(SessionCalls):
         if self._on_notification is not None:
             handler = self._on_notification
             io.spawn(lambda: self.notes.dispatch(io, handler))
+        if self._keepalive.interval is not None:
+            io.spawn(lambda: self._keep_alive(io))
+
+    async def _keep_alive(self, io: ClientIO) -> None:
+        """Ping the server every interval; drop the connection when a pong is overdue.
+
+        A server that vanished without a FIN (a crashed host, a cut cable, a
+        NAT that forgot the connection) would otherwise leave the client
+        waiting forever, and a reconnecting client would never reconnect.
+        """
+        keepalive, conn = self._keepalive, self.conn
+        keepalive.start(io.time())
+        while conn.state is _OPEN:
+            await anyio.sleep_until(keepalive.next_tick())
+            verdict = keepalive.tick(io.time(), reading=conn.wants_read)
+            if verdict == "ping" and conn.state is _OPEN:
+                conn.ping(keepalive.payload)
+                io.write()
+            elif verdict == "timeout":
+                logger.warning(
+                    "no pong from %s within %s s: dropping the connection",
+                    self.url,
+                    keepalive.timeout,
+                )
+                io.abort()
+                return
 
     def _too_slow(self, connect_timeout: float) -> RequestTimeout:
         return RequestTimeout(f"could not connect to {self.url} within {connect_timeout} s")
@@ -271,6 +305,8 @@ class ClientSession(SessionCalls):
                 # A cancelled asyncio waiter is done already.
                 if waiter is not None and not waiter.done():
                     waiter.set_result(event)
+            elif isinstance(event, PongReceived):
+                self._keepalive.pong(event.payload)
             elif isinstance(event, NotificationReceived):
                 if event.method == "notifications/progress" and self._progress.route(event.params):
                     continue

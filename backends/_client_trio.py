@@ -319,6 +319,13 @@ class TrioIO(ClientIO):
         self._scopes.append(scope)
         self._tg.start_soon(self._in_scope, scope, task)
 
+    def abort(self) -> None:
+        # The reader ends (the session sees the loss) and closes the stream; a
+        # write the server does not take is not waited for.
+        if self._write_scope is not None:
+            self._write_scope.cancel()
+        self._scopes[0].cancel()
+
     async def shutdown(self, deadline: float) -> None:
         for scope in self._scopes:
             scope.cancel()

@@ -1,9 +1,11 @@
 """Keepalive decisions for one connection: when to ping, when a pong is overdue.
 
-Pure state advanced by the server's ticker: one task for every connection of a
-server instead of a timer per connection, since an idle connection should cost
-memory and nothing else. The ticker runs a few times per interval, so a ping
-goes out, and an overdue pong is noticed, within a quarter of the period.
+Pure state, advanced by whoever keeps the time: on a server, its ticker, one
+task for every connection instead of a timer per connection, since an idle
+connection should cost memory and nothing else (the ticker runs a few times per
+interval, so a ping goes out, and an overdue pong is noticed, within a quarter
+of the period); on a client, a task of its one connection that sleeps until
+:meth:`Keepalive.next_tick`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ class Keepalive:
         """The connection opened at ``now``: the first ping is due an interval later."""
         if self.interval is not None:
             self._next_ping = now + self.interval
+
+    def next_tick(self) -> float:
+        """When :meth:`tick` next has something to say: a ping due, or a pong overdue."""
+        if self._deadline is not None and self.timeout is not None:
+            return self._deadline
+        return self._next_ping
 
     def pong(self, payload: bytes) -> None:
         """The peer answered; only the answer to our latest ping counts."""

@@ -85,6 +85,12 @@ class WebSocketClient(MCPCalls):
     :param timeout: default per-call timeout in seconds (``None``: wait forever).
     :param connect_timeout: bound on TCP connect, TLS and WebSocket handshake together.
     :param close_timeout: how long closing waits for the server's close frame.
+    :param ping_interval: seconds between the client's WebSocket pings (``None``: none).
+    :param ping_timeout: seconds a pong may take; past them the connection is
+        dropped as lost (calls in flight raise
+        :class:`~securemcp.errors.ConnectionClosed`, a reconnecting client
+        reconnects), since a server gone without a word would otherwise leave
+        the client waiting for ever. ``None``: never dropped for it.
     :param on_notification: ``handler(method, params)`` for server notifications,
         called one at a time in a task of the client (an awaitable it returns is
         awaited, and it may make calls); its exceptions are logged. Without it,
@@ -136,6 +142,8 @@ class WebSocketClient(MCPCalls):
         timeout: float | None = 30.0,
         connect_timeout: float = 10.0,
         close_timeout: float = 5.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
         on_notification: NotificationHandler | None = None,
         max_queued_notifications: int = 256,
         limits: Limits | None = None,
@@ -150,6 +158,9 @@ class WebSocketClient(MCPCalls):
             raise TypeError("subprotocols must be a sequence of strings, not a string")
         if max_queued_notifications < 1:
             raise ValueError("max_queued_notifications must be at least 1")
+        for name, seconds in (("ping_interval", ping_interval), ("ping_timeout", ping_timeout)):
+            if seconds is not None and not seconds > 0:
+                raise ValueError(f"{name} must be > 0 seconds or None, not {seconds!r}")
         self.url = url
         target = parse_url(url)
         ssl_context = tls_context(target, ssl)
@@ -175,6 +186,8 @@ class WebSocketClient(MCPCalls):
             mcp=mcp,
             limits=limits,
             max_queued_notifications=max_queued_notifications,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
         )
         self._reconnector: Reconnector | None = None
         if reconnect is False:
