@@ -27,7 +27,7 @@ from securemcp.protocol.mcp_stateless import (
 )
 
 from .helpers import ConnectionPair, parse_server_messages, run_tool, text_frame
-from .test_mcp_core import (
+from .mcp_helpers import (
     INIT_PARAMS,
     bind_directly,
     error,
