@@ -30,8 +30,6 @@ from securemcp.transport import WebSocketTransport
 
 TIMEOUT = 10.0
 """Bound of every test's network activity; generous, tests finish far sooner."""
-
-
 EARLY = 0.9
 """A timer may not fire before this fraction of its duration (scheduling leeway);
 one firing at half its duration fails."""

@@ -172,8 +172,6 @@ def test_without_http_methods_the_core_is_unchanged() -> None:
 # Fuzz
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
 LIMITS = Limits(
     max_http_body=256, max_handshake_size=1024, max_header_count=8, max_http_pipelined=512
 )

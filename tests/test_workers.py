@@ -31,13 +31,8 @@ from .worker_helpers import BACKENDS, TIMEOUT, Client, one_call, running, wait_u
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers: Linux only")
 
-
 LISTENING = re.compile(r"\[WS\] Starting WebSocket server on ws://127\.0\.0\.1:(\d+) with (\d+) ")
-
-
 STARTED = re.compile(r"\[WS\] Worker (\d+) started")
-
-
 SERVING = re.compile(r"\[WS\] Worker (\d+) serving")
 
 

@@ -23,8 +23,6 @@ from securemcp import (
 from securemcp.transport import WebSocketTransport
 
 WAIT = 10.0
-
-
 ANN = Principal("ann", frozenset({"admin"}))
 
 

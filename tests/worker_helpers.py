@@ -18,10 +18,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 TIMEOUT = 15.0
-
-
 BACKENDS = ["asyncio", "trio"]
-
 
 APP_MODULE = '''
 import os
