@@ -18,7 +18,6 @@ from .mcp2_env import (  # noqa: F401 - fixtures for every module
     sdk2_http_server_json,
 )
 from .redis_server import redis_cluster, redis_server  # noqa: F401 - fixtures for every module
-from .worker_helpers import app_dir  # noqa: F401 - fixtures for every module
 
 # SecureMCP's own pytest plugin (the securemcp_client fixture), loaded here rather than
 # through its entry point (off in pyproject.toml's addopts) so that coverage, started

@@ -1,12 +1,13 @@
-"""Serving from several processes: ``securemcp serve --workers N``, in subprocesses.
+"""Serving from several processes: ``securemcp serve --workers N``, from the app's folder.
 
-The tests run the command as a user does, on 127.0.0.1 with a port the system
-picks, and reap every process they caused, even on failure: the supervisor, and
-each worker it reported (checked to still be one of ours by its command line
-before it is killed). Connections spread over the workers, a killed worker is
-replaced, a stop signal drains them all. ``run(workers=N)`` and the options are
-in ``test_workers_run.py``; the supervisor driven in process in
-``test_workers_supervisor.py``.
+The subprocess tests run the command as a user does, on 127.0.0.1 with a port
+the system picks, and reap every process they caused, even on failure: the
+supervisor, and each worker it reported (checked to still be one of ours by its
+command line before it is killed). Connections spread over the workers, a
+killed worker is replaced, a stop signal drains them all. The broker, store and
+Redis options are checked with ``main`` in process, from the same folder.
+``run(workers=N)`` and the supervisor in process are in
+``test_workers_in_process.py``.
 """
 
 from __future__ import annotations
@@ -15,94 +16,73 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed as WSClosed
 
-from .worker_helpers import BACKENDS, TIMEOUT, Client, one_call, running, wait_until
+from securemcp.cli import STORE_ENV, main
+from securemcp.pubsub import LocalBroker
+from securemcp.transport import WebSocketTransport
+
+from .worker_helpers import (
+    BACKENDS,
+    LISTENING,
+    SERVING,
+    STARTED,
+    TIMEOUT,
+    Client,
+    Supervised,
+    one_call,
+    running,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers: Linux only")
 
-LISTENING = re.compile(r"\[WS\] Starting WebSocket server on ws://127\.0\.0\.1:(\d+) with (\d+) ")
-STARTED = re.compile(r"\[WS\] Worker (\d+) started")
-SERVING = re.compile(r"\[WS\] Worker (\d+) serving")
+APP_MODULE = '''
+import os
+import sys
+import time
+
+import anyio
+
+from securemcp import SecureMCP
+
+STORE_URL = os.environ.get("SECUREMCP_STORE_URL")
+
+app = SecureMCP("workers-test", stateless=True)
+stateful = SecureMCP("workers-stateful")
 
 
-class Supervised:
-    """``securemcp serve ... --workers N`` in a subprocess; its stderr read by a thread."""
+@app.tool()
+async def pid(hold: float = 0.0) -> int:
+    """This worker's pid; ``hold`` blocks the worker's event loop that long."""
+    time.sleep(hold)
+    return os.getpid()
 
-    def __init__(self, cwd: Path, *args: str, spec: str = "workers_app:app") -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "securemcp", "serve", spec, "--port", "0", *args],
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            with self._lock:
-                self.lines.append(line)
+@app.tool()
+async def slow(seconds: float) -> int:
+    print(f"slow call started in {os.getpid()}", file=sys.stderr, flush=True)
+    await anyio.sleep(seconds)
+    return os.getpid()
+'''
 
-    @property
-    def log(self) -> str:
-        with self._lock:
-            return "".join(self.lines)
 
-    def matches(self, pattern: re.Pattern[str]) -> list[re.Match[str]]:
-        return list(pattern.finditer(self.log))
-
-    def wait_for(self, pattern: re.Pattern[str], count: int = 1) -> list[re.Match[str]]:
-        def seen() -> bool:
-            if self.process.poll() is not None and len(self.matches(pattern)) < count:
-                self._reader.join(TIMEOUT)
-                pytest.fail(f"the server exited: {self.log}")
-            return len(self.matches(pattern)) >= count
-
-        wait_until(seen, f"{count} x {pattern.pattern!r} in {self.log!r}")
-        return self.matches(pattern)
-
-    def start(self, workers: int) -> str:
-        """Wait until every worker serves; the server's URL."""
-        port = int(self.wait_for(LISTENING)[0].group(1))
-        self.wait_for(SERVING, workers)
-        return f"ws://127.0.0.1:{port}"
-
-    def worker_pids(self) -> list[int]:
-        return [int(found.group(1)) for found in self.matches(STARTED)]
-
-    def close(self) -> None:
-        """Kill the supervisor and every worker of ours still running; close the pipes."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(TIMEOUT)
-        for pid in self.worker_pids():
-            try:
-                ours = b"workers_app" in Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if ours and running(pid):
-                os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not any(running(pid) for pid in self.worker_pids()), "workers gone")
-        self._reader.join(TIMEOUT)
-        for pipe in (self.process.stdout, self.process.stderr):
-            if pipe is not None:
-                pipe.close()
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    (tmp_path / "workers_app.py").write_text(APP_MODULE)
+    return tmp_path
 
 
 @pytest.fixture
@@ -254,3 +234,94 @@ def test_more_workers_without_a_shared_broker_are_refused(app_dir: Path) -> None
     assert "would silently split" in lines[0]
     assert "stateless=True" in lines[0]
     assert "--redis" in lines[0]
+
+
+# The broker, store and Redis options, with main() in process
+
+
+class FakeRedisBroker:
+    """Stands in for ``securemcp.redis.RedisBroker`` (a separate piece of work)."""
+
+    def __init__(self, url: str) -> None:
+        if not url.endswith("/0"):
+            raise ValueError("database 0 only")
+        self.url = url
+
+
+@pytest.fixture
+def in_app_dir(app_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Run in ``app_dir``; ``sys.path``, ``sys.modules`` and the store variable restored after."""
+    monkeypatch.chdir(app_dir)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv(STORE_ENV, "unset")
+    monkeypatch.delenv(STORE_ENV)
+    try:
+        yield app_dir
+    finally:
+        sys.modules.pop("workers_app", None)
+
+
+def test_broker_store_and_redis_options(
+    in_app_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran: list[tuple[WebSocketTransport, dict[str, Any]]] = []
+
+    def fake_run(self: WebSocketTransport, *args: Any, **kwargs: Any) -> None:
+        ran.append((self, kwargs))
+
+    monkeypatch.setattr(WebSocketTransport, "run", fake_run)
+    fake = types.ModuleType("securemcp.redis")
+    fake.RedisBroker = FakeRedisBroker  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "securemcp.redis", fake)
+
+    url = "redis://127.0.0.1:6379/0"
+    assert main(["serve", "workers_app:stateful", "--workers", "2", "--redis", url]) == 0
+    transport, options = ran.pop()
+    assert isinstance(transport.broker, FakeRedisBroker)
+    assert transport.broker.url == url
+    assert options["workers"] == 2
+    # The store URL was there when the app's module was imported.
+    assert url == sys.modules["workers_app"].STORE_URL
+    assert os.environ[STORE_ENV] == url
+    sys.modules.pop("workers_app")
+
+    assert main(["serve", "workers_app:app", "--store", "sqlite:///x.db"]) == 0
+    transport, options = ran.pop()
+    assert type(transport.broker) is LocalBroker
+    assert options["workers"] == 1
+    assert sys.modules["workers_app"].STORE_URL == "sqlite:///x.db"
+
+    for argv, message in [
+        (["--redis", url, "--broker", url], "error: --redis already sets --broker and --store"),
+        (["--redis", url, "--store", url], "error: --redis already sets --broker and --store"),
+        (["--broker", "http://x"], "error: --broker 'http://x': use a redis://, rediss://"),
+        (["--broker", "redis://x/1"], "error: invalid broker URL 'redis://x/1': database 0"),
+        (["--workers", "0"], "error: --workers must be at least 1, not 0"),
+        (["--workers", "3"], "error: 3 workers need a shared broker: "),
+    ]:
+        assert main(["serve", "workers_app:stateful", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(message), err
+        assert len(err.splitlines()) == 1
+    assert not ran
+
+    monkeypatch.setitem(sys.modules, "securemcp.redis", None)  # import fails: no coredis
+    assert main(["serve", "workers_app:stateful", "--broker", url]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == "error: --broker and --redis need the redis extra: pip install 'securemcp[redis]'\n"
+    )
+
+
+def test_a_busy_port_is_one_line_before_any_worker(
+    in_app_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The supervisor binds before it forks: nothing is forked here.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        assert main(["serve", "workers_app:app", "--workers", "2", "--port", port]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}: "), err
+    assert "Worker" not in err

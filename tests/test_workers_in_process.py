@@ -1,9 +1,10 @@
-"""The workers' :class:`Supervisor` and a worker's serving, in process (coverage sees them).
+"""``run(workers=N)``, the :class:`Supervisor` and a worker's serving, in this process.
 
-The supervisor forks this test process, and the children run a stand-in
-``serve`` and leave with ``os._exit``: dead workers are replaced with backoff,
-workers that do not stop are killed; a worker serves its inherited socket until
-SIGTERM.
+So that coverage sees them: workers refused where they cannot work (or off
+Linux), serving on a socket the caller keeps; the supervisor forks this test
+process, and the children run a stand-in ``serve`` and leave with
+``os._exit``: dead workers are replaced with backoff, workers that do not stop
+are killed; a worker serves its inherited socket until SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from securemcp import SecureMCP
-from securemcp.backends import _running
-from securemcp.backends._workers import Supervisor, bind_sockets
-from securemcp.transport import WebSocketTransport
+from securemcp.backends import _running, _workers
+from securemcp.backends._workers import Supervisor, bind_sockets, check_workers
+from securemcp.pubsub import LocalBroker
+from securemcp.transport import WebSocketClient, WebSocketTransport
 
 from .worker_helpers import BACKENDS, TIMEOUT, one_call, running, wait_until
 
@@ -38,6 +41,65 @@ def ignores_sigterm(pid: int) -> bool:
         if line.startswith("SigIgn:"):
             return bool(int(line.split()[1], 16) & 1 << (signal.SIGTERM - 1))
     return False  # pragma: no cover - Linux always shows it
+
+
+# run(workers=N) and the options, in process
+
+
+def test_run_refuses_workers_that_cannot_work() -> None:
+    transport = WebSocketTransport(SecureMCP("stateful"))
+    with pytest.raises(ValueError, match=r"^2 workers need a shared broker: .*stateless=True"):
+        transport.run(port=0, workers=2)
+    with pytest.raises(ValueError, match="at least 1"):
+        transport.run(port=0, workers=0)
+    with pytest.raises(TypeError, match="integer"):
+        transport.run(port=0, workers=True)
+    # A stateless app, or a broker shared between processes, may have workers.
+    check_workers(4, SecureMCP("stateless", stateless=True), LocalBroker())
+    check_workers(4, SecureMCP("stateful"), object())  # type: ignore[arg-type]
+    check_workers(1, SecureMCP("stateful"), LocalBroker())
+
+
+def test_workers_are_linux_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(RuntimeError, match="Linux only"):
+        check_workers(2, SecureMCP("stateless", stateless=True), LocalBroker())
+
+
+@pytest.mark.parametrize(
+    ("backend", "native"), [("asyncio", True), ("asyncio", False), ("trio", False)]
+)
+def test_serve_on_a_socket_the_caller_keeps(backend: str, native: bool) -> None:
+    app = SecureMCP("on-a-socket")
+
+    @app.tool()
+    def double(n: int) -> int:
+        return 2 * n
+
+    transport = WebSocketTransport(app, native_asyncio=native, close_timeout=1)
+    listening = socket.create_server(("127.0.0.1", 0))
+    try:
+
+        async def main() -> None:
+            async with anyio.create_task_group() as tg:
+                port = await tg.start(partial(transport.serve, "ignored", 1, sock=listening))
+                assert port == listening.getsockname()[1]
+                async with WebSocketClient(f"ws://127.0.0.1:{port}") as client:
+                    assert await client.invoke_tool("double", {"n": 21}) == 42
+                transport.shutdown()
+
+        anyio.run(main, backend=backend)
+        # Still ours, still listening: a connection waits in its backlog.
+        assert listening.fileno() != -1
+        with socket.create_connection(listening.getsockname(), timeout=TIMEOUT):
+            pass
+    finally:
+        listening.close()
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+        pytest.raises(ValueError, match="TCP socket"),
+    ):
+        _workers.duplicate_listening(udp)
 
 
 # The supervisor and a worker, in process (so that coverage sees them)
