@@ -1,4 +1,8 @@
-"""What the tests of the server core's MCP dialect share: the app, an initialised pair, messages."""
+"""What the tests of the server core's MCP dialect share: the app, an initialised pair, messages.
+
+Also the stateless revision's (2026-07-28): requests with their ``_meta``
+envelope, on a connection that has sent nothing yet.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,11 @@ from typing import Any
 from securemcp import Context, Progress, SecureMCP
 from securemcp.protocol import ToolCall
 from securemcp.protocol.mcp import LATEST_PROTOCOL_VERSION, SUBPROTOCOL
+from securemcp.protocol.mcp_stateless import (
+    CLIENT_CAPABILITIES_KEY,
+    CLIENT_INFO_KEY,
+    PROTOCOL_VERSION_KEY,
+)
 
 from .helpers import ConnectionPair, demo_app
 
@@ -83,3 +92,37 @@ def bind_directly(pair: ConnectionPair, running: ToolCall) -> Progress:
         lambda value, total, message: pair.server.report_progress(running, value, total, message)
     )
     return progress
+
+
+# The stateless revision: a request carries its own envelope, no initialize.
+
+MODERN = "2026-07-28"
+
+
+def envelope(version: Any = MODERN, **extra: Any) -> dict[str, Any]:
+    return {
+        PROTOCOL_VERSION_KEY: version,
+        CLIENT_CAPABILITIES_KEY: {},
+        CLIENT_INFO_KEY: {"name": "test", "version": "1"},
+        **extra,
+    }
+
+
+def modern(
+    method: str, params: dict[str, Any] | None = None, request_id: Any = 1
+) -> dict[str, Any]:
+    """A 2026-07-28 request: ``params`` plus the ``_meta`` envelope."""
+    params = dict(params or {})
+    params["_meta"] = {**envelope(), **params.get("_meta", {})}
+    return request(method, params, request_id)
+
+
+def stateless(app: SecureMCP | None = None) -> ConnectionPair:
+    """An ``mcp`` connection that has not sent anything yet."""
+    return open_mcp(app, version=None)
+
+
+def only(pair: ConnectionPair, message: Any) -> dict[str, Any]:
+    [answer] = pair.send_raw(message)
+    assert answer["jsonrpc"] == "2.0"
+    return answer
