@@ -54,7 +54,7 @@ def run_path(count: int) -> None:
     from securemcp import SecureMCP
     from securemcp.backends._driver import ConnectionDriver
     from securemcp.transport import WebSocketTransport
-    from tests.test_driver import FakeServer, Recorder  # the driver's in-memory test fixtures
+    from tests.driver_helpers import FakeServer, Recorder  # the driver's in-memory test fixtures
 
     app = SecureMCP("bench")
 

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from securemcp import SecureMCP
 from securemcp.transport import WebSocketTransport
 
+from .helpers import ConnectionPair, demo_app
 from .mcp2_env import (  # noqa: F401 - fixtures for every module
     mcp2_python,
     sdk2_http_server,
@@ -54,3 +56,20 @@ def _restore_securemcp_logger() -> Iterator[None]:
     for handler in package.handlers[:]:
         if handler not in handlers:
             package.removeHandler(handler)
+
+
+# The in-memory tests of the server core (test_server_core*.py, test_limits_core*.py):
+# the demo app, and a connection pair opened on it. A module may define its own.
+
+
+@pytest.fixture
+def app() -> SecureMCP:
+    return demo_app()
+
+
+@pytest.fixture
+def pair(app: SecureMCP) -> ConnectionPair:
+    pair = ConnectionPair(app)
+    pair.open()
+    pair.take_client_events()
+    return pair

@@ -1,45 +1,27 @@
 """The ``securemcp`` command line, run as a user runs it: a subprocess against a live server.
 
-The subprocess tests check what a user sees (exit status, stdout, one-line
-errors). The in-process tests call ``main`` and the helpers directly, for the
-cases a subprocess cannot reach cheaply and so that coverage sees the module.
+The tests check what a user sees (exit status, stdout, one-line errors): the
+client commands against ``securemcp serve`` on both backends, startup errors
+before any server, tokens and TLS; and serve's errors with ``main`` called in
+process, from the same app folder. The helpers and the other commands called
+in process are in ``test_cli_in_process.py``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import queue
 import re
-import runpy
-import shutil
-import signal
 import socket
-import subprocess
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
-from anyio.from_thread import start_blocking_portal
 
-from securemcp import SecureMCP
-from securemcp.cli import (
-    CLIError,
-    build_arguments,
-    convert_value,
-    main,
-    schema_types,
-    security_policy,
-    tools_table,
-)
-from securemcp.transport import WebSocketTransport
+from securemcp.cli import main
 
-TIMEOUT = 15.0
-BACKENDS = ["asyncio", "trio"]
+from .cli_helpers import BACKENDS, Server, assert_one_line_error, run_cli
 
 APP_MODULE = '''
 from typing import Annotated
@@ -77,103 +59,6 @@ def secret() -> str:
     """Only for admins."""
     return "42"
 '''
-
-LISTENING = re.compile(r"\[WS\] Starting WebSocket server on (wss?://127\.0\.0\.1:\d+)")
-
-
-def _script() -> list[str]:
-    """The installed console script (next to this interpreter, or on PATH)."""
-    beside = Path(sys.executable).with_name("securemcp")
-    found = str(beside) if beside.exists() else shutil.which("securemcp")
-    assert found is not None, "the securemcp console script is not installed"
-    return [found]
-
-
-def run_cli(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, script: bool = False
-) -> subprocess.CompletedProcess[str]:
-    """Run one ``securemcp`` command to completion."""
-    command = _script() if script else [sys.executable, "-m", "securemcp"]
-    return subprocess.run(
-        [*command, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        timeout=TIMEOUT,
-        check=False,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int, text: str) -> None:
-    """A failure as a user expects it: that status, one ``error`` line, no traceback."""
-    assert result.returncode == status, result.stderr
-    assert result.stdout == ""
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.splitlines()) == 1, result.stderr
-    assert text in result.stderr, result.stderr
-
-
-class Server:
-    """``securemcp serve`` running in a subprocess; its stderr read by a thread."""
-
-    def __init__(
-        self,
-        cwd: Path,
-        *args: str,
-        command: Sequence[str] = ("-m", "securemcp", "serve", "cli_app:app", "--port", "0"),
-        env: dict[str, str] | None = None,
-        python: str = sys.executable,
-    ) -> None:
-        self.process = subprocess.Popen(
-            [python, *command, *args],
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stderr: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.url = self._wait_for_url()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.stderr.append(line)
-            self.lines.put(line)
-        self.lines.put("")  # end of output
-
-    def _wait_for_url(self) -> str:
-        while True:
-            try:
-                line = self.lines.get(timeout=TIMEOUT)
-            except queue.Empty:
-                self.close()
-                pytest.fail("the server did not report its address in time")
-            if not line:
-                self.close()
-                pytest.fail(f"the server exited: {''.join(self.stderr)}")
-            found = LISTENING.search(line)
-            if found:
-                return found.group(1)
-
-    def interrupt(self) -> int:
-        """Ctrl+C, as a user stops it; the exit status."""
-        self.process.send_signal(signal.SIGINT)
-        return self.process.wait(TIMEOUT)
-
-    def close(self) -> None:
-        """Kill the server if it still runs, and close its pipes."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(TIMEOUT)
-        self._reader.join(TIMEOUT)
-        for pipe in (self.process.stdout, self.process.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 @pytest.fixture
@@ -391,132 +276,7 @@ def test_tls_with_a_private_ca(app_dir: Path) -> None:
         running.close()
 
 
-# In process: the helpers and main() itself
-
-
-def test_values_are_typed_by_the_schema() -> None:
-    maybe_int = {"anyOf": [{"type": "integer"}, {"type": "null"}]}
-    assert schema_types(maybe_int, {}) == {"integer", "null"}
-    assert schema_types({"$ref": "#/$defs/M"}, {"M": {"type": "object"}}) == {"object"}
-    assert schema_types({"enum": ["a", 1]}, {}) == {"string", "integer"}
-    assert schema_types({"type": ["string", "null"]}, {}) == {"string", "null"}
-    assert schema_types({}, {}) is None
-    assert schema_types({"anyOf": [{}, {"type": "null"}]}, {}) is None
-    assert convert_value("null", {"integer", "null"}) is None
-    assert convert_value("7", {"integer", "null"}) == 7
-    assert convert_value("7.0", {"integer"}) == 7
-    assert convert_value("1e3", {"number"}) == 1000.0
-    assert convert_value("FALSE", {"boolean"}) is False
-    assert convert_value("null", {"string"}) == "null"
-    assert convert_value("12", {"string", "integer"}) == 12
-    assert convert_value('{"a": 1}', {"object"}) == {"a": 1}
-    assert convert_value("[1]", None) == [1]
-    assert convert_value("hello", None) == "hello"
-    for raw, types in [("1.5", {"integer"}), ("NaN", {"number"}), ("[1]", {"object"})]:
-        with pytest.raises(ValueError, match="expected"):
-            convert_value(raw, types)
-
-
-def test_arguments_merge_json_and_pairs() -> None:
-    tool = {"inputSchema": {"properties": {"n": {"type": "integer"}}}}
-    assert build_arguments(["n=2", "other=x"], '{"n": 1, "m": true}', tool) == {
-        "n": 2,
-        "m": True,
-        "other": "x",
-    }
-    for pairs, text, message in [
-        (["n"], None, "not key=value"),
-        (["n=1", "n=2"], None, "given twice"),
-        ([], "{", "not valid JSON"),
-        ([], "[1]", "JSON object"),
-    ]:
-        with pytest.raises(CLIError, match=message) as raised:
-            build_arguments(pairs, text, tool)
-        assert raised.value.status == 2
-
-
-def test_the_table_without_tools_or_parameters() -> None:
-    assert tools_table([]) == "(no tools)"
-    table = tools_table([{"name": "x", "description": None, "inputSchema": {}}])
-    assert table.splitlines()[1].split() == ["x", "-"]
-
-
-def test_token_scopes_default_to_every_scope_the_app_uses() -> None:
-    app = SecureMCP("scopes")
-    app.add_tool(lambda: 1, name="a", scopes={"read"})
-    app.add_tool(lambda: 2, name="b", scopes={"write"})
-    assert security_policy([], app) is None
-    policy = security_policy(["full", "reader:read"], app)
-    assert policy is not None
-    assert policy.authenticator is not None
-    assert policy.authenticator.authenticate("full", now=0).scopes == {"read", "write"}
-    assert policy.authenticator.authenticate("reader", now=0).scopes == {"read"}
-    with pytest.raises(CLIError, match="invalid --token"):
-        security_policy(["bad token"], app)
-
-
-@pytest.fixture
-def live_url() -> Iterator[str]:
-    """A server in a thread of this process, for main() called in process."""
-    app = SecureMCP("in-process")
-
-    @app.tool()
-    def double(n: int) -> int:
-        return 2 * n
-
-    @app.tool()
-    def fail() -> None:
-        raise ValueError("broken")
-
-    transport = WebSocketTransport(
-        app, shutdown_grace=1, close_timeout=1, security=security_policy(["tok"], app)
-    )
-    with start_blocking_portal() as portal:
-        future, port = portal.start_task(transport.serve, "127.0.0.1", 0)
-        try:
-            yield f"ws://127.0.0.1:{port}"
-        finally:
-            portal.call(transport.shutdown)
-            future.result(TIMEOUT)
-
-
-def test_main_in_process(
-    live_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert main(["ping", live_url]) == 1
-    assert capsys.readouterr().err.endswith("HTTP 401 (a token is needed: --token)\n")
-    monkeypatch.setenv("SECUREMCP_TOKEN", "tok")
-    assert main(["call", live_url, "double", "n=21"]) == 0
-    assert json.loads(capsys.readouterr().out) == 42
-    assert main(["tools", live_url, "--timeout", "0"]) == 0
-    assert "n: integer (required)" in capsys.readouterr().out
-    assert main(["ping", live_url]) == 0
-    assert capsys.readouterr().out.startswith(f"pong from {live_url} in ")
-    assert main(["call", live_url, "double", "n=x"]) == 2
-    assert capsys.readouterr().err == "error: n='x': expected integer\n"
-    assert main(["call", live_url, "double", "--json", '{"n": "x"}']) == 1
-    assert capsys.readouterr().err.startswith("error -32602: ")
-    assert main(["call", live_url, "fail", "--dialect", "mcp"]) == 1
-    assert capsys.readouterr().err == "error: Tool execution error: broken\n"
-    assert main(["call", live_url, "double", "n=4", "--dialect", "mcp"]) == 0
-    assert json.loads(capsys.readouterr().out) == 8
-
-
-@pytest.mark.parametrize(
-    ("argv", "status", "message"),
-    [
-        (["ping", "ws://127.0.0.1:1", "--count", "0"], 2, "--count must be at least 1"),
-        (["ping", "ftp://127.0.0.1:1"], 2, "unsupported URL scheme"),
-        (["ping", "ws://127.0.0.1:1", "--cafile", "nope.pem"], 2, "cannot load CA file"),
-        (["serve", "x:app", "--tls-key", "k.pem"], 2, "--tls-key needs --tls-cert"),
-        (["serve", "x:app", "--uvloop", "--backend", "trio"], 2, "asyncio backend only"),
-    ],
-)
-def test_usage_errors_in_process(
-    argv: list[str], status: int, message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(argv) == status
-    assert message in capsys.readouterr().err
+# serve's startup errors again, with main() in process
 
 
 @pytest.fixture
@@ -552,30 +312,3 @@ def test_serve_errors_in_process(in_app_dir: Path, capsys: pytest.CaptureFixture
         port = str(busy.getsockname()[1])
         assert main(["serve", "cli_app:app", "--port", port, "--log-level", "error"]) == 1
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
-
-
-def test_an_unreachable_server_in_process(capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-        assert main(["tools", f"ws://127.0.0.1:{port}"]) == 1
-    assert capsys.readouterr().err == (
-        f"error: cannot connect to ws://127.0.0.1:{port}: Connection refused\n"
-    )
-
-
-def test_python_dash_m_runs_main(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "argv", ["securemcp", "--version"])
-    with pytest.raises(SystemExit) as exited:
-        runpy.run_module("securemcp", run_name="__main__")
-    assert exited.value.code == 0
-
-
-def test_interrupted_client_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
-    import securemcp._client_commands
-
-    def interrupted(*_: Any, **__: Any) -> int:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(securemcp._client_commands, "_run_client", interrupted)
-    assert main(["ping", "ws://127.0.0.1:1"]) == 130

@@ -24,7 +24,7 @@ from securemcp.protocol import HandshakeRequest, Limits, ServerConnection
 from securemcp.transport import WebSocketTransport
 
 from .helpers import serving
-from .test_backend_client import MiniServer, running
+from .mini_server import MiniServer, running
 
 LIMIT = 10  # seconds: every test ends well within this, or fails
 

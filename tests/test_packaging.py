@@ -24,7 +24,7 @@ import pytest
 
 import securemcp
 
-from .test_cli import Server
+from .cli_helpers import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = 300  # seconds: a build, a virtual environment and an install from pip's cache

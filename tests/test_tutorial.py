@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_cli import BACKENDS, Server, run_cli
+from .cli_helpers import BACKENDS, Server, run_cli
 
 # The project's own pytest options (coverage, its plugins) are not a reader's.
 PYTEST_AS_A_READER = (

@@ -2,17 +2,29 @@
 
 :func:`dropped_at_the_timeout` watches many half-sent requests until the server
 drops them; :func:`flood_until` keeps a flooding peer busy; :func:`slowest_call`
-times a bystander's calls meanwhile.
+times a bystander's calls meanwhile. :func:`answer` and :func:`still_answers`
+read a WebSocket peer's answers; :class:`RawWriter` and :func:`flood_unread`
+flood a server with requests nobody reads, under the ``FLOOD_*`` limits, and
+:func:`check_growth` holds its memory to ``FLOOD_BOUND``.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
+from anyio.abc import SocketAttribute
 
-from .conftest import RawPeer
+from securemcp.protocol import Limits
+
+from ..helpers import OP_TEXT, text_frame
+from .conftest import MemoryWatch, RawPeer
 
 EARLY = 0.9
 """A timer may not fire before this fraction of its duration (scheduling leeway);
@@ -77,3 +89,150 @@ async def slowest_call(call: Callable[[], Awaitable[None]], times: int = 20) -> 
             await call()
         slowest = max(slowest, anyio.current_time() - start)
     return slowest
+
+
+# What the WebSocket message attacks share: an answer read, the connection still served.
+
+MiB = 1024 * 1024
+T = TypeVar("T")
+
+
+async def answer(peer: RawPeer) -> Any:
+    opcode, payload = await peer.next_frame()
+    assert opcode == OP_TEXT
+    return json.loads(payload)
+
+
+async def still_answers(peer: RawPeer) -> None:
+    """The attacked connection itself still works (for faults that do not close it)."""
+    await peer.stream.send(text_frame({"id": "after", "method": "ping"}))
+    assert await answer(peer) == {"id": "after", "result": {"pong": True}}
+
+
+FLOOD_LIMITS = Limits(max_pending_output=64 * 1024, max_in_flight=16, max_message_size=64 * 1024)
+READ_SIZE = 65536
+FLOOD_RCVBUF = 16 * 1024
+FLOOD_SNDBUF = 64 * 1024
+FLOOD_MSS = 1024
+FLOOD_BOUND = (
+    4 * FLOOD_LIMITS.max_pending_output
+    + 4 * READ_SIZE
+    + FLOOD_LIMITS.max_in_flight * 8 * 1024
+    + 1536 * 1024
+)
+"""Python memory a flooded connection may make the process hold, about 2.1 MiB.
+
+Twice the core's output limit (the buffer, and the joined copy being written),
+as much again in the event loop's write buffer, one read of input and the
+parser's copies of it, the calls in flight, the raw peer's own buffers, and
+slack for the objects of live connections and the event loop. A server that
+read everything would hold all the answers: 10 MiB (pipelined requests), or
+as many pongs as the flood had pings (several MiB)."""
+STALL = 0.5
+"""Seconds in which the kernel takes none of the flooding client's bytes, after
+which the client counts as pushed back. A server that stopped reading never
+takes another byte, so this only sets how long the test waits for that; it
+cannot fail a server that behaves."""
+MAX_FLOOD = 16 * MiB
+"""Bytes a client may write without being pushed back before the verdict is that
+the server never stops reading: several times what the kernel buffers of a
+loopback connection hold (1-2 MiB with FLOOD_MSS, up to about 6 MiB without),
+and few enough to be written within the case's timeout."""
+
+
+class RawWriter:
+    """Non-blocking writes to the server, on a duplicate of a raw peer's socket.
+
+    It shows what an anyio stream hides: how many bytes the kernel accepted,
+    and that it stopped accepting them because the server stopped reading.
+    The duplicate shares the connection; closing it leaves the peer's socket
+    open.
+    """
+
+    def __init__(self, peer: RawPeer) -> None:
+        raw = peer.stream.extra(SocketAttribute.raw_socket)
+        self.sock = socket.socket(fileno=os.dup(raw.fileno()))
+        self.sock.setblocking(False)
+        # A small send buffer: the client's own kernel buffer must not swallow
+        # megabytes of the flood before the push back can show.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, FLOOD_SNDBUF)
+        self.sent = 0
+        """Bytes the kernel accepted so far."""
+        self._rest = memoryview(b"")
+
+    def __enter__(self) -> RawWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    async def write(self, data: bytes | memoryview, *, stall: float | None = None) -> bool:
+        """Write ``data``; return False if pushed back first.
+
+        With ``stall``, give up once the kernel has accepted nothing for
+        ``stall`` seconds, keeping the unwritten rest for :meth:`finish`.
+        Without, wait as long as it takes (the peer reads its answers meanwhile).
+        """
+        assert not self._rest, "finish() the stalled write first"
+        rest = memoryview(data)
+        while rest:
+            try:
+                written = self.sock.send(rest)
+            except BlockingIOError:
+                if stall is None:
+                    await anyio.wait_writable(self.sock)
+                    continue
+                with anyio.move_on_after(stall):
+                    await anyio.wait_writable(self.sock)
+                    continue
+                self._rest = rest
+                return False
+            self.sent += written
+            rest = rest[written:]
+        # The server runs in this process: let it run even when the kernel took everything.
+        await anyio.lowlevel.checkpoint()
+        return True
+
+    async def finish(self) -> None:
+        """Write what a stalled write left, waiting as long as it takes."""
+        rest, self._rest = self._rest, memoryview(b"")
+        if rest:
+            await self.write(rest)
+
+
+def widen_receive_window(peer: RawPeer) -> None:
+    """Let the answers through at full speed now that the peer reads them.
+
+    The tiny receive buffer that made the peer fill up quickly would make
+    reading crawl.
+    """
+    raw = peer.stream.extra(SocketAttribute.raw_socket)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+
+
+async def flood_unread(
+    peer: RawPeer,
+    requests: bytes,
+    read: Callable[[], Awaitable[T]],
+    check: Callable[[MemoryWatch, str], int],
+) -> tuple[T, int]:
+    """Write ``requests`` unread until pushed back, then ``read()`` the answers; the peak growth.
+
+    ``check`` bounds the server's memory while the peer does not read, then over
+    the whole flood.
+    """
+    with RawWriter(peer) as writer, MemoryWatch() as memory:
+        await writer.write(requests, stall=STALL)
+        check(memory, "while the client wrote without reading")
+        widen_receive_window(peer)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.finish)
+            result = await read()
+        return result, check(memory, "over the whole flood")
+
+
+def check_growth(memory: MemoryWatch, when: str, bound: int = FLOOD_BOUND) -> int:
+    """The peak memory growth so far, which must be under ``bound``."""
+    growth = memory.peak_growth()
+    assert growth < bound, f"server grew by {growth} bytes {when}, bound {bound}"
+    return growth

@@ -15,11 +15,7 @@ import pytest
 
 from securemcp.transport import HTTPClient
 
-from .attacks import flood_until, slowest_call
-from .conftest import MemoryWatch, RawPeer, Server, hostile_server, wait_for
-from .http_peer import HTTPPeer, http_probe, mcp_post, mcp_url, message, tool_call
-from .test_fairness import BATCH, PROMPT
-from .test_hostile_messages import (
+from .attacks import (
     FLOOD_BOUND,
     FLOOD_LIMITS,
     FLOOD_MSS,
@@ -30,8 +26,13 @@ from .test_hostile_messages import (
     RawWriter,
     check_growth,
     flood_unread,
+    flood_until,
+    slowest_call,
     widen_receive_window,
 )
+from .conftest import MemoryWatch, RawPeer, Server, hostile_server, wait_for
+from .http_peer import HTTPPeer, http_probe, mcp_post, mcp_url, message, tool_call
+from .test_fairness import BATCH, PROMPT
 
 MiB = 1024 * 1024
 HTTP_FLOOD_LIMITS = dataclasses.replace(FLOOD_LIMITS, max_http_requests=1_000_000)
