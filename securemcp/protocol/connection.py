@@ -127,6 +127,10 @@ class _Endpoint(Closing):
                 frames.receive_bytes(data)
                 self._process()
             return
+        self._receive_unframed(data)
+
+    def _receive_unframed(self, data: bytes) -> None:
+        """Bytes of a connection without frames: its handshake (a server's plain HTTP too)."""
         if self._state is ConnectionState.CLOSED or not data:
             return
         try:

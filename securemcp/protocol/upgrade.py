@@ -260,15 +260,14 @@ class ServerHandshake(_Endpoint):
         else:
             self._events.append(ConnectionClosed(CloseCode.NORMAL, "HTTP connection done", ()))
 
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes read from the socket. A peer's violation never raises here."""
+    def _receive_unframed(self, data: bytes) -> None:
         http = self._http
         if http is not None:
             # Plain HTTP holds and resumes its own input (see _http_held): none
             # of the WebSocket's processing applies any more.
             http.receive_data(data)
             return
-        super().receive_data(data)
+        super()._receive_unframed(data)
 
     def _receive_handshake(self, data: bytes) -> None:
         head = self._head
