@@ -1,7 +1,7 @@
 """Our client's MCP dialect against a scripted server that answers what each test says.
 
 The scripted server is a ``websockets`` asyncio server, so these tests run on
-asyncio; the client's MCP code is the same on trio (see test_mcp_interop.py).
+asyncio; the client's MCP code is the same on trio (see test_mcp_interop_client.py).
 """
 
 from __future__ import annotations

@@ -1,145 +1,47 @@
-"""MCP over WebSocket against independent implementations, over real loopback sockets.
+"""MCP over WebSocket: other implementations' clients against our server, over loopback sockets.
 
 - The official MCP Python SDK's WebSocket client (``mcp.client.websocket``)
   against our server, run on asyncio and on trio (in a thread with its own
   loop). That client is built on the ``websockets`` asyncio API, so it runs on
   asyncio only: those tests pin ``anyio_backend`` to asyncio.
-- Our client against the SDK's WebSocket server (``mcp.server.websocket`` under
-  uvicorn, in a subprocess), on asyncio and trio.
-- Our client against our server, both dialects.
 - A client of the original SecureMCP WebSocket transport (seed dialect, raw
   frames as it sent them) against our server.
+
+Our client, against the SDK's server and against ours, is in
+``test_mcp_interop_client.py``.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 import pytest
 import websockets
-from anyio.from_thread import start_blocking_portal
 from mcp import ClientSession
 from mcp.client.websocket import websocket_client
 from mcp.shared.exceptions import McpError
 from mcp.types import CancelledNotification, CancelledNotificationParams, ClientNotification
-from pydantic import BaseModel
 
-from securemcp import Context, InvalidParams, Progress, SecureMCP, ToolError
-from securemcp.backends.mcp_client import ProgressUpdate
 from securemcp.protocol.mcp import LATEST_PROTOCOL_VERSION
-from securemcp.transport import WebSocketClient, WebSocketTransport
 
-LIMIT = 20
-"""Seconds any one test may take on the network before it is a failure."""
+from .interop_helpers import (
+    LIMIT,
+    UNICODE,
+    RunningServer,
+    our_server_fixture,  # noqa: F401 - the our_server fixture: asyncio and trio
+)
 
 SDK_CLIENT = pytest.mark.filterwarnings(
     "ignore:The WebSocket client transport is deprecated:DeprecationWarning"
 )
 ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 """The SDK's WebSocket client needs asyncio (websockets.asyncio); it cannot run on trio."""
-
-UNICODE = "héllo wörld ✓ 🌍 \u202e مرحبا"
-
-
-class Address(BaseModel):
-    city: str
-    tags: list[str]
-
-
-class Person(BaseModel):
-    name: str
-    address: Address
-
-
-@dataclass
-class Cancellations:
-    """What the server's blocking tool saw, shared with the test's thread."""
-
-    ids: list[str | int] = field(default_factory=list)
-    seen: threading.Event = field(default_factory=threading.Event)
-
-
-def interop_app(cancellations: Cancellations) -> SecureMCP:
-    app = SecureMCP("interop", "Tools for interop tests.", version="1.2.3")
-
-    @app.tool(title="Echo", annotations={"readOnlyHint": True})
-    async def echo(message: str) -> dict[str, str]:
-        """Echo a message back."""
-        await anyio.lowlevel.checkpoint()
-        return {"echoed": message}
-
-    @app.tool()
-    def describe(person: Person) -> str:
-        """Describe a person (nested arguments)."""
-        return f"{person.name} lives in {person.address.city} ({', '.join(person.address.tags)})"
-
-    @app.tool()
-    async def add(a: int, b: int) -> int:
-        """Add two integers."""
-        await anyio.lowlevel.checkpoint()
-        return a + b
-
-    @app.tool()
-    def fail() -> None:
-        """Always fails."""
-        raise RuntimeError("nope")
-
-    @app.tool()
-    def count(n: int, progress: Progress) -> int:
-        """Report progress n times from a worker thread, then return n."""
-        for step in range(1, n + 1):
-            progress.report(step, n, f"step {step}")
-        return n
-
-    @app.tool()
-    async def block(progress: Progress, ctx: Context) -> None:
-        """Announce the call's id as progress, then wait until cancelled."""
-        progress.report(1, message=json.dumps(ctx.request_id))
-        try:
-            await anyio.sleep_forever()
-        finally:
-            cancellations.ids.append(ctx.request_id)
-            cancellations.seen.set()
-
-    @app.tool()
-    def cancelled() -> list[str | int]:
-        """The ids of the cancelled ``block`` calls, once there is one (5 s at most)."""
-        cancellations.seen.wait(5)
-        return cancellations.ids
-
-    return app
-
-
-@dataclass
-class RunningServer:
-    url: str
-    cancellations: Cancellations
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def our_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
-    """Our server on its own event loop (asyncio or trio) in a thread."""
-    cancellations = Cancellations()
-    transport = WebSocketTransport(interop_app(cancellations), ping_interval=None)
-    with start_blocking_portal(request.param) as portal:
-        future, port = portal.start_task(transport.serve, "127.0.0.1", 0)
-        try:
-            yield RunningServer(f"ws://127.0.0.1:{port}/mcp", cancellations)
-        finally:
-            portal.call(transport.shutdown)
-            future.result(timeout=LIMIT)
 
 
 @asynccontextmanager
@@ -270,139 +172,6 @@ async def test_sdk_client_cancels_a_call(our_server: RunningServer) -> None:
             alive = await session.send_ping()
     assert json.loads(seen.content[0].text) == [request_id]  # type: ignore[union-attr]
     assert alive is not None
-
-
-# Our client against the official SDK's server
-
-
-@pytest.fixture(scope="module")
-def sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The SDK's WebSocket server under uvicorn in a subprocess; yields its URL."""
-    log = tmp_path_factory.mktemp("sdk") / "server.log"
-    script = Path(__file__).with_name("sdk_ws_server.py")
-    with log.open("w") as errors:
-        process = subprocess.Popen(
-            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=errors, text=True
-        )
-        try:
-            assert process.stdout is not None
-            line = process.stdout.readline()
-            assert line.strip().isdigit(), f"no port from the SDK server: {log.read_text()}"
-            yield f"ws://127.0.0.1:{int(line)}/"
-        finally:
-            process.terminate()
-            process.wait(timeout=LIMIT)
-            process.stdout.close()  # type: ignore[union-attr]
-
-
-@pytest.mark.anyio
-async def test_our_client_initializes_against_the_sdk_server(sdk_server: str) -> None:
-    with anyio.fail_after(LIMIT):
-        async with WebSocketClient(sdk_server, mcp=True) as client:
-            tools = await client.list_tools()
-            rtt = await client.ping()
-    info = client.server_info
-    assert info is not None
-    assert client.subprotocol == "mcp"
-    assert info.protocol_version == LATEST_PROTOCOL_VERSION
-    assert info.name == "sdk-server"
-    assert info.instructions == "The official SDK's server."
-    assert "tools" in info.capabilities
-    by_name = {tool["name"]: tool for tool in tools}
-    assert {"add", "where", "fail", "count", "block", "cancelled"} <= set(by_name)
-    assert by_name["add"]["inputSchema"]["required"] == ["a", "b"]
-    assert rtt >= 0
-
-
-@pytest.mark.anyio
-async def test_our_client_calls_sdk_tools(sdk_server: str) -> None:
-    address = {"city": "Zürich", "tags": ["ä", "✓"]}
-    with anyio.fail_after(LIMIT):
-        async with WebSocketClient(sdk_server, mcp=True) as client:
-            added = await client.call_tool("add", {"a": 2, "b": 3})
-            where = await client.call_tool("where", {"name": UNICODE, "address": address})
-            failed = await client.call_tool("fail")
-            bad = await client.call_tool("add", {"a": "x", "b": 3})
-            value = await client.invoke_tool("add", {"a": 20, "b": 22})
-            with pytest.raises(ToolError, match="nope"):
-                await client.invoke_tool("fail")
-    assert not added.is_error
-    assert added.text == "5"
-    assert added.structured_content == {"result": 5}
-    assert where.text == f"{UNICODE} lives in Zürich (ä, ✓)"
-    assert failed.is_error
-    assert "nope" in failed.text
-    assert bad.is_error
-    # FastMCP wraps non-object results as {"result": ...} structured content.
-    assert value == {"result": 42}
-
-
-@pytest.mark.anyio
-async def test_our_client_gets_sdk_progress(sdk_server: str) -> None:
-    updates: list[ProgressUpdate] = []
-    with anyio.fail_after(LIMIT):
-        async with WebSocketClient(sdk_server, mcp=True) as client:
-            result = await client.call_tool("count", {"n": 3}, on_progress=updates.append)
-    assert result.text == "3"
-    assert updates == [ProgressUpdate(step, 3, f"step {step}") for step in (1, 2, 3)]
-
-
-@pytest.mark.anyio
-async def test_our_client_cancels_a_timed_out_call_on_the_sdk_server(sdk_server: str) -> None:
-    tag = uuid.uuid4().hex
-    with anyio.fail_after(LIMIT):
-        async with WebSocketClient(sdk_server, mcp=True) as client:
-            with pytest.raises(TimeoutError):
-                # The tool never returns: this timeout is the event under test.
-                await client.call_tool("block", {"tag": tag}, timeout=0.2)
-            seen = await client.call_tool("cancelled")
-            assert client.pending_count == 0
-    assert tag in seen.structured_content["result"]
-
-
-# Our client against our server
-
-
-@pytest.mark.anyio
-async def test_our_client_and_server_speak_mcp(our_server: RunningServer) -> None:
-    updates: list[ProgressUpdate] = []
-
-    async def on_progress(update: ProgressUpdate) -> None:
-        updates.append(update)
-
-    with anyio.fail_after(LIMIT):
-        async with WebSocketClient(our_server.url, mcp=True) as client:
-            tools = await client.list_tools()
-            echoed = await client.call_tool("echo", {"message": UNICODE})
-            counted = await client.call_tool("count", {"n": 3}, on_progress=on_progress)
-            value = await client.invoke_tool("add", {"a": 1, "b": 2})
-            with pytest.raises(InvalidParams, match="Unknown tool: nope"):
-                await client.call_tool("nope")
-            with pytest.raises(ToolError, match="nope"):
-                await client.invoke_tool("fail")
-    assert client.welcome is None
-    assert [tool["name"] for tool in tools][:2] == ["echo", "describe"]
-    assert echoed.value() == {"echoed": UNICODE}
-    assert counted.value() == 3
-    assert [update.progress for update in updates] == [1, 2, 3]
-    assert value == 3
-
-
-@pytest.mark.anyio
-async def test_our_client_cancels_when_its_task_is_cancelled(our_server: RunningServer) -> None:
-    started = anyio.Event()
-    with anyio.fail_after(LIMIT):
-        async with WebSocketClient(our_server.url, mcp=True) as client:
-            async with anyio.create_task_group() as tg:
-
-                async def blocked() -> None:
-                    await client.call_tool("block", on_progress=lambda _: started.set())
-
-                tg.start_soon(blocked)
-                await started.wait()
-                tg.cancel_scope.cancel()
-            seen = await client.call_tool("cancelled")
-    assert len(seen.value()) == 1
 
 
 # A client of the original system: seed dialect, exactly as it framed requests

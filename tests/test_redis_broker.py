@@ -22,8 +22,8 @@ from securemcp.redis import RedisBroker
 from securemcp.transport import WebSocketClient, WebSocketTransport
 
 from .helpers import serving
+from .pubsub_helpers import SlowReader
 from .redis_server import RedisServer
-from .test_pubsub import SlowReader
 
 WAIT = 10.0
 """Upper bound of every wait: a failure ends the test instead of hanging it."""
