@@ -14,10 +14,12 @@ import abc
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+import sniffio
+
 if TYPE_CHECKING:
     from ._client_session import ClientSession
 
-__all__ = ["EXPIRED", "INFINITY", "ClientIO", "Signal", "Waiter"]
+__all__ = ["EXPIRED", "INFINITY", "ClientIO", "Signal", "Waiter", "io_class"]
 
 INFINITY = float("inf")
 EXPIRED: Any = object()
@@ -104,6 +106,17 @@ class ClientIO(abc.ABC):
         """End the connection: the core is closed (as a lost connection if need be),
         the socket is closed, spawned tasks are over. Never raises, not even when
         the caller is being cancelled; done by ``deadline`` at the latest."""
+
+
+def io_class() -> type[ClientIO]:
+    """The adapter for the async library this task runs under."""
+    if sniffio.current_async_library() == "trio":
+        from ._client_trio import TrioIO
+
+        return TrioIO
+    from ._client_asyncio import AsyncioIO
+
+    return AsyncioIO
 
 
 class Signal:

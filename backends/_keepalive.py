@@ -14,7 +14,13 @@ import math
 import os
 from typing import Literal
 
-__all__ = ["Keepalive"]
+__all__ = ["Keepalive", "check_seconds"]
+
+
+def check_seconds(name: str, value: float | None) -> None:
+    """Refuse a timeout or interval (``name``) that is not a positive number of seconds or None."""
+    if value is not None and not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds or None, not {value!r}")
 
 
 class Keepalive:

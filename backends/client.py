@@ -31,15 +31,13 @@ import ssl as ssl_module
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from typing import Any
 
-import sniffio
-
 from securemcp.errors import InternalError, LocalProtocolError
 from securemcp.protocol import CloseCode, Limits, Welcome
 from securemcp.protocol.mcp import SUBPROTOCOL as MCP_SUBPROTOCOL
 from securemcp.protocol.mcp import TOOLS_CALL
 
 from ._backoff import Backoff
-from ._client_io import ClientIO
+from ._client_io import ClientIO, io_class
 from ._client_notes import (
     Notification,
     NotificationHandler,
@@ -48,22 +46,12 @@ from ._client_notes import (
 )
 from ._client_session import ClientSession
 from ._client_target import header_pairs, parse_url, tls_context, with_token
+from ._keepalive import check_seconds
 from ._mcp_calls import CallTimeout, MCPCalls
 from ._reconnect import ReconnectHook, Reconnector
 from .mcp_client import ProgressCallback, ServerInfo
 
 __all__ = ["Backoff", "Notification", "ReconnectHook", "WebSocketClient"]
-
-
-def _io_class() -> type[ClientIO]:
-    """The adapter for the async library this task runs under."""
-    if sniffio.current_async_library() == "trio":
-        from ._client_trio import TrioIO
-
-        return TrioIO
-    from ._client_asyncio import AsyncioIO
-
-    return AsyncioIO
 
 
 class WebSocketClient(MCPCalls):
@@ -158,9 +146,8 @@ class WebSocketClient(MCPCalls):
             raise TypeError("subprotocols must be a sequence of strings, not a string")
         if max_queued_notifications < 1:
             raise ValueError("max_queued_notifications must be at least 1")
-        for name, seconds in (("ping_interval", ping_interval), ("ping_timeout", ping_timeout)):
-            if seconds is not None and not seconds > 0:
-                raise ValueError(f"{name} must be > 0 seconds or None, not {seconds!r}")
+        check_seconds("ping_interval", ping_interval)
+        check_seconds("ping_timeout", ping_timeout)
         self.url = url
         target = parse_url(url)
         ssl_context = tls_context(target, ssl)
@@ -300,7 +287,7 @@ class WebSocketClient(MCPCalls):
 
     async def _open_io(self, session: ClientSession, deadline: float) -> ClientIO | None:
         """Connect ``session`` to the server (TCP, TLS) on this task's async library."""
-        return await _io_class().open(session, deadline)
+        return await io_class().open(session, deadline)
 
     async def aclose(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the connection with ``code`` and wait (up to ``close_timeout``) for the server.

@@ -37,6 +37,7 @@ from securemcp.security import SecurityPolicy
 
 from ._anyio_server import serve_listener
 from ._asyncio_server import open_asyncio_server
+from ._keepalive import check_seconds
 from ._pubsub import LoopThread
 from ._running import hold_open, run_transport
 from ._security import ConnectionGuard
@@ -51,11 +52,6 @@ logger = logging.getLogger("securemcp")
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def _check_timeout(name: str, value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds or None, not {value!r}")
 
 
 class WebSocketTransport:
@@ -133,7 +129,7 @@ class WebSocketTransport:
             ("ping_timeout", ping_timeout),
             ("close_timeout", close_timeout),
         ):
-            _check_timeout(name, value)
+            check_seconds(name, value)
         if mcp_path is not None and (not isinstance(mcp_path, str) or not mcp_path.startswith("/")):
             raise ValueError(f"mcp_path must be a path starting with '/' or None, not {mcp_path!r}")
         if shutdown_grace is not None and shutdown_grace < 0:
