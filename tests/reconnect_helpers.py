@@ -10,9 +10,10 @@ server behind it (and the tools it is running) stays observable in the test.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
@@ -236,3 +237,17 @@ async def relayed_server(app: SecureMCP, **options: Any) -> AsyncIterator[tuple[
 def url(listening: Listening) -> str:
     """The ``ws://`` URL of what ``listening`` serves."""
     return f"ws://127.0.0.1:{listening.port}"
+
+
+@contextmanager
+def client_log(handler: logging.Handler) -> Iterator[None]:
+    """``handler`` hears the client's INFO records (its failed attempts) inside the block."""
+    logger = logging.getLogger("securemcp.client")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

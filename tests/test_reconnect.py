@@ -22,7 +22,16 @@ from securemcp.auth import StaticTokenAuthenticator
 from securemcp.security import SecurityPolicy
 from securemcp.transport import Backoff, WebSocketClient, WebSocketTransport
 
-from .reconnect_helpers import FAST, Stalls, cut_and_see, make_app, relayed_server, settle, url
+from .reconnect_helpers import (
+    FAST,
+    Stalls,
+    client_log,
+    cut_and_see,
+    make_app,
+    relayed_server,
+    settle,
+    url,
+)
 
 LIMIT = 10  # seconds: every test ends well within this, or fails
 
@@ -255,11 +264,7 @@ async def test_a_full_server_is_waited_for(anyio_backend: str) -> None:
     stalls = Stalls()
     app = make_app(stalls)
     refusals = Refusals(503)
-    logger = logging.getLogger("securemcp.client")
-    logger.addHandler(refusals)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
+    with client_log(refusals):
         async with relayed_server(app) as (server, relay):
             with anyio.fail_after(LIMIT):
                 async with WebSocketClient(url(relay), reconnect=FAST) as client:
@@ -279,9 +284,6 @@ async def test_a_full_server_is_waited_for(anyio_backend: str) -> None:
                         assert await occupant.invoke_tool("echo", {"message": "mine"}) == "mine"
                     await client.wait_reconnected()
                     assert await client.invoke_tool("echo", {"message": "x"}) == "x"
-    finally:
-        logger.removeHandler(refusals)
-        logger.setLevel(level)
 
 
 @pytest.mark.anyio

@@ -21,7 +21,7 @@ from securemcp.backends._reconnect import retry_after
 from securemcp.security import SecurityPolicy
 from securemcp.transport import Backoff, WebSocketClient
 
-from .reconnect_helpers import Stalls, cut_and_see, make_app, relayed_server, url
+from .reconnect_helpers import Stalls, client_log, cut_and_see, make_app, relayed_server, url
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -82,14 +82,10 @@ class Refused(logging.Handler):
 async def test_a_refusal_with_retry_after_is_waited_out(anyio_backend: str) -> None:
     stalls = Stalls()
     refused = Refused()
-    logger = logging.getLogger("securemcp.client")
-    logger.addHandler(refused)
-    level = logger.level
-    logger.setLevel(logging.INFO)
     # Milliseconds of backoff: only the server's Retry-After can space the attempts by a second.
     quick = Backoff(initial=0.01, maximum=5.0, factor=1.0)
     capped = SecurityPolicy(max_connections_per_address=1)
-    try:
+    with client_log(refused):
         async with relayed_server(make_app(stalls), security=capped) as (server, relay):
             with anyio.fail_after(10):
                 async with WebSocketClient(url(relay), reconnect=quick) as client:
@@ -102,8 +98,5 @@ async def test_a_refusal_with_retry_after_is_waited_out(anyio_backend: str) -> N
                         assert await occupant.invoke_tool("echo", {"message": "mine"}) == "mine"
                     await client.wait_reconnected()
                     assert await client.invoke_tool("echo", {"message": "x"}) == "x"
-    finally:
-        logger.removeHandler(refused)
-        logger.setLevel(level)
     first, second = refused.at[:2]
     assert second - first >= 1.0
