@@ -92,23 +92,32 @@ async def follow(url: str, room: str, token: str | None, backlog: int) -> None:
     connection knows nothing of the old one) and prints what was said in the meantime.
     """
     last_id = 0  # the newest message printed: catching up must not print one twice
+    # While catching up, live messages wait here: shown before the history they
+    # follow, they would move last_id past the messages missed in the outage.
+    held: list[dict[str, Any]] | None = None
 
     def show(message: dict[str, Any]) -> None:
         nonlocal last_id
-        if message["id"] > last_id:
+        if held is not None:
+            held.append(message)
+        elif message["id"] > last_id:
             last_id = message["id"]
             print(_line(message), flush=True)
 
     async def rejoin(client: WebSocketClient) -> None:
-        nonlocal last_id
-        await client.invoke_tool("join_room", {"room": room})
-        print(f"--- reconnected to {url}, back in #{room} ---", flush=True)
-        history = await client.invoke_tool("get_messages", {"limit": 100, "room": room})
-        missed = history["messages"]
-        if not missed or missed[-1]["id"] < last_id:
-            last_id = 0  # a server without a durable store forgot the history, ids start over
-        for message in missed:
-            show(message)
+        nonlocal last_id, held
+        held, missed = [], []
+        try:
+            await client.invoke_tool("join_room", {"room": room})
+            print(f"--- reconnected to {url}, back in #{room} ---", flush=True)
+            history = await client.invoke_tool("get_messages", {"limit": 100, "room": room})
+            missed = history["messages"]
+            if not missed or missed[-1]["id"] < last_id:
+                last_id = 0  # a server without a durable store forgot the history, ids start over
+        finally:
+            live, held = held, None
+            for message in [*missed, *sorted(live, key=lambda message: message["id"])]:
+                show(message)
 
     async with WebSocketClient(url, token=token, reconnect=True, on_reconnect=rejoin) as client:
         joined = await client.invoke_tool("join_room", {"room": room})
