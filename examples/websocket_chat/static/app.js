@@ -305,7 +305,8 @@ async function sendMessage() {
   localStorage.setItem("securemcp-chat-username", username);
   try {
     await call("send_message", { username, message, room: state.room });
-    ui.message.value = "";
+    // Only what was sent goes: a message typed while this one was on its way stays.
+    if (ui.message.value === message) ui.message.value = "";
     hideBanner();
     refreshRooms();
   } catch (error) {
