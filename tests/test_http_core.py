@@ -218,6 +218,27 @@ def test_malformed_requests_get_their_status(data: bytes, status: int) -> None:
     assert conn.closed
 
 
+def test_content_length_with_transfer_encoding_is_refused_and_closes() -> None:
+    # The smuggling shape (RFC 9112 6.3): a front end that frames by
+    # Content-Length and a server that frames by the chunks disagree on where
+    # the next request starts. Here the chunked reading would see an empty
+    # body and then serve "GET /smuggled" as a request of its own.
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    data = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n%b" % (5 + len(smuggled), smuggled)
+    )
+    conn = HTTPServerConnection()
+    conn.receive_data(data)
+    answer = conn.data_to_send()
+    assert status_of(answer) == 400, answer
+    assert b"Content-Length and Transfer-Encoding together" in answer
+    assert headers_of(answer)["connection"] == "close"
+    assert answer.count(b"HTTP/1.1 ") == 1
+    assert conn.events_received() == []
+    assert conn.closed
+
+
 def test_an_unserved_method_gets_405_with_allow() -> None:
     conn = HTTPServerConnection()
     conn.receive_data(b"PUT /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")

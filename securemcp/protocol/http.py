@@ -310,7 +310,11 @@ class HTTPServerConnection(Answers):
         if method not in self.methods:
             self._fail(405, f"{method} is not served", allow=", ".join(self.methods))
             return False
-        length, chunked, self._keep_alive = framing(self._headers, request.http_version)
+        try:
+            length, chunked, self._keep_alive = framing(self._headers, request.http_version)
+        except ValueError as exc:
+            self._fail(400, str(exc))
+            return False
         if length > limits.max_http_body:
             self._fail(413, f"the body exceeds {limits.max_http_body} bytes")
             return False

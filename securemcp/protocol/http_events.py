@@ -48,8 +48,13 @@ def framing(headers: tuple[tuple[str, str], ...], version: bytes) -> tuple[int, 
     h11 has already checked the framing headers (one valid ``Content-Length``,
     only the ``chunked`` coding); keep-alive follows its rule too: not after
     ``Connection: close``, nor for an HTTP/1.0 peer.
+
+    Raises :class:`ValueError` for a request with both ``Content-Length`` and
+    ``Transfer-Encoding``, which h11 would read by its chunks: RFC 9112 6.3
+    calls that a likely smuggling attempt, to be refused or answered and then
+    closed, and it is refused (400) rather than served.
     """
-    length, chunked, keep_alive = 0, False, version >= b"1.1"
+    length, chunked, keep_alive = -1, False, version >= b"1.1"
     for name, value in headers:
         if name == "content-length":
             length = int(value)
@@ -57,4 +62,8 @@ def framing(headers: tuple[tuple[str, str], ...], version: bytes) -> tuple[int, 
             chunked = True
         elif name == "connection" and keep_alive:
             keep_alive = "close" not in (token.strip().lower() for token in value.split(","))
-    return (0 if chunked else length), chunked, keep_alive
+    if chunked:
+        if length >= 0:
+            raise ValueError("Content-Length and Transfer-Encoding together")
+        return 0, True, keep_alive
+    return max(length, 0), False, keep_alive

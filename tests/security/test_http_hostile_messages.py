@@ -154,6 +154,15 @@ async def test_a_body_in_1_byte_chunks_is_served_with_bounded_memory() -> None:
             id="header-without-colon",
         ),
         pytest.param(mcp_post(b"{}", ("Content-Length", "3")), 400, id="two-lengths"),
+        pytest.param(
+            # Read by its chunks, the body is empty and a smuggled call follows it.
+            mcp_post(
+                b"0\r\n\r\n" + tool_call("echo", 1, message="smuggled"),
+                ("Transfer-Encoding", "chunked"),
+            ),
+            400,
+            id="length-and-chunked",
+        ),
         pytest.param(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 405, id="http2-preface"),
     ],
 )
