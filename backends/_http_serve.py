@@ -48,7 +48,7 @@ from securemcp.errors import InvalidRequest, RPCError
 from securemcp.protocol import HandshakeRequest, HTTPRequest, HTTPRequestReceived
 from securemcp.protocol.jsonrpc import loads
 from securemcp.protocol.mcp import PROTOCOL_VERSIONS, MCPSession
-from securemcp.protocol.mcp_stateless import has_envelope
+from securemcp.protocol.mcp_stateless import MODERN_PROTOCOL_VERSIONS, has_envelope
 from securemcp.security import HandshakeRefused
 
 from ._http_calls import JSON, CallAnswers
@@ -130,13 +130,16 @@ class HTTPEndpoint(CallAnswers):
         view = _RequestView(settings.app, driver.conn.limits, principal, request_session)
         session = MCPSession(cast("ServerConnection", view))
         enveloped = has_envelope(message.get("params"))
-        mismatch = header_mismatch(request, message) if enveloped else None
-        if mismatch is not None:
-            refusal = RPCError(f"Header mismatch: {mismatch}", code=HEADER_MISMATCH)
-            self._respond(400, error_body(message.get("id"), refusal), JSON)
-            return
+        version = None if enveloped else request.header("mcp-protocol-version")
+        # A stateless revision named by the header needs the body's envelope too.
+        if enveloped or version in MODERN_PROTOCOL_VERSIONS:
+            mismatch = header_mismatch(request, message)
+            if mismatch is not None:
+                refusal = RPCError(f"Header mismatch: {mismatch}", code=HEADER_MISMATCH)
+                self._respond(400, error_body(message.get("id"), refusal), JSON)
+                return
         if message.get("method") != "initialize" and not enveloped:
-            version = request.header("mcp-protocol-version") or DEFAULT_LEGACY_VERSION
+            version = version or DEFAULT_LEGACY_VERSION
             if version not in PROTOCOL_VERSIONS:
                 body = f"Bad Request: unsupported MCP-Protocol-Version {version[:40]!r}\n"
                 self._respond(400, body.encode(), [_TEXT])

@@ -163,6 +163,12 @@ async def test_routing_headers_must_match_the_body() -> None:
                 answer = await one(port, post(call, headers, route=False))
                 assert answer.status == 200, headers
                 assert answer.json()["result"]["content"][0]["text"] == "x"
+            # The header names the stateless revision, the body carries no envelope.
+            bare = rpc("tools/call", name="echo", arguments={"message": "x"})
+            unwrapped = await one(port, post(bare, base + "Mcp-Name: echo\r\n", route=False))
+            assert unwrapped.status == 400
+            assert unwrapped.json()["error"]["code"] == -32020
+            assert "MCP-Protocol-Version" in unwrapped.json()["error"]["message"]
             # Legacy requests carry no envelope, and no routing headers are asked of them.
             legacy = await one(
                 port, post(rpc("tools/list"), "MCP-Protocol-Version: 2025-11-25\r\n")
