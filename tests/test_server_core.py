@@ -175,6 +175,18 @@ def test_non_upgrade_http_request_gets_400(app: SecureMCP) -> None:
     assert server.data_to_send() == b""
 
 
+def test_an_unknown_websocket_version_gets_426_naming_version_13(app: SecureMCP) -> None:
+    server = ServerConnection(app)
+    server.receive_data(UPGRADE_REQUEST.replace(b"Version: 13", b"Version: 8"))
+    assert server.events_received() == []
+    answer = server.data_to_send()
+    assert answer.startswith(b"HTTP/1.1 426 ")
+    head = answer.lower().split(b"\r\n\r\n")[0]
+    assert b"\r\nsec-websocket-version: 13\r\n" in head + b"\r\n"
+    assert b"connection: close" in head
+    assert server.state is ConnectionState.CLOSED
+
+
 @pytest.mark.parametrize("host", [b"\xff\xfe", b"xn--zz"])
 def test_undecodable_host_header_gets_400(app: SecureMCP, host: bytes) -> None:
     server = ServerConnection(app)

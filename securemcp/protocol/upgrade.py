@@ -15,12 +15,13 @@ from collections.abc import Iterable
 from http import HTTPStatus
 
 from wsproto import ConnectionType
-from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.events import AcceptConnection, RejectConnection, Request
 from wsproto.events import Event as WSEvent
 from wsproto.utilities import RemoteProtocolError
 
 from ..auth import Principal
 from ..errors import LocalProtocolError
+from . import http_write
 from .connection import ConnectionState, _Endpoint
 from .events import ConnectionClosed, Event, HandshakeRequest, HTTPRequest
 from .frames import CloseCode
@@ -29,6 +30,11 @@ from .http import HTTPServerConnection
 from .limits import Limits
 
 __all__ = ["ServerHandshake"]
+
+_TEXT = "text/plain; charset=utf-8"
+
+WEBSOCKET_VERSION = "13"
+"""The only ``Sec-WebSocket-Version`` spoken (RFC 6455's)."""
 
 
 class ServerHandshake(_Endpoint):
@@ -119,27 +125,14 @@ class ServerHandshake(_Endpoint):
             except ValueError:
                 body = ""
         payload = body.encode() if isinstance(body, str) else body
-        headers = [
-            (name.encode("latin-1"), value.encode("latin-1"))
-            for name, value in extra_headers
-            # Framing is ours to decide: the body is sent whole, then the connection closes.
-            if name.lower() not in ("content-length", "connection", "transfer-encoding")
-        ]
-        if not any(name.lower() == b"content-type" for name, _ in headers):
-            headers.append((b"content-type", b"text/plain; charset=utf-8"))
-        # An answer to HEAD has no body: h11 refuses one, and wsproto then
-        # declares the length itself.
+        # Written here, not by wsproto (whose h11 leaves the reason phrase
+        # out): the connection closes after it, so no parser state follows.
+        # An answer to HEAD has no body; the rest say how long theirs is.
         has_body = self._head is None or self._head.start != b"HEAD "
-        if has_body:
-            headers.append((b"content-length", str(len(payload)).encode()))
-        headers.append((b"connection", b"close"))
-        handshake = self._handshake
-        assert handshake is not None  # only a connection still in its handshake is refused
-        self._write(
-            handshake.send(RejectConnection(status_code=status, headers=headers, has_body=has_body))
-        )
-        if has_body:
-            self._write(handshake.send(RejectData(data=payload)))
+        framing = (b"content-length: %d\r\n" % len(payload) if has_body else b"") + http_write.CLOSE
+        self._write(http_write.head(status, extra_headers, _TEXT, framing))
+        if has_body and payload:
+            self._write(payload)
         self._awaiting_decision = False
         self._state = ConnectionState.CLOSED
 
@@ -168,7 +161,13 @@ class ServerHandshake(_Endpoint):
             self._serve_http()
             return
         if request is None:
-            self._reject(400, f"Bad Request: {exc}\n")
+            hint = exc.event_hint if isinstance(exc, RemoteProtocolError) else None
+            if isinstance(hint, RejectConnection) and hint.status_code == 426:
+                # RFC 6455 4.2.2: a version not spoken gets the versions that are.
+                body = f"Upgrade Required: WebSocket version {WEBSOCKET_VERSION} only\n"
+                self._reject(426, body, [("sec-websocket-version", WEBSOCKET_VERSION)])
+            else:
+                self._reject(400, f"Bad Request: {exc}\n")
         elif request.method != "GET":
             self._reject(405, "Method Not Allowed\n", [("allow", "GET")])
         else:

@@ -149,6 +149,9 @@ async def test_a_head_dripping_forever_gets_431_at_the_size_limit() -> None:
         pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 400, id="not-an-upgrade"),
         pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n", 400, id="post"),
         pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" * 4, 400, id="tls-hello"),
+        pytest.param(
+            UPGRADE_REQUEST.replace(b"Version: 13", b"Version: 8"), 426, id="websocket-version-8"
+        ),
     ],
 )
 async def test_bad_handshakes_get_their_http_status(request_bytes: bytes, status: int) -> None:
