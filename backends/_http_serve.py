@@ -59,6 +59,7 @@ from ._http_view import (
     RequestSession,
     error_body,
     header_mismatch,
+    origin_path,
     refusal_answer,
 )
 from ._http_view import TEXT as _TEXT
@@ -89,6 +90,8 @@ class HTTPEndpoint(CallAnswers):
         driver._arm(math.inf, lazy=True)  # the request is complete: no deadline while answering
         settings = driver.settings
         path = request.path.partition("?")[0]
+        if path[:1] != "/":
+            path = origin_path(path)
         if settings.mcp_path is None or path != settings.mcp_path:
             self._page(request)
             return

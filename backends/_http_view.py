@@ -35,6 +35,7 @@ __all__ = [
     "RequestView",
     "error_body",
     "header_mismatch",
+    "origin_path",
     "refusal_answer",
 ]
 
@@ -197,6 +198,16 @@ def header_mismatch(request: Any, message: dict[str, Any]) -> str | None:
         if name is None or name != params.get(key):
             return "Mcp-Name is missing or does not match the request's target"
     return None
+
+
+def origin_path(target: str) -> str:
+    """The path of a request target in absolute form (``http://host/path``), which
+    RFC 9112 3.2.2 has a server accept; any other form not starting with ``/`` as it is."""
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return target
+    slash = rest.find("/")
+    return "/" if slash < 0 else rest[slash:]
 
 
 def _decoded(value: str | None) -> str | None:

@@ -41,6 +41,11 @@ async def test_notifications_get_202_get_405_and_other_paths_keep_their_answers(
             assert missing.status == 404
             other = await one(port, post(rpc("tools/list"), path="/other"))
             assert other.status == 405
+            # The absolute form of the target (RFC 9112 3.2.2) names the endpoint too.
+            for target in ("http://127.0.0.1/mcp", "HTTPS://example.org:8443/mcp?x=1"):
+                absolute = await one(port, post(rpc("tools/list", _meta=MODERN), path=target))
+                assert absolute.status == 200, target
+                assert absolute.json()["result"]["tools"], target
             legacy = await one(
                 port, post(rpc("tools/list"), "MCP-Protocol-Version: 1999-01-01\r\n")
             )
