@@ -54,7 +54,8 @@ def framing(headers: tuple[tuple[str, str], ...], version: bytes) -> tuple[int, 
     calls that a likely smuggling attempt, to be refused or answered and then
     closed, and it is refused (400) rather than served.
     """
-    length, chunked, keep_alive = -1, False, version >= b"1.1"
+    length: int | None = None
+    chunked, keep_alive = False, version >= b"1.1"
     for name, value in headers:
         if name == "content-length":
             length = int(value)
@@ -63,7 +64,7 @@ def framing(headers: tuple[tuple[str, str], ...], version: bytes) -> tuple[int, 
         elif name == "connection" and keep_alive:
             keep_alive = "close" not in (token.strip().lower() for token in value.split(","))
     if chunked:
-        if length >= 0:
+        if length is not None:
             raise ValueError("Content-Length and Transfer-Encoding together")
         return 0, True, keep_alive
-    return max(length, 0), False, keep_alive
+    return length or 0, False, keep_alive
