@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from benchmarks import harness
     from benchmarks.report import Target, markdown
-    from benchmarks.run import SERVERS, Entry, Workload, wait_for_quiet
+    from benchmarks.run import SERVERS, Entry, Workload
 else:
     import harness
     from report import Target, markdown
-    from run import SERVERS, Entry, Workload, wait_for_quiet
+    from run import SERVERS, Entry, Workload
 
 HERE = harness.HERE
 MCP2_PYTHON = HERE.parent / ".venv-mcp2" / "bin" / "python"
@@ -150,22 +150,10 @@ def _versions() -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run M3; print the section; write it into RESULTS.md unless smoke."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    harness.add_options(parser, "every server for about a second")
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument(
-        "--wait-load", type=float, default=0.8,
-        help="wait (--patience s at most) for the 1-minute load to go below",
-    )  # fmt: skip
-    parser.add_argument("--patience", type=float, default=120.0)
+    harness.add_window_options(parser, "every server for about a second")
     args = parser.parse_args(argv)
-    if args.smoke:
-        args.runs, args.warmup, args.duration = 1, 0.2, 0.8
-
     servers = available(args.only)
-    if not args.smoke:
-        wait_for_quiet(args.wait_load, args.patience)
-    load_before = harness.load_average()
+    load_before = harness.settle(args)
     started = time.monotonic()
     runs = harness.Collector()
     for round_number in range(1, args.runs + 1):

@@ -28,6 +28,12 @@ what the report publishes: a fast client that sleeps between answers.
 ``echo`` (S7 calls the chat example's ``send_message`` and ``get_messages``):
 then any result is a right answer, and an error answer an error.
 
+``--churn`` (S3c) gives each call a connection of its own: each of the
+``--connections`` slots opens a connection, waits until it is ready (the seed
+dialect's welcome, MCP's ``initialize``), makes one call, closes it on the
+answer and opens the next: the worst case, many short-lived clients. A
+connection that cannot open, or closes before its answer, is an error.
+
 ``--idle N`` (S4) instead warms the server up, reads its resident memory,
 opens ``N`` idle connections, reads it again, and reports the difference per
 connection that opened; connections the server refuses (503 past its limit)
@@ -37,7 +43,7 @@ Usage::
 
     python benchmarks/loadgen.py --url ws://127.0.0.1:PORT --server-pid PID \\
         [--dialect seed|mcp] [--connections C] [--depth D] [--payload BYTES] \\
-        [--warmup S] [--duration S] [--idle N] [--client-work-us N] \\
+        [--warmup S] [--duration S] [--idle N] [--churn] [--client-work-us N] \\
         [--tool NAME --arguments JSON]
 """
 
@@ -55,10 +61,10 @@ from typing import TYPE_CHECKING, Any
 # Run as a script, this file finds its sibling modules on sys.path[0]; mypy knows them by package.
 if TYPE_CHECKING:
     from benchmarks.window import Stats, measure
-    from benchmarks.wsclient import Opener, SendText, open_many, run_workload
+    from benchmarks.wsclient import OPEN_TIMEOUT, Opener, SendText, open_many, run_workload
 else:
     from window import Stats, measure
-    from wsclient import Opener, SendText, open_many, run_workload
+    from wsclient import OPEN_TIMEOUT, Opener, SendText, open_many, run_workload
 
 MESSAGE = "hello from the benchmark"
 """The text echoed when no ``--payload`` size is given (24 bytes)."""
@@ -161,6 +167,7 @@ class Caller:
         stats: Stats,
         *,
         idle: bool = False,
+        once: bool = False,
         work: float = 0.0,
         tool: tuple[str, str] | None = None,
     ) -> None:
@@ -168,6 +175,9 @@ class Caller:
         self.depth = depth
         self.stats = stats
         self.idle = idle
+        self.once = once
+        """Make ``depth`` calls, then resolve ``finished`` (``--churn``) instead of calling on."""
+        self.finished = asyncio.get_running_loop().create_future()
         self.work = work
         self.send: SendText = lambda text: None
         self.ready = asyncio.get_running_loop().create_future()
@@ -214,6 +224,8 @@ class Caller:
         if self.stats.measuring:
             self.stats.errors += len(self.pending)
         self.pending.clear()
+        if not self.finished.done():
+            self.finished.set_result(None)
 
     def _start(self) -> None:
         self.alive = True
@@ -254,7 +266,10 @@ class Caller:
         self.stats.answered(now - started, right)
         if self.work:
             busy(self.work)
-        if self.stats.running:
+        if self.once:
+            if not self.pending and not self.finished.done():
+                self.finished.set_result(None)
+        elif self.stats.running:
             self._call()
 
 
@@ -280,6 +295,41 @@ async def run_load(args: argparse.Namespace, opener: Opener) -> dict[str, Any]:
         await asyncio.sleep(0.01)
     for close in closers:
         close()
+    await asyncio.sleep(0.05)
+    return figures
+
+
+async def run_churn(args: argparse.Namespace, opener: Opener) -> dict[str, Any]:
+    """S3c: a connection per call, ``--connections`` of them at a time; the window's figures."""
+    stats = Stats()
+    subprotocol = "mcp" if args.dialect == "mcp" else None
+    opened = 0  # connections ready inside the window: one per call, or churn is not churning
+
+    async def slot() -> None:
+        nonlocal opened
+        while stats.running:
+            caller = Caller(args.dialect, MESSAGE, 1, stats, once=True)
+            close = None
+            try:
+                async with asyncio.timeout(OPEN_TIMEOUT):
+                    close = await opener(args.url, caller, subprotocol)
+                    await caller.ready
+                    opened += stats.measuring
+                    await caller.finished
+            # ConnectionError (refusals, closes before ready) is an OSError.
+            except (OSError, TimeoutError):
+                if stats.measuring:
+                    stats.errors += 1
+            finally:
+                if close is not None:
+                    close()
+
+    slots = [asyncio.create_task(slot()) for _ in range(args.connections)]
+    figures = await measure(
+        stats, asyncio.sleep, warmup=args.warmup, duration=args.duration, server_pid=args.server_pid
+    )
+    figures["connections_opened"] = opened
+    await asyncio.gather(*slots)  # each ends with the cycle it is in
     await asyncio.sleep(0.05)
     return figures
 
@@ -335,6 +385,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--idle", type=int, default=0, help="S4: idle connections to open")
+    parser.add_argument("--churn", action="store_true", help="S3c: a new connection per call")
     parser.add_argument("--client-work-us", type=float, default=0.0,
                         help="spin this many microseconds per answer")  # fmt: skip
     parser.add_argument("--tool", help="call this tool instead of echo (seed dialect)")
@@ -342,7 +393,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.tool:
         json.loads(args.arguments)  # Fail here on malformed JSON, not as an error per call.
-    workload = run_idle if args.idle else run_load
+    workload = run_idle if args.idle else run_churn if args.churn else run_load
     print(json.dumps(run_workload(lambda opener: workload(args, opener))))
 
 

@@ -175,6 +175,8 @@ def target_lines(
     results: harness.Results, workloads: Sequence[Workload], targets: Sequence[Target]
 ) -> list[str]:
     """The issue's targets, each met or not, from this run's medians (those that ran)."""
+    if not targets:
+        return []
     by_key = {w.key: w for w in workloads}
     lines = ["", "### Targets", "", "| target | measured | met |", "|---|---:|:---:|"]
     for target in targets:

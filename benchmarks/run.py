@@ -79,6 +79,8 @@ class Workload:
     """S4: open ``--idle`` connections and weigh them instead of calling."""
     client: bool = False
     """C1: the rows are client libraries against one server, not servers."""
+    churn: bool = False
+    """S3c (``churn_bench.py``): a new connection per call (the load generator's ``--churn``)."""
 
     def heading(self, idle: int) -> str:
         """The title, with S4's number of idle connections."""
@@ -244,6 +246,7 @@ def measure(workload: Workload, port: int, pid: int, args: argparse.Namespace) -
         "--warmup", str(args.warmup), "--duration", str(args.duration),
         "--idle", str(args.idle if workload.idle else 0),
         "--client-work-us", str(args.client_work_us),
+        *(["--churn"] if workload.churn else []),
     ]  # fmt: skip
     # Opening S4's connections has a budget of 120 s in the load generator.
     return harness.run_client(argv, f"loadgen failed on {workload.key}", 240)
@@ -294,15 +297,6 @@ def one_round(
                 yield client, workload, measure_client(client, workload, port, pid, args)
 
 
-def wait_for_quiet(threshold: float, patience: float) -> None:
-    """Poll every 30 s until the 1-minute load is under ``threshold``, for ``patience`` s."""
-    deadline = time.monotonic() + patience
-    while harness.load_average() >= threshold and time.monotonic() < deadline:
-        load = harness.load_average()
-        print(f"load {load:.2f} >= {threshold}: waiting", file=sys.stderr, flush=True)
-        time.sleep(30)
-
-
 def _versions() -> dict[str, str]:
     found = harness.own_versions(["securemcp", "anyio", "trio", "wsproto", "pydantic", "uvloop"])
     peers = ["picows", "nextmcp", "websockets", "uvloop", "mcp", "uvicorn", "wsproto"]
@@ -351,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workloads = [w for w in WORKLOADS if w.key in keys]
 
     if not args.smoke:
-        wait_for_quiet(args.wait_load, 15 * 60)
+        harness.wait_for_quiet(args.wait_load, 15 * 60)
     load_before = harness.load_average()
     started = time.monotonic()
     runs = harness.Collector()

@@ -100,3 +100,16 @@ def test_smoke_run_reports_every_server_and_workload(tmp_path: Path) -> None:
             else:
                 assert run["calls"] > 0, (server, workload, run)
     assert {server: set(runs) for server, runs in seen.items()} == expected_rows()
+
+
+@pytest.mark.timeout(300)
+def test_churn_smoke_run_opens_a_connection_per_call(tmp_path: Path) -> None:
+    """``benchmarks/churn_bench.py --smoke``: S3c on every seed-dialect server."""
+    seen, _meta = run_smoke("churn_bench.py", tmp_path, 240)
+    assert set(seen) == {name for name, runs in expected_rows().items() if "S3" in runs}
+    for server, runs in seen.items():
+        run = runs["S3c"]
+        assert run["calls"] > 0, (server, run)
+        # Each answered call had a connection of its own, opened inside the window
+        # but for those of the 64 slots that straddled its start.
+        assert run["connections_opened"] >= run["calls"] - 64, (server, run)
