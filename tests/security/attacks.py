@@ -1,7 +1,8 @@
 """What the WebSocket attacks and their HTTP twins share: peers held until dropped, floods timed.
 
-:func:`dropped_at_the_timeout` watches many half-sent requests until the server
-drops them; :func:`flood_until` keeps a flooding peer busy; :func:`slowest_call`
+:func:`opened_peers` holds many half-sent requests and
+:func:`dropped_at_the_timeout` watches them until the server drops them;
+:func:`flood_until` keeps a flooding peer busy; :func:`slowest_call`
 times a bystander's calls meanwhile. :func:`answer` and :func:`still_answers`
 read a WebSocket peer's answers; :class:`RawWriter` and :func:`flood_unread`
 flood a server with requests nobody reads, under the ``FLOOD_*`` limits, and
@@ -15,7 +16,8 @@ import json
 import math
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
@@ -57,6 +59,27 @@ def malformed_requests(envelope: str) -> list[ParameterSet]:
 EARLY = 0.9
 """A timer may not fire before this fraction of its duration (scheduling leeway);
 one firing at half its duration fails."""
+
+
+P = TypeVar("P", bound=RawPeer)
+
+
+@asynccontextmanager
+async def opened_peers(
+    open_peer: Callable[[], Awaitable[P]], count: int
+) -> AsyncIterator[tuple[list[P], list[float]]]:
+    """``count`` peers from ``open_peer()``, each with the time just before it connected
+    (the server's timer cannot start earlier); all closed when the block ends."""
+    peers: list[P] = []
+    opened: list[float] = []
+    try:
+        for _ in range(count):
+            opened.append(anyio.current_time())
+            peers.append(await open_peer())
+        yield peers, opened
+    finally:
+        for peer in peers:
+            await peer.stream.aclose()
 
 
 async def dropped_at_the_timeout(
