@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -100,7 +100,7 @@ async def read_until_closed(stream: anyio.abc.ByteStream) -> bytes:
     while True:
         try:
             received += await stream.receive()
-        except (anyio.EndOfStream, anyio.BrokenResourceError):
+        except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
             return received
 
 
@@ -143,8 +143,8 @@ def quick(app: SecureMCP, **options: Any) -> WebSocketTransport:
     return WebSocketTransport(app, **options)
 
 
-def demo_app() -> SecureMCP:
-    app = SecureMCP("test-app")
+def add_basic_tools(app: SecureMCP, failure: Callable[[], Exception]) -> None:
+    """Register ``echo``, ``add`` and ``boom`` (which raises ``failure()``) on ``app``."""
 
     @app.tool()
     async def echo(message: str) -> dict[str, str]:
@@ -157,7 +157,12 @@ def demo_app() -> SecureMCP:
 
     @app.tool()
     def boom() -> None:
-        raise ValueError("boom")
+        raise failure()
+
+
+def demo_app() -> SecureMCP:
+    app = SecureMCP("test-app")
+    add_basic_tools(app, lambda: ValueError("boom"))
 
     @app.tool()
     async def refuse() -> None:

@@ -46,14 +46,31 @@ class Cancellations:
     seen: threading.Event = field(default_factory=threading.Event)
 
 
+# Tools the negotiation tests register too.
+
+
+async def echo(message: str) -> dict[str, str]:
+    """Echo a message back."""
+    await anyio.lowlevel.checkpoint()
+    return {"echoed": message}
+
+
+def fail() -> None:
+    """Always fails."""
+    raise RuntimeError("nope")
+
+
+def count(n: int, progress: Progress) -> int:
+    """Report progress n times from a worker thread, then return n."""
+    for step in range(1, n + 1):
+        progress.report(step, n, f"step {step}")
+    return n
+
+
 def interop_app(cancellations: Cancellations) -> SecureMCP:
     app = SecureMCP("interop", "Tools for interop tests.", version="1.2.3")
 
-    @app.tool(title="Echo", annotations={"readOnlyHint": True})
-    async def echo(message: str) -> dict[str, str]:
-        """Echo a message back."""
-        await anyio.lowlevel.checkpoint()
-        return {"echoed": message}
+    app.tool(title="Echo", annotations={"readOnlyHint": True})(echo)
 
     @app.tool()
     def describe(person: Person) -> str:
@@ -66,17 +83,8 @@ def interop_app(cancellations: Cancellations) -> SecureMCP:
         await anyio.lowlevel.checkpoint()
         return a + b
 
-    @app.tool()
-    def fail() -> None:
-        """Always fails."""
-        raise RuntimeError("nope")
-
-    @app.tool()
-    def count(n: int, progress: Progress) -> int:
-        """Report progress n times from a worker thread, then return n."""
-        for step in range(1, n + 1):
-            progress.report(step, n, f"step {step}")
-        return n
+    app.tool()(fail)
+    app.tool()(count)
 
     @app.tool()
     async def block(progress: Progress, ctx: Context) -> None:

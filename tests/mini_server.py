@@ -20,24 +20,14 @@ from anyio.streams.tls import TLSListener
 from securemcp import SecureMCP
 from securemcp.protocol import ConnectionState, HandshakeRequest, ServerConnection, ToolCall
 
+from .backend_server_helpers import add_basic_tools
+
 LIMIT = 10  # seconds: every test ends well within this, or fails
 
 
 def make_app() -> SecureMCP:
     app = SecureMCP("client-test")
-
-    @app.tool()
-    async def echo(message: str) -> dict[str, str]:
-        """Echo a message back."""
-        return {"echoed": message}
-
-    @app.tool()
-    def add(a: int, b: int) -> int:
-        return a + b
-
-    @app.tool()
-    def boom() -> None:
-        raise RuntimeError("kaboom")
+    add_basic_tools(app, lambda: RuntimeError("kaboom"))
 
     # Tools the mini server handles itself (see MiniServer._run); their
     # functions exist only so that the app validates and lists them.

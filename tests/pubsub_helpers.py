@@ -1,7 +1,8 @@
 """What the broadcast tests share: the wait bound and a subscriber that stops reading.
 
 ``SlowReader`` is a raw client with a tiny receive buffer that joins a topic
-and then reads nothing; ``test_redis_broker.py`` drops one the same way.
+and then reads nothing; ``test_redis_broker.py`` drops one the same way, while
+``flood`` keeps a fast subscriber counting.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ import json
 import socket
 from typing import Any
 
+import anyio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
+
+from securemcp.transport import WebSocketClient
 
 WAIT = 10.0
 """Upper bound of every wait: a failure ends the test instead of hanging it."""
@@ -70,3 +74,24 @@ class SlowReader:
         except (EOFError, OSError):
             pass
         self.sock.close()
+
+
+async def flood(
+    sender: WebSocketClient, listener: WebSocketClient, rounds: int, size: int, topic: str = "t"
+) -> int:
+    """``sender`` publishes ``rounds`` messages of ``size`` bytes; returns once ``listener``,
+    counting its notifications meanwhile, heard that many (the caller bounds the wait)."""
+    received = 0
+
+    async def count() -> None:
+        nonlocal received
+        async for _ in listener.notifications():
+            received += 1
+            if received == rounds:
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(count)
+        for _ in range(rounds):
+            await sender.invoke_tool("say_big", {"topic": topic, "size": size})
+    return received

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -19,9 +18,10 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-CHAT = Path(__file__).resolve().parent.parent / "examples" / "websocket_chat"
+from .chat_server import CHAT, PORT_LINE, STARTUP_TIMEOUT, running_script
+
 BACKENDS = ["asyncio", "trio"]
-STARTUP_TIMEOUT = 20.0
+STARTED = "[WS] Server started successfully"
 
 
 @dataclass
@@ -39,16 +39,6 @@ class RunningServer:
 
     def output(self) -> str:
         return "".join(self.lines)
-
-
-def _pump(process: subprocess.Popen[str], lines: list[str], started: threading.Event) -> None:
-    # Reading in a thread keeps the pipe drained, so the server never blocks on a full pipe.
-    assert process.stdout is not None
-    for line in process.stdout:
-        lines.append(line)
-        if "[WS] Server started successfully" in line:
-            started.set()
-    started.set()
 
 
 TOOLS = [
@@ -77,43 +67,12 @@ def start_chat_server(
     backend: str, *extra: str, env: dict[str, str] | None = None
 ) -> Iterator[RunningServer]:
     """Run the example server with ``extra`` options until the block ends."""
-    env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "server.py",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--backend",
-            backend,
-            *extra,
-        ],
-        cwd=CHAT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    lines: list[str] = []
-    started = threading.Event()
-    reader = threading.Thread(target=_pump, args=(process, lines, started), daemon=True)
-    reader.start()
-    try:
-        assert started.wait(STARTUP_TIMEOUT), "server did not start: " + "".join(lines)
-        text = "".join(lines)
-        match = re.search(r"\[WS\] Starting WebSocket server on ws://127\.0\.0\.1:(\d+)", text)
-        assert match, f"no listening address in the output:\n{text}"
-        server = RunningServer(process, int(match.group(1)), lines, reader)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        reader.join(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
+    args = ("server.py", "--host", "127.0.0.1", "--port", "0", "--backend", backend, *extra)
+    with running_script(*args, ready=lambda line: STARTED in line, env=env) as run:
+        assert run.started.wait(STARTUP_TIMEOUT), "server did not start: " + run.output()
+        match = PORT_LINE.search(run.output())
+        assert match, f"no listening address in the output:\n{run.output()}"
+        yield RunningServer(run.process, int(match.group(1)), run.lines, run.reader)
 
 
 def _client(url: str, backend: str, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,6 @@ users test theirs); the example as a user runs it (separate processes, a real so
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import signal
 import subprocess
@@ -27,7 +26,8 @@ from securemcp.store import MemoryMessageStore, SQLiteMessageStore
 from securemcp.testing import TestClient
 from securemcp.transport import WebSocketClient, WebSocketTransport
 
-from .test_chat_example import CHAT, start_chat_server
+from .chat_server import CHAT, running_script
+from .test_chat_example import start_chat_server
 
 WAIT = 10.0
 ADMIN = "admin-secret-token"
@@ -215,37 +215,11 @@ async def test_a_connection_joins_a_bounded_number_of_rooms() -> None:
 @contextmanager
 def following(url: str, room: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     """``client.py --follow`` running, its output collected line by line."""
-    process = subprocess.Popen(
-        [sys.executable, "client.py", "--url", url, "--follow", "--room", room],
-        cwd=CHAT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            ready.set()
-        ready.set()
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        assert ready.wait(20), "the follower printed nothing"
-        assert lines[0].startswith(f"Following #{room}"), lines
-        yield process, lines
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        reader.join(timeout=10)
-        assert process.stdout is not None
-        process.stdout.close()
+    args = ("client.py", "--url", url, "--follow", "--room", room)
+    with running_script(*args, ready=lambda line: True) as run:
+        assert run.started.wait(20), "the follower printed nothing"
+        assert run.lines[0].startswith(f"Following #{room}"), run.lines
+        yield run.process, run.lines
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

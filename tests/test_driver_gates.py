@@ -17,9 +17,10 @@ import pytest
 
 from securemcp import Principal, SecurityPolicy, StaticTokenAuthenticator
 from securemcp.backends._calls import run_call
+from securemcp.backends._driver import ConnectionDriver
 from securemcp.ratelimit import ConnectionCounter, RateLimiter
 
-from .driver_helpers import Recorder, call, driven, frames, output, upgraded
+from .driver_helpers import FakeServer, Recorder, call, driven, frames, output, upgraded
 from .helpers import UPGRADE_REQUEST, split_server_frames
 
 
@@ -104,6 +105,15 @@ class SharedCounter:
 HERE = ("address", "127.0.0.1")
 
 
+def capped_upgrade(
+    counter: SharedCounter, request: bytes = UPGRADE_REQUEST
+) -> tuple[ConnectionDriver, Recorder, FakeServer]:
+    """A driver whose address cap is ``counter``, fed ``request`` (an upgrade, at least)."""
+    driver, adapter, server = driven(security=SecurityPolicy(max_connections_per_address=counter))
+    driver.data_received(request)
+    return driver, adapter, server
+
+
 def run_started(adapter: Recorder) -> None:
     """Run the driver's own tasks (and those they start) to completion, in order."""
 
@@ -116,8 +126,7 @@ def run_started(adapter: Recorder) -> None:
 
 def test_a_shared_cap_decides_in_a_task_while_the_core_holds_what_follows() -> None:
     shared = SharedCounter(2)
-    driver, adapter, _ = driven(security=SecurityPolicy(max_connections_per_address=shared))
-    driver.data_received(UPGRADE_REQUEST + call("quick", 1))
+    driver, adapter, _ = capped_upgrade(shared, UPGRADE_REQUEST + call("quick", 1))
     # Nothing yet: the upgrade awaits the counter; the call waits in the core.
     assert output(driver) == b""
     assert not driver.wants_read
@@ -167,8 +176,7 @@ def test_a_shared_cap_refuses_with_429_and_a_local_cap_gives_its_slot_back() -> 
 @pytest.mark.parametrize("ending", ["timeout", "go_away", "lost"])
 def test_a_connection_ending_while_its_cap_is_decided_gives_the_slot_back(ending: str) -> None:
     shared = SharedCounter(1)
-    driver, adapter, _ = driven(security=SecurityPolicy(max_connections_per_address=shared))
-    driver.data_received(UPGRADE_REQUEST)
+    driver, adapter, _ = capped_upgrade(shared)
     if ending == "timeout":
         adapter.clock = 110.0
         driver.on_deadline()
@@ -187,8 +195,7 @@ def test_a_connection_ending_while_its_cap_is_decided_gives_the_slot_back(ending
 def test_a_refusal_arriving_after_the_connection_ended_takes_nothing() -> None:
     shared = SharedCounter(1)
     shared.local.acquire(HERE)
-    driver, adapter, _ = driven(security=SecurityPolicy(max_connections_per_address=shared))
-    driver.data_received(UPGRADE_REQUEST)
+    driver, adapter, _ = capped_upgrade(shared)
     driver.connection_lost()
     run_started(adapter)
     assert shared.log == [("acquire", HERE)]
@@ -197,8 +204,7 @@ def test_a_refusal_arriving_after_the_connection_ended_takes_nothing() -> None:
 
 def test_a_decision_arriving_while_the_server_drains_gets_503() -> None:
     shared = SharedCounter(1)
-    driver, adapter, server = driven(security=SecurityPolicy(max_connections_per_address=shared))
-    driver.data_received(UPGRADE_REQUEST)
+    driver, adapter, server = capped_upgrade(shared)
     server.draining = True
     run_started(adapter)
     assert output(driver).startswith(b"HTTP/1.1 503 ")
@@ -212,8 +218,7 @@ def test_a_counter_that_raises_refuses_with_500(caplog: pytest.LogCaptureFixture
         async def acquire(self, key: Hashable) -> bool:
             raise RuntimeError("oops")
 
-    driver, adapter, _ = driven(security=SecurityPolicy(max_connections_per_address=Broken(1)))
-    driver.data_received(UPGRADE_REQUEST)
+    driver, adapter, _ = capped_upgrade(Broken(1))
     run_started(adapter)
     assert output(driver).startswith(b"HTTP/1.1 500 ")
     assert "the connection counter raised RuntimeError" in caplog.text
@@ -224,8 +229,7 @@ def test_a_counter_failing_to_release_is_logged(caplog: pytest.LogCaptureFixture
         async def release(self, key: Hashable) -> None:
             raise OSError("gone")
 
-    driver, adapter, _ = driven(security=SecurityPolicy(max_connections_per_address=Stuck(1)))
-    driver.data_received(UPGRADE_REQUEST)
+    driver, adapter, _ = capped_upgrade(Stuck(1))
     run_started(adapter)
     assert output(driver).startswith(b"HTTP/1.1 101 ")
     driver.connection_lost()

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from securemcp import InvalidParams, Progress, RequestTimeout, SecureMCP, ToolError
+from securemcp import InvalidParams, RequestTimeout, SecureMCP, ToolError
 from securemcp.backends.mcp_client import (
     ProgressUpdate,
     check_result_type,
@@ -33,6 +33,7 @@ from securemcp.protocol.mcp_stateless import (
 from securemcp.transport import WebSocketClient, WebSocketTransport
 
 from .helpers import serving
+from .interop_helpers import count, echo, fail
 
 LIMIT = 20
 MODERN = "2026-07-28"
@@ -41,21 +42,9 @@ MODERN = "2026-07-28"
 def negotiation_app(cancelled: anyio.Event | None) -> SecureMCP:
     app = SecureMCP("negotiation", "Tools for negotiation tests.", version="3.1")
 
-    @app.tool()
-    async def echo(message: str) -> dict[str, str]:
-        """Echo a message back."""
-        await anyio.lowlevel.checkpoint()
-        return {"echoed": message}
-
-    @app.tool()
-    def fail() -> None:
-        raise RuntimeError("nope")
-
-    @app.tool()
-    def count(n: int, progress: Progress) -> int:
-        for step in range(1, n + 1):
-            progress.report(step, n, f"step {step}")
-        return n
+    app.tool()(echo)
+    app.tool()(fail)
+    app.tool()(count)
 
     @app.tool()
     async def block() -> None:

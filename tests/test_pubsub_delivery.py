@@ -21,7 +21,7 @@ from securemcp.testing import TestClient
 from securemcp.transport import WebSocketClient, WebSocketTransport
 
 from .helpers import serving
-from .pubsub_helpers import WAIT, SlowReader
+from .pubsub_helpers import WAIT, SlowReader, flood
 
 # Over real sockets
 
@@ -141,25 +141,13 @@ async def test_a_client_that_does_not_read_is_dropped_with_1013_and_the_others_k
         stack.callback(slow.sock.close)
         assert await anyio.to_thread.run_sync(lambda: slow.call("join", topic="t")) == 1
         url = f"ws://127.0.0.1:{port}"
-        received = 0
         async with WebSocketClient(url, max_queued_notifications=rounds + 10) as fast:
             await fast.invoke_tool("join", {"topic": "t"})
             gc.collect()
             tracemalloc.start()
             try:
                 with anyio.fail_after(WAIT * 3):
-                    async with anyio.create_task_group() as tg:
-
-                        async def count() -> None:
-                            nonlocal received
-                            async for _ in fast.notifications():
-                                received += 1
-                                if received == rounds:
-                                    return
-
-                        tg.start_soon(count)
-                        for _ in range(rounds):
-                            await fast.invoke_tool("say_big", {"topic": "t", "size": size})
+                    received = await flood(fast, fast, rounds, size)
                 _, peak = tracemalloc.get_traced_memory()
             finally:
                 tracemalloc.stop()

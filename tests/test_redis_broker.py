@@ -22,11 +22,8 @@ from securemcp.redis import RedisBroker
 from securemcp.transport import WebSocketClient, WebSocketTransport
 
 from .helpers import serving
-from .pubsub_helpers import SlowReader
+from .pubsub_helpers import WAIT, SlowReader, flood
 from .redis_server import RedisServer
-
-WAIT = 10.0
-"""Upper bound of every wait: a failure ends the test instead of hanging it."""
 
 
 class Inbox:
@@ -283,25 +280,13 @@ async def test_a_slow_subscriber_on_one_server_is_dropped_with_1013_and_slows_no
         slow = await anyio.to_thread.run_sync(SlowReader, a)
         stack.callback(slow.sock.close)
         assert await anyio.to_thread.run_sync(lambda: slow.call("join", topic="t")) is True
-        received = 0
         async with (
             WebSocketClient(f"ws://127.0.0.1:{a}", max_queued_notifications=rounds + 10) as fast,
             WebSocketClient(f"ws://127.0.0.1:{b}") as sender,
         ):
             assert await fast.invoke_tool("join", {"topic": "t"}) is True
-
-            async def count() -> None:
-                nonlocal received
-                async for _ in fast.notifications():
-                    received += 1
-                    if received == rounds:
-                        return
-
             with anyio.fail_after(WAIT * 3):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(count)
-                    for _ in range(rounds):
-                        await sender.invoke_tool("say_big", {"topic": "t", "size": size})
+                received = await flood(sender, fast, rounds, size)
             # The fast client on the slow one's server got all 12.5 MiB.
             assert received == rounds
         await anyio.to_thread.run_sync(slow.read_to_the_end)

@@ -24,6 +24,7 @@ from securemcp.errors import HandshakeRejected
 from securemcp.redis import RedisConnectionCounter
 from securemcp.transport import WebSocketClient, WebSocketTransport
 
+from .backend_server_helpers import read_until_closed
 from .helpers import UPGRADE_REQUEST, client_frame, split_server_frames
 from .redis_server import RedisServer
 from .test_redis_caps import HASH, HERE, TIMEOUT, _counted, counter, eventually
@@ -32,10 +33,9 @@ from .test_redis_caps import HASH, HERE, TIMEOUT, _counted, counter, eventually
 class SlowCounter(RedisConnectionCounter):
     """The real counter, whose acquire waits ``delay`` seconds before asking Redis."""
 
-    delay = 0.0
-
-    def __init__(self, *args: Any, **options: Any) -> None:
+    def __init__(self, *args: Any, delay: float = 0.0, **options: Any) -> None:
         super().__init__(*args, **options)
+        self.delay = delay
         self.answers: list[bool] = []
 
     async def acquire(self, key: Any) -> bool:
@@ -143,22 +143,11 @@ async def raw_upgrade(url: str, after: bytes = b"") -> anyio.abc.SocketStream:
     return stream
 
 
-async def read_all(stream: anyio.abc.SocketStream) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    received = b""
-    while True:
-        try:
-            received += await stream.receive()
-        except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
-            return received
-
-
 @pytest.mark.anyio
 async def test_a_request_pipelined_behind_the_handshake_is_answered_after_the_decision(
     redis_server: RedisServer,
 ) -> None:
-    slow = SlowCounter(redis_server.url, 3)
-    slow.delay = 0.3
+    slow = SlowCounter(redis_server.url, 3, delay=0.3)
     async with servers(slow) as (url,):
         with anyio.fail_after(TIMEOUT):
             request = {"id": 7, "method": "invoke_tool",
@@ -180,13 +169,12 @@ async def test_a_request_pipelined_behind_the_handshake_is_answered_after_the_de
 async def test_a_handshake_timing_out_while_the_cap_is_decided_leaks_no_slot(
     redis_server: RedisServer,
 ) -> None:
-    slow = SlowCounter(redis_server.url, 1)
-    slow.delay = 0.8
+    slow = SlowCounter(redis_server.url, 1, delay=0.8)
     async with servers(slow, handshake_timeout=0.2) as (url,):
         with anyio.fail_after(TIMEOUT):
             started = time.monotonic()
             async with await raw_upgrade(url) as stream:
-                assert await read_all(stream) == b""  # aborted: no answer
+                assert await read_until_closed(stream) == b""  # aborted: no answer
             assert time.monotonic() - started < 0.7
             # The decision came (a slot taken in Redis) for nobody: given back.
             await eventually(lambda: slow.answers == [True])
@@ -200,15 +188,14 @@ async def test_a_handshake_timing_out_while_the_cap_is_decided_leaks_no_slot(
 async def test_a_shutdown_while_the_cap_is_decided_closes_and_gives_the_slot_back(
     redis_server: RedisServer,
 ) -> None:
-    slow = SlowCounter(redis_server.url, 1)
-    slow.delay = 0.5
+    slow = SlowCounter(redis_server.url, 1, delay=0.5)
     with anyio.fail_after(TIMEOUT):
         async with servers(slow) as (url,):
             stream = await raw_upgrade(url)
             await anyio.sleep(0.1)
         # The server has stopped: its counter is closed, after the slot went back.
         async with stream:
-            assert await read_all(stream) == b""
+            assert await read_until_closed(stream) == b""
     assert slow.answers == [True]  # the slot was taken in Redis, for nobody...
     assert slow.held(HERE) == 0  # ...and given back before the counter closed
     assert redis_server.command("KEYS", "{securemcp}:conns:*") == ""
@@ -249,7 +236,7 @@ async def test_a_decision_arriving_while_the_server_drains_gets_503(
                 # Draining waits for linger; the decision arrives meanwhile.
                 transport.shutdown()
                 async with stream:
-                    answer = await read_all(stream)
+                    answer = await read_until_closed(stream)
                 assert answer.startswith(b"HTTP/1.1 503 ")
                 # The call in flight finished within the grace, as ever.
                 await eventually(lambda: answers == ["done"])

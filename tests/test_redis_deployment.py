@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,8 +24,9 @@ import pytest
 from securemcp import ConnectionClosed, RateLimited, Unavailable
 from securemcp.transport import WebSocketClient
 
+from .chat_server import CHAT, running_script
 from .redis_server import RedisServer
-from .test_chat_example import BACKENDS, CHAT, RunningServer, _pump, start_chat_server
+from .test_chat_example import BACKENDS, STARTED, RunningServer, start_chat_server
 
 WAIT = 20.0
 """Upper bound of every wait in these multi-process tests."""
@@ -201,11 +201,11 @@ def test_the_readme_serve_command_with_workers_and_redis(
     redis_server: RedisServer, backend: str
 ) -> None:
     # README: cd examples/websocket_chat && securemcp serve server:app --workers 4 --redis URL
-    command = [
-        sys.executable, "-m", "securemcp", "serve", "server:app", "--port", "0",
+    command = (
+        "-m", "securemcp", "serve", "server:app", "--port", "0",
         "--workers", "4", "--redis", redis_server.url, "--backend", backend,
-    ]  # fmt: skip
-    with serving_command(command) as (url, output):
+    )  # fmt: skip
+    with serving_command(*command) as (url, output):
         all_hear_each_other(url, 12, redis_server, backend)
         assert "with 4 workers" in output()
     # The history is in Redis, not in a chat.db next to the module.
@@ -214,34 +214,15 @@ def test_the_readme_serve_command_with_workers_and_redis(
 
 
 @contextmanager
-def serving_command(command: list[str]) -> Iterator[tuple[str, Callable[[], str]]]:
-    """Run a serve ``command`` in the chat's directory; yields its URL and its output so far."""
-    process = subprocess.Popen(
-        command,
-        cwd=CHAT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    lines: list[str] = []
-    started = threading.Event()
-    reader = threading.Thread(target=_pump, args=(process, lines, started), daemon=True)
-    reader.start()
-    try:
-        assert started.wait(WAIT), "".join(lines)
-        match = re.search(r"ws://127\.0\.0\.1:(\d+)", "".join(lines))
-        assert match, "".join(lines)
-        yield f"ws://127.0.0.1:{match.group(1)}", lambda: "".join(lines)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=WAIT) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-        reader.join(timeout=10)
-        assert process.stdout is not None
-        process.stdout.close()
+def serving_command(*args: str) -> Iterator[tuple[str, Callable[[], str]]]:
+    """Run ``python <args>`` (a serve command) in the chat's folder; yields URL and output."""
+    with running_script(*args, ready=lambda line: STARTED in line) as run:
+        assert run.started.wait(WAIT), run.output()
+        match = re.search(r"ws://127\.0\.0\.1:(\d+)", run.output())
+        assert match, run.output()
+        yield f"ws://127.0.0.1:{match.group(1)}", run.output
+        run.process.send_signal(signal.SIGTERM)
+        assert run.process.wait(timeout=WAIT) == 0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -48,19 +48,25 @@ def all_log_text(caplog: pytest.LogCaptureFixture) -> str:
     return caplog.text + "\n".join(record.getMessage() for record in caplog.records)
 
 
+async def purge_as(policy: SecurityPolicy, token: str) -> str:
+    """Connect with ``token`` and purge (an admin tool), which must run once; who the server saw."""
+    record = Record()
+    async with serving(quick(security_app(record), policy)) as url:
+        with anyio.fail_after(TIMEOUT):
+            async with WebSocketClient(url, token=token) as client:
+                who: str = await client.invoke_tool("whoami")
+                assert await client.invoke_tool("purge") == "purged"
+    assert record.purged == 1
+    return who
+
+
 # Authentication
 
 
 @pytest.mark.anyio
 async def test_static_token_in_the_authorization_header() -> None:
-    record = Record()
     policy = SecurityPolicy(authenticator=static_tokens())
-    async with serving(quick(security_app(record), policy)) as url:
-        with anyio.fail_after(TIMEOUT):
-            async with WebSocketClient(url, token=ADMIN_TOKEN) as client:
-                assert await client.invoke_tool("whoami") == "alice"
-                assert await client.invoke_tool("purge") == "purged"
-    assert record.purged == 1
+    assert await purge_as(policy, ADMIN_TOKEN) == "alice"
 
 
 @pytest.mark.anyio
@@ -112,16 +118,10 @@ async def test_missing_or_wrong_credentials_get_401_before_the_upgrade(
 
 @pytest.mark.anyio
 async def test_jwt_hs256_valid_token_connects_and_carries_its_scopes() -> None:
-    record = Record()
     policy = SecurityPolicy(authenticator=JWTAuthenticator(SECRET, audience="secure-app"))
     claims = {"sub": "dave", "scope": "admin", "aud": "secure-app", "exp": int(time.time()) + 60}
     token = jwt.encode(claims, SECRET, algorithm="HS256")
-    async with serving(quick(security_app(record), policy)) as url:
-        with anyio.fail_after(TIMEOUT):
-            async with WebSocketClient(url, token=token) as client:
-                assert await client.invoke_tool("whoami") == "dave"
-                assert await client.invoke_tool("purge") == "purged"
-    assert record.purged == 1
+    assert await purge_as(policy, token) == "dave"
 
 
 @pytest.mark.anyio

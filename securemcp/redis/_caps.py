@@ -37,7 +37,6 @@ import math
 import os
 import secrets
 import socket
-import time
 from collections.abc import Hashable
 from urllib.parse import quote
 
@@ -47,7 +46,7 @@ from coredis.commands.script import Script
 
 from securemcp.errors import Unavailable
 
-from ._client import RedisResource
+from ._client import FallbackResource
 
 __all__ = ["RedisConnectionCounter"]
 
@@ -153,7 +152,7 @@ _BATCH = 256
 """Hashes re-asserted per heartbeat script."""
 
 
-class RedisConnectionCounter(RedisResource):
+class RedisConnectionCounter(FallbackResource):
     """Open connections per key, capped at ``max_per_key`` across every process sharing Redis.
 
     Give every process the same ``url``, ``prefix``, ``max_per_key`` and
@@ -190,16 +189,15 @@ class RedisConnectionCounter(RedisResource):
         cluster: bool = False,
         retry_interval: float = 1.0,
     ) -> None:
-        super().__init__(url, timeout=timeout, prefix=prefix, cluster=cluster)
+        super().__init__(
+            url, timeout=timeout, prefix=prefix, cluster=cluster, retry_interval=retry_interval
+        )
         if isinstance(max_per_key, bool) or not isinstance(max_per_key, int) or max_per_key < 1:
             raise ValueError("max_per_key must be a positive integer")
         if not (math.isfinite(ttl) and ttl >= 0.1):
             raise ValueError(f"ttl must be a finite number of seconds >= 0.1, not {ttl!r}")
-        if not (retry_interval >= 0):
-            raise ValueError(f"retry_interval must be >= 0 seconds, not {retry_interval!r}")
         self.max_per_key = max_per_key
         self.ttl = float(ttl)
-        self.retry_interval = float(retry_interval)
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         """This counter's field in every hash (unique per counter object)."""
         self._procs = self.key("procs")
@@ -209,7 +207,6 @@ class RedisConnectionCounter(RedisResource):
         self._busy: dict[str, int] = {}
         # Keys whose count in Redis may be wrong (an operation failed or was cut short).
         self._dirty: set[str] = set()
-        self._retry_at = -math.inf
         self._acquire: Script[bytes] = Script(script=_ACQUIRE)
         self._release: Script[bytes] = Script(script=_RELEASE)
         self._count: Script[bytes] = Script(script=_COUNT)
@@ -226,12 +223,9 @@ class RedisConnectionCounter(RedisResource):
         """How many connections of ``key`` this process holds now."""
         return self._held.get(self.redis_key(key), 0)
 
-    def _shared(self) -> bool:
-        return time.monotonic() >= self._retry_at
-
     def _failed(self, name: str) -> None:
         self._dirty.add(name)
-        self._retry_at = time.monotonic() + self.retry_interval
+        self._back_off()
 
     async def acquire(self, key: Hashable) -> bool:
         """Count a new connection for ``key``; False (nothing counted) when at the cap."""
@@ -309,7 +303,7 @@ class RedisConnectionCounter(RedisResource):
                     lambda: self._count([name, self._procs], [self.process_id], client=client)
                 )
             except Unavailable:
-                self._retry_at = time.monotonic() + self.retry_interval
+                self._back_off()
             else:
                 if not isinstance(total, int):  # pragma: no cover - the script returns an integer
                     raise TypeError(f"the count script answered {total!r}")
@@ -379,7 +373,7 @@ class RedisConnectionCounter(RedisResource):
                 )
             except Unavailable:
                 self._dirty |= dirty
-                self._retry_at = time.monotonic() + self.retry_interval
+                self._back_off()
                 return None
             revived = revived or answer == 2
         self._retry_at = -math.inf

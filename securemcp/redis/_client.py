@@ -15,6 +15,8 @@ once when it starts and once when it ends, not per call.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -28,7 +30,7 @@ from coredis.connection import TCPLocation
 
 from securemcp.errors import Unavailable
 
-__all__ = ["RedisClient", "RedisResource", "redis_errors"]
+__all__ = ["FallbackResource", "RedisClient", "RedisResource", "redis_errors"]
 
 logger = logging.getLogger("securemcp.redis")
 
@@ -189,6 +191,34 @@ class RedisResource:
     def key(self, *parts: str) -> str:
         """``prefix:part:...``, with the prefix as a hash tag (one cluster slot per prefix)."""
         return ":".join(("{" + self.prefix + "}", *parts))
+
+
+class FallbackResource(RedisResource):
+    """A part that decides locally while Redis is out, asking it again at most
+    once every ``retry_interval`` seconds (so calls do not each wait for it)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        prefix: str,
+        cluster: bool,
+        retry_interval: float,
+    ) -> None:
+        super().__init__(url, timeout=timeout, prefix=prefix, cluster=cluster)
+        if not (retry_interval >= 0):
+            raise ValueError(f"retry_interval must be >= 0 seconds, not {retry_interval!r}")
+        self.retry_interval = float(retry_interval)
+        self._retry_at = -math.inf
+
+    def _shared(self) -> bool:
+        """Whether to ask Redis now: it has not failed within the last ``retry_interval``."""
+        return time.monotonic() >= self._retry_at
+
+    def _back_off(self) -> None:
+        """Redis just failed: decide locally until ``retry_interval`` has passed."""
+        self._retry_at = time.monotonic() + self.retry_interval
 
 
 def _cluster_client(url: str, options: dict[str, Any]) -> coredis.RedisCluster[bytes]:

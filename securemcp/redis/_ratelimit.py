@@ -20,7 +20,6 @@ the Redis time of the last refill in microseconds.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Hashable, Mapping
 from urllib.parse import quote
@@ -30,7 +29,7 @@ from coredis.commands.script import Script
 from securemcp.errors import Unavailable
 from securemcp.ratelimit import RateLimiter
 
-from ._client import RedisResource
+from ._client import FallbackResource
 
 __all__ = ["RedisRateLimiter"]
 
@@ -85,7 +84,7 @@ def _shared_name(key: Hashable) -> tuple[str, str] | None:
     return None
 
 
-class RedisRateLimiter(RedisResource):
+class RedisRateLimiter(FallbackResource):
     """Token buckets per principal (and per principal and tool) shared through Redis.
 
     The same semantics as :class:`~securemcp.ratelimit.RateLimiter` (``rate``
@@ -127,17 +126,15 @@ class RedisRateLimiter(RedisResource):
         cluster: bool = False,
         retry_interval: float = 1.0,
     ) -> None:
-        super().__init__(url, timeout=timeout, prefix=prefix, cluster=cluster)
-        if not (retry_interval >= 0):
-            raise ValueError(f"retry_interval must be >= 0 seconds, not {retry_interval!r}")
+        super().__init__(
+            url, timeout=timeout, prefix=prefix, cluster=cluster, retry_interval=retry_interval
+        )
         # Validates the parameters, and keeps anonymous connections' buckets.
         self.local = RateLimiter(rate, burst, per_tool=per_tool)
         self.rate = self.local.rate
         self.burst = self.local.burst
         self.per_tool = self.local.per_tool
-        self.retry_interval = float(retry_interval)
         self._fallback: RateLimiter | None = None
-        self._retry_at = -math.inf
         self._script: Script[bytes] = Script(script=_TAKE)
 
     @property
@@ -150,7 +147,7 @@ class RedisRateLimiter(RedisResource):
         shared = _shared_name(key)
         if shared is None:
             return self.local.check(key, tool, time.monotonic())
-        if time.monotonic() < self._retry_at:
+        if not self._shared():
             return self._decide_locally(key, tool)
         namespace, name = shared
         keys: list[str | bytes] = [self.key(namespace, name)]
@@ -163,7 +160,7 @@ class RedisRateLimiter(RedisResource):
         try:
             wait: object = await self.call(lambda: self._script(keys, args, client=client))
         except Unavailable:
-            self._retry_at = time.monotonic() + self.retry_interval
+            self._back_off()
             return self._decide_locally(key, tool)
         # Back (or never gone): the shared buckets decide again; the stale
         # local ones must not count against the next outage.

@@ -1,11 +1,13 @@
 """What the WebSocket attacks and their HTTP twins share: peers held until dropped, floods timed.
 
-:func:`dropped_at_the_timeout` watches many half-sent requests until the server
-drops them; :func:`flood_until` keeps a flooding peer busy; :func:`slowest_call`
+:func:`opened_peers` holds many half-sent requests and
+:func:`dropped_at_the_timeout` watches them until the server drops them;
+:func:`flood_until` keeps a flooding peer busy; :func:`slowest_call`
 times a bystander's calls meanwhile. :func:`answer` and :func:`still_answers`
 read a WebSocket peer's answers; :class:`RawWriter` and :func:`flood_unread`
 flood a server with requests nobody reads, under the ``FLOOD_*`` limits, and
-:func:`check_growth` holds its memory to ``FLOOD_BOUND``.
+:func:`check_growth` holds its memory to ``FLOOD_BOUND``. :func:`malformed_requests`
+lists the broken requests both dialects answer with a null id.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import json
 import math
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
+import pytest
+from _pytest.mark import ParameterSet
 from anyio.abc import SocketAttribute
 
 from securemcp.protocol import Limits
@@ -26,9 +31,55 @@ from securemcp.protocol import Limits
 from ..helpers import OP_TEXT, text_frame
 from .conftest import MemoryWatch, RawPeer
 
+
+def malformed_requests(envelope: str) -> list[ParameterSet]:
+    """``(text, code)`` params: requests an answer must give a null id, each object
+    starting with ``envelope`` (the dialect's own members, such as ``"jsonrpc": "2.0", ``)."""
+
+    def request(members: str) -> str:
+        return "{" + envelope + members + "}"
+
+    return [
+        pytest.param(request('"id": 1, "method": ')[:-1], -32700, id="truncated-json"),
+        pytest.param("{'id': 1}", -32700, id="not-json"),
+        pytest.param("NaN", -32700, id="nan"),
+        pytest.param("42", -32600, id="number"),
+        pytest.param('"ping"', -32600, id="string"),
+        pytest.param("null", -32600, id="null"),
+        pytest.param("[" + request('"id": 1, "method": "ping"') + "]", -32600, id="batch"),
+        pytest.param("[]", -32600, id="empty-batch"),
+        pytest.param(request('"id": [1], "method": "ping"'), -32600, id="array-id"),
+        pytest.param(request('"id": {"a": 1}, "method": "ping"'), -32600, id="object-id"),
+        pytest.param(request('"id": true, "method": "ping"'), -32600, id="bool-id"),
+        pytest.param(request('"id": 1.5, "method": "ping"'), -32600, id="float-id"),
+        pytest.param(request('"id": null, "method": "ping"'), -32600, id="null-id"),
+    ]
+
+
 EARLY = 0.9
 """A timer may not fire before this fraction of its duration (scheduling leeway);
 one firing at half its duration fails."""
+
+
+P = TypeVar("P", bound=RawPeer)
+
+
+@asynccontextmanager
+async def opened_peers(
+    open_peer: Callable[[], Awaitable[P]], count: int
+) -> AsyncIterator[tuple[list[P], list[float]]]:
+    """``count`` peers from ``open_peer()``, each with the time just before it connected
+    (the server's timer cannot start earlier); all closed when the block ends."""
+    peers: list[P] = []
+    opened: list[float] = []
+    try:
+        for _ in range(count):
+            opened.append(anyio.current_time())
+            peers.append(await open_peer())
+        yield peers, opened
+    finally:
+        for peer in peers:
+            await peer.stream.aclose()
 
 
 async def dropped_at_the_timeout(

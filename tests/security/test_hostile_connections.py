@@ -24,7 +24,7 @@ from securemcp.protocol import Limits
 from securemcp.transport import WebSocketClient
 
 from ..helpers import OP_TEXT, UPGRADE_REQUEST, text_frame
-from .attacks import dropped_at_the_timeout
+from .attacks import dropped_at_the_timeout, opened_peers
 from .conftest import (
     ADMIN_TOKEN,
     USER_TOKEN,
@@ -100,27 +100,20 @@ async def test_past_max_connections_the_next_handshake_gets_503() -> None:
 async def test_slowloris_half_sent_handshakes_are_closed_by_the_handshake_timeout() -> None:
     timeout = 1.0
     half = UPGRADE_REQUEST[:40]
-    async with hostile_server(handshake_timeout=timeout, max_connections=400) as server:
-        opened: list[float] = []
-        peers: list[RawPeer] = []
-        try:
-            for _ in range(300):
-                # Before connecting: the server's timer cannot start earlier.
-                opened.append(anyio.current_time())
-                peers.append(await server.peer(half))
+    async with (
+        hostile_server(handshake_timeout=timeout, max_connections=400) as server,
+        opened_peers(lambda: server.peer(half), 300) as (peers, opened),
+    ):
 
-            async def served_meanwhile() -> None:
-                # While they hang, a normal client is served at once.
-                with anyio.fail_after(1.0):
-                    async with WebSocketClient(server.url) as client:
-                        assert await client.invoke_tool("echo", {"message": "hi"}) == "hi"
+        async def served_meanwhile() -> None:
+            # While they hang, a normal client is served at once.
+            with anyio.fail_after(1.0):
+                async with WebSocketClient(server.url) as client:
+                    assert await client.invoke_tool("echo", {"message": "hi"}) == "hi"
 
-            # Each is dropped without a byte of answer (no HTTP status), at its timeout.
-            await dropped_at_the_timeout(peers, opened, timeout, served_meanwhile)
-            await wait_for(lambda: server.transport.open_connections == 1)
-        finally:
-            for peer in peers:
-                await peer.stream.aclose()
+        # Each is dropped without a byte of answer (no HTTP status), at its timeout.
+        await dropped_at_the_timeout(peers, opened, timeout, served_meanwhile)
+        await wait_for(lambda: server.transport.open_connections == 1)
 
 
 @pytest.mark.anyio

@@ -22,28 +22,14 @@ from anyio.abc import SocketAttribute
 from securemcp.protocol import Limits
 
 from ..helpers import OP_BINARY, OP_CONT, OP_PING, OP_TEXT, client_frame, text_frame
-from .attacks import MiB, answer, still_answers
+from .attacks import MiB, answer, malformed_requests, still_answers
 from .conftest import MemoryWatch, hostile_server, send_chunked, upgrade_with
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("text", "code"),
-    [
-        pytest.param('{"id": 1, "method": ', -32700, id="truncated-json"),
-        pytest.param("{'id': 1}", -32700, id="not-json"),
-        pytest.param("NaN", -32700, id="nan"),
-        pytest.param("42", -32600, id="number"),
-        pytest.param('"ping"', -32600, id="string"),
-        pytest.param("null", -32600, id="null"),
-        pytest.param('[{"id": 1, "method": "ping"}]', -32600, id="batch"),
-        pytest.param("[]", -32600, id="empty-batch"),
-        pytest.param('{"id": [1], "method": "ping"}', -32600, id="array-id"),
-        pytest.param('{"id": {"a": 1}, "method": "ping"}', -32600, id="object-id"),
-        pytest.param('{"id": true, "method": "ping"}', -32600, id="bool-id"),
-        pytest.param('{"id": 1.5, "method": "ping"}', -32600, id="float-id"),
-        pytest.param('{"id": null, "method": "ping"}', -32600, id="null-id"),
-    ],
+    malformed_requests(""),
 )
 async def test_malformed_request_gets_its_error_with_a_null_id(text: str, code: int) -> None:
     async with hostile_server() as server, server.open_peer() as peer:

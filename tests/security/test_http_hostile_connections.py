@@ -21,7 +21,7 @@ from securemcp.auth import JWTAuthenticator
 from securemcp.protocol import Limits
 from securemcp.ratelimit import RateLimiter
 
-from .attacks import dropped_at_the_timeout
+from .attacks import dropped_at_the_timeout, opened_peers
 from .conftest import (
     ADMIN_TOKEN,
     USER_TOKEN,
@@ -88,34 +88,28 @@ async def test_slowloris_bodies_are_closed_by_the_handshake_timeout() -> None:
     timeout = 1.0
     head = tool_call("echo", message="x" * 80)
     partial = head[: len(head) - 90]
-    async with hostile_server(handshake_timeout=timeout, max_connections=400) as server:
-        opened: list[float] = []
-        peers: list[HTTPPeer] = []
-        try:
-            for _ in range(300):
-                opened.append(anyio.current_time())  # before connecting: the timer starts later
-                peers.append(await http_peer(server, partial))
+    async with (
+        hostile_server(handshake_timeout=timeout, max_connections=400) as server,
+        opened_peers(lambda: http_peer(server, partial), 300) as (peers, opened),
+    ):
 
-            async def drip(peer: HTTPPeer) -> None:
-                # Never past the body's end: that would complete the request.
-                for _ in range(10):
-                    await anyio.sleep(timeout / 5)
-                    try:
-                        await peer.stream.send(b"x")
-                    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                        return
+        async def drip(peer: HTTPPeer) -> None:
+            # Never past the body's end: that would complete the request.
+            for _ in range(10):
+                await anyio.sleep(timeout / 5)
+                try:
+                    await peer.stream.send(b"x")
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    return
 
-            async def meanwhile() -> None:
-                async with anyio.create_task_group() as tg:
-                    for peer in peers[:20]:
-                        tg.start_soon(drip, peer)
-                    await http_probe(server)  # served at once while they hang
+        async def meanwhile() -> None:
+            async with anyio.create_task_group() as tg:
+                for peer in peers[:20]:
+                    tg.start_soon(drip, peer)
+                await http_probe(server)  # served at once while they hang
 
-            await dropped_at_the_timeout(peers, opened, timeout, meanwhile)
-            await wait_for(lambda: server.transport.open_connections == 1)
-        finally:
-            for peer in peers:
-                await peer.stream.aclose()
+        await dropped_at_the_timeout(peers, opened, timeout, meanwhile)
+        await wait_for(lambda: server.transport.open_connections == 1)
 
 
 @pytest.mark.anyio

@@ -16,6 +16,7 @@ import anyio
 import pytest
 from anyio.abc import SocketAttribute
 
+from .attacks import malformed_requests
 from .conftest import MemoryWatch, hostile_server, send_chunked
 from .http_peer import HTTPPeer, chunk, http_peer, http_probe, mcp_post, message, tool_call
 
@@ -34,19 +35,7 @@ async def still_answers(peer: HTTPPeer) -> None:
 @pytest.mark.parametrize(
     ("text", "code"),
     [
-        pytest.param('{"jsonrpc": "2.0", "id": 1, "method": ', -32700, id="truncated-json"),
-        pytest.param("{'id': 1}", -32700, id="not-json"),
-        pytest.param("NaN", -32700, id="nan"),
-        pytest.param("42", -32600, id="number"),
-        pytest.param('"ping"', -32600, id="string"),
-        pytest.param("null", -32600, id="null"),
-        pytest.param('[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', -32600, id="batch"),
-        pytest.param("[]", -32600, id="empty-batch"),
-        pytest.param('{"jsonrpc": "2.0", "id": [1], "method": "ping"}', -32600, id="array-id"),
-        pytest.param('{"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}', -32600, id="obj-id"),
-        pytest.param('{"jsonrpc": "2.0", "id": true, "method": "ping"}', -32600, id="bool-id"),
-        pytest.param('{"jsonrpc": "2.0", "id": 1.5, "method": "ping"}', -32600, id="float-id"),
-        pytest.param('{"jsonrpc": "2.0", "id": null, "method": "ping"}', -32600, id="null-id"),
+        *malformed_requests('"jsonrpc": "2.0", '),
         pytest.param(b'{"jsonrpc": "2.0", "id": 1, "method": "\xff"}', -32700, id="bad-utf8"),
     ],
 )
