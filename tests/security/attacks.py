@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 import anyio
 import anyio.lowlevel
 import pytest
-from _pytest.mark import ParameterSet
 from anyio.abc import SocketAttribute
 
 from securemcp.protocol import Limits
@@ -32,7 +31,7 @@ from ..helpers import OP_TEXT, text_frame
 from .conftest import MemoryWatch, RawPeer
 
 
-def malformed_requests(envelope: str) -> list[ParameterSet]:
+def malformed_requests(envelope: str) -> list[pytest.ParameterSet]:
     """``(text, code)`` params: requests an answer must give a null id, each object
     starting with ``envelope`` (the dialect's own members, such as ``"jsonrpc": "2.0", ``)."""
 
