@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from securemcp.protocol import ConnectionState, HandshakeRequest
 
+from ._forwarded import proxy_peer
 from ._pubsub import ConnectionSession
 from ._security import Admission, Refusal
 from ._settings import choose_subprotocol
@@ -47,6 +48,11 @@ def decide(driver: ConnectionDriver, request: HandshakeRequest) -> None:
     elif driver._refuse:
         unavailable = "max_connections reached"
     guard = driver.settings.guard
+    if guard.proxies is not None:
+        via = proxy_peer(guard.proxies, driver.address, driver.peer)
+        if via is not None:
+            # Through a trusted proxy, the connection is the forwarded client's.
+            driver.address, driver.peer = via.client(request.headers)
     admission = guard.decide(request, driver.address, driver.peer, unavailable=unavailable)
     if isinstance(admission, Refusal):
         driver.conn.reject(admission.status, admission.body, admission.headers)

@@ -118,13 +118,10 @@ class CallAnswers:
             self.call = call
             self.fail(call, Cancelled("Server shutting down"))
             return
+        # This request's client: behind a trusted proxy, the next request's may differ.
+        address, peer = driver.address, driver.peer
         refusal = settings.guard.check_call(
-            principal,
-            driver,
-            call.tool.name,
-            driver.peer,
-            now=time.monotonic(),
-            address=driver.address,
+            principal, driver, call.tool.name, peer, now=time.monotonic(), address=address
         )
         self.call = call
         if isinstance(refusal, RateLimited):
@@ -142,7 +139,7 @@ class CallAnswers:
 
             async def gate(call: ToolCall) -> RateLimited | None:
                 return await settings.guard.acheck_call(
-                    principal, driver, call.tool.name, driver.peer, address=driver.address
+                    principal, driver, call.tool.name, peer, address=address
                 )
 
         cancel = driver.adapter.spawn(call, gate)

@@ -4,7 +4,9 @@ A keep-alive HTTP connection is a connection like a WebSocket one, and holds
 the same :class:`~securemcp.SecurityPolicy` slots:
 
 - ``max_connections_per_address``: its client address's slot, taken by its
-  first request to the MCP endpoint and held until the connection ends;
+  first request to the MCP endpoint and held until the connection ends (none
+  for a connection from a trusted proxy: its requests are many clients', each
+  rate-limited by its own forwarded address);
 - ``max_connections_per_principal``: the slot of the principal its requests
   carry (a bearer token's subject), taken by the first request that carries
   it and held until the connection ends, or until a request on it carries
@@ -56,8 +58,10 @@ def hold_slots(
     if held is not None and held.principal_key == guard.principal_key(principal):
         return True
     try:
-        # The address's slot with the connection's first request only.
-        part = guard.take(driver.address if held is None else None, principal)
+        # The address's slot with the connection's first request only, and never
+        # for a trusted proxy's connection: it carries the requests of many clients.
+        first = held is None and endpoint.via is None
+        part = guard.take(driver.address if first else None, principal)
     except HandshakeRefused as refusal:
         security_logger.warning(
             "HTTP request from %s refused: HTTP %d %s", driver.peer, refusal.status, refusal.reason

@@ -51,6 +51,7 @@ from securemcp.protocol.mcp import PROTOCOL_VERSIONS, MCPSession
 from securemcp.protocol.mcp_stateless import MODERN_PROTOCOL_VERSIONS, has_envelope
 from securemcp.security import HandshakeRefused
 
+from ._forwarded import proxy_peer
 from ._http_calls import JSON, CallAnswers
 from ._http_caps import hold_slots
 from ._http_media import check_media
@@ -70,6 +71,8 @@ from ._settings import answer_http
 if TYPE_CHECKING:
     from securemcp.protocol import ServerConnection
 
+    from ._driver import ConnectionDriver
+
 __all__ = ["HTTPEndpoint"]
 
 
@@ -80,13 +83,21 @@ DEFAULT_LEGACY_VERSION = "2025-03-26"
 class HTTPEndpoint(CallAnswers):
     """Answer the plain HTTP requests of one connection (see the module's docstring)."""
 
-    __slots__ = ()
+    __slots__ = ("via",)
+
+    def __init__(self, driver: ConnectionDriver) -> None:
+        super().__init__(driver)
+        self.via = proxy_peer(driver.settings.guard.proxies, driver.address, driver.peer)
+        """The socket peer when it is a trusted proxy: then the driver's ``address``
+        and ``peer`` are each request's client (see ``_forwarded.py``)."""
 
     # Requests
 
     def on_request(self, request: HTTPRequestReceived) -> None:
         """Answer ``request`` now, or start the tool call that will."""
         driver = self.driver
+        if self.via is not None:
+            driver.address, driver.peer = self.via.client(request.headers)
         driver._arm(math.inf, lazy=True)  # the request is complete: no deadline while answering
         settings = driver.settings
         path = request.path.partition("?")[0]

@@ -159,6 +159,8 @@ class ConnectionGuard:
             self._per_principal is not None or self._per_address is not None
         )
         """Whether any connection cap applies (per principal or per address)."""
+        self.proxies = policy.proxies or None
+        """The trusted reverse proxies (``None``: none, so no header is ever read)."""
 
     def decide(
         self,

@@ -67,7 +67,9 @@ class PrincipalsPolicy(SecurityPolicy):
     @classmethod
     def around(cls, policy: SecurityPolicy, principals: dict[str, Principal]) -> PrincipalsPolicy:
         """``policy``, admitting the tokens of ``principals`` too."""
-        own = {spec.name: getattr(policy, spec.name) for spec in fields(SecurityPolicy)}
+        own = {
+            spec.name: getattr(policy, spec.name) for spec in fields(SecurityPolicy) if spec.init
+        }
         return cls(**own, wrapped=policy, principals=principals)
 
     def check_handshake(self, request: HandshakeRequest, *, now: float) -> HandshakeAccepted:

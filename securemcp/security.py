@@ -14,6 +14,7 @@ from .auth import AuthenticationError, Authenticator, Principal, authenticate_ha
 from .errors import SecureMCPError
 from .origin import OriginPolicy
 from .protocol.events import HandshakeRequest
+from .proxies import TrustedProxies
 from .ratelimit import AsyncConnectionCounter, AsyncRateLimiter, RateLimiter
 
 __all__ = ["HandshakeAccepted", "HandshakeRefused", "SecurityPolicy"]
@@ -74,6 +75,22 @@ class SecurityPolicy:
     that also appears in the server log)."""
     realm: str = "securemcp"
     """The realm named in ``WWW-Authenticate`` on a 401."""
+    trusted_proxies: tuple[str, ...] = ()
+    """The reverse proxies whose ``X-Forwarded-For`` is believed: IP addresses or
+    CIDR networks, such as ``("127.0.0.1", "10.0.0.0/8")`` (``ValueError`` here
+    for an entry that is neither). A connection from one of them is the client's
+    that the header names (:func:`securemcp.proxies.client_address`) for the
+    per-address connection cap, the rate limit of anonymous HTTP requests and the
+    security log. List only proxies you run: any other peer could name any
+    address. Empty (the default): the header is never read."""
+    proxies: TrustedProxies = field(init=False, repr=False, compare=False)
+    """``trusted_proxies``, parsed (when the policy was made)."""
+
+    def __post_init__(self) -> None:
+        proxies = TrustedProxies(self.trusted_proxies)
+        # Frozen: the parsed form is set once, here, and the entries kept as a tuple.
+        object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
+        object.__setattr__(self, "proxies", proxies)
 
     def check_handshake(self, request: HandshakeRequest, *, now: float) -> HandshakeAccepted:
         """Apply the Origin and authentication rules; raise :class:`HandshakeRefused` to refuse.

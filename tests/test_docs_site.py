@@ -46,6 +46,7 @@ PUBLIC_MODULES = [
     "securemcp.errors",
     "securemcp.context",
     "securemcp.origin",
+    "securemcp.proxies",
     "securemcp.tools",
     "securemcp.app",
 ]
