@@ -38,7 +38,7 @@ def test_a_plain_get_becomes_an_http_request_event() -> None:
     assert conn.events_received() == []
     conn.respond(200, "<p>hi</p>", [("Content-Type", "text/html"), ("Content-Length", "1")])
     status, headers, body = _head_and_body(conn.data_to_send())
-    assert status == "HTTP/1.1 200 "
+    assert status == "HTTP/1.1 200 OK"
     assert headers["content-type"] == "text/html"
     assert headers["content-length"] == str(len(body))
     assert headers["connection"] == "close"
