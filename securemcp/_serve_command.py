@@ -98,15 +98,25 @@ def _token_scopes(value: str, app: SecureMCP) -> tuple[str, list[str]]:
     return token, sorted({scope for tool in app.tools.values() for scope in tool.scopes})
 
 
-def security_policy(tokens: Sequence[str], app: SecureMCP) -> SecurityPolicy | None:
-    """The policy for ``--token`` values (``TOKEN`` or ``TOKEN:SCOPE,...``); ``None`` for none."""
-    if not tokens:
+def security_policy(
+    tokens: Sequence[str], app: SecureMCP, proxies: Sequence[str] = ()
+) -> SecurityPolicy | None:
+    """The policy for ``--token`` values (``TOKEN`` or ``TOKEN:SCOPE,...``) and
+    ``--trusted-proxy`` ones; ``None`` for neither."""
+    if not tokens and not proxies:
         return None
+    authenticator = None
+    if tokens:
+        try:
+            authenticator = StaticTokenAuthenticator(dict(_token_scopes(t, app) for t in tokens))
+        except ValueError as exc:
+            raise CLIError(f"invalid --token: {exc}", 2) from None
     try:
-        authenticator = StaticTokenAuthenticator(dict(_token_scopes(t, app) for t in tokens))
+        return SecurityPolicy(
+            authenticator=authenticator, allow_anonymous=False, trusted_proxies=tuple(proxies)
+        )
     except ValueError as exc:
-        raise CLIError(f"invalid --token: {exc}", 2) from None
-    return SecurityPolicy(authenticator=authenticator, allow_anonymous=False)
+        raise CLIError(f"invalid --trusted-proxy: {exc}", 2) from None
 
 
 def shared_urls(args: argparse.Namespace) -> tuple[str | None, str | None]:
@@ -160,7 +170,10 @@ def serve(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     context = tls_server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     transport = WebSocketTransport(
-        app, ssl=context, security=security_policy(args.token, app), broker=broker
+        app,
+        ssl=context,
+        security=security_policy(args.token, app, args.trusted_proxy),
+        broker=broker,
     )
     try:
         check_workers(args.workers, app, transport.broker)
@@ -186,6 +199,10 @@ examples:
 With --token the server refuses connections without one of the tokens (HTTP 401).
 TOKEN:SCOPES grants exactly those comma-separated scopes; a bare TOKEN grants every
 scope the app's tools require. Ctrl+C stops the server gracefully.
+
+Behind a reverse proxy, --trusted-proxy ADDRESS (or NETWORK/BITS, repeatable) makes
+the client the one the proxy names in X-Forwarded-For, for the per-address limits
+and the security log; list only proxies you run (docs/security.md).
 
 --workers N (Linux) serves from N processes sharing the port; a worker that dies
 is replaced. Processes share rooms and broadcast only through a broker, so N > 1
@@ -217,6 +234,13 @@ def add_serve_command(commands: Any, formatter: type[argparse.HelpFormatter]) ->
         default=[],
         metavar="TOKEN[:SCOPES]",
         help="accept this bearer token (repeatable); connections without one are refused",
+    )
+    parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDRESS[/BITS]",
+        help="believe X-Forwarded-For from this proxy address or network (repeatable)",
     )
     parser.add_argument(
         "--workers",

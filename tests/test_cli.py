@@ -259,6 +259,25 @@ def test_token_on_both_sides(app_dir: Path) -> None:
         running.close()
 
 
+def test_a_trusted_proxy_names_its_client_in_the_security_log(app_dir: Path) -> None:
+    running = Server(app_dir, "--token", "s3cret", "--trusted-proxy", "127.0.0.0/8")
+    try:
+        port = int(running.url.rsplit(":", 1)[1])
+        request = (
+            b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Forwarded-For: 203.0.113.7\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(request)
+            assert client.recv(65536).startswith(b"HTTP/1.1 401 ")
+        line = running.lines.get(timeout=10)
+        while "refused" not in line:
+            line = running.lines.get(timeout=10)
+        assert "HTTP request from 203.0.113.7 via ('127.0.0.1'" in line, line
+    finally:
+        running.close()
+
+
 def test_tls_with_a_private_ca(app_dir: Path) -> None:
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(app_dir / "ca.pem"))
@@ -303,6 +322,8 @@ def test_serve_errors_in_process(in_app_dir: Path, capsys: pytest.CaptureFixture
     assert main(["serve", "broken_dep"]) == 1
     assert "importing 'broken_dep' failed" in capsys.readouterr().err
     sys.modules.pop("broken_dep", None)
+    assert main(["serve", "cli_app:app", "--trusted-proxy", "proxy.example"]) == 2
+    assert "invalid --trusted-proxy: trusted proxy 'proxy.example'" in capsys.readouterr().err
     (in_app_dir / "bad.pem").write_text("not a certificate\n")
     assert main(["serve", "cli_app:app", "--tls-cert", "bad.pem"]) == 2
     assert "cannot load TLS certificate bad.pem" in capsys.readouterr().err
