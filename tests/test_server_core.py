@@ -175,6 +175,27 @@ def test_non_upgrade_http_request_gets_400(app: SecureMCP) -> None:
     assert server.data_to_send() == b""
 
 
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [b"abc"],  # not 16 bytes
+        [b"AAAAAAAAAAAAAAAAAAAA"],  # 15 bytes
+        [b"dGhlIHNhbXBsZSBub25jZ!=="],  # not base64
+        [b"dGhlIHNhbXBsZSBub25jZQ==", b"AAAAAAAAAAAAAAAAAAAAAA=="],  # two keys
+    ],
+)
+def test_a_key_that_is_not_one_16_byte_nonce_gets_400(app: SecureMCP, keys: list[bytes]) -> None:
+    lines = b"".join(b"Sec-WebSocket-Key: %b\r\n" % key for key in keys)
+    request = UPGRADE_REQUEST.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", lines)
+    server = ServerConnection(app)
+    server.receive_data(request)
+    assert server.events_received() == []
+    answer = server.data_to_send()
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"Sec-WebSocket-Key must be one 16-byte nonce" in answer
+    assert server.state is ConnectionState.CLOSED
+
+
 def test_an_unknown_websocket_version_gets_426_naming_version_13(app: SecureMCP) -> None:
     server = ServerConnection(app)
     server.receive_data(UPGRADE_REQUEST.replace(b"Version: 13", b"Version: 8"))

@@ -11,6 +11,8 @@ an :class:`~securemcp.protocol.HTTPRequest` answered with
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterable
 from http import HTTPStatus
 
@@ -138,12 +140,17 @@ class ServerHandshake(_Endpoint):
 
     def _on_handshake_event(self, event: WSEvent) -> None:
         if isinstance(event, Request):
+            headers = header_pairs(event.extra_headers)
+            if not _one_nonce(headers):
+                # RFC 6455 4.2.1: wsproto takes any value, the last of several.
+                self._reject(400, "Bad Request: Sec-WebSocket-Key must be one 16-byte nonce\n")
+                return
             self._awaiting_decision = True
             self._events.append(
                 HandshakeRequest(
                     path=event.target,
                     host=event.host,
-                    headers=header_pairs(event.extra_headers),
+                    headers=headers,
                     subprotocols=tuple(event.subprotocols),
                     extensions=tuple(str(ext) for ext in event.extensions),
                 )
@@ -322,3 +329,14 @@ class ServerHandshake(_Endpoint):
     def _on_accepted(self, subprotocol: str | None, welcome: bool) -> None:
         """The upgrade is done: greet the client, or start the dialect ``subprotocol`` names."""
         raise NotImplementedError
+
+
+def _one_nonce(headers: tuple[tuple[str, str], ...]) -> bool:
+    """Whether the upgrade has one ``Sec-WebSocket-Key``, a base64-encoded 16-byte value."""
+    keys = [value for name, value in headers if name == "sec-websocket-key"]
+    if len(keys) != 1 or len(keys[0]) != 24:
+        return False
+    try:
+        return len(base64.b64decode(keys[0], validate=True)) == 16
+    except binascii.Error:
+        return False

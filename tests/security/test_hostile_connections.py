@@ -145,6 +145,7 @@ async def test_a_head_dripping_forever_gets_431_at_the_size_limit() -> None:
         pytest.param(
             UPGRADE_REQUEST.replace(b"Version: 13", b"Version: 8"), 426, id="websocket-version-8"
         ),
+        pytest.param(upgrade_with([("Sec-WebSocket-Key", "x" * 24)]), 400, id="two-keys"),
     ],
 )
 async def test_bad_handshakes_get_their_http_status(request_bytes: bytes, status: int) -> None:
