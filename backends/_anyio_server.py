@@ -4,8 +4,9 @@ The connection's task reads, feeds the :class:`ConnectionDriver` and writes what
 it produced before reading again, so a peer that does not read its answers
 stops being read (TCP pushes back). A call that suspends runs in a task of the
 server's task group in a cancel scope of its own; deadlines (handshake, close,
-credential expiry) are a sleeping task that exists only while one is armed.
-No task group, scope or event belongs to an idle connection.
+credential expiry) are kept by a cancel scope around the connection's reading,
+whose deadline moves in place. No task group or event belongs to an idle
+connection.
 
 Writes: one task at a time is the writer and sends until the driver has
 nothing left; others return at once (their bytes go out with the writer's),
@@ -51,6 +52,8 @@ class StreamConnection:
     """One server connection on an anyio byte stream (an adapter of :class:`ConnectionDriver`)."""
 
     __slots__ = (
+        "_cut",
+        "_deadline",
         "_flush_wanted",
         "_paused",
         "_resume",
@@ -72,7 +75,10 @@ class StreamConnection:
         # Shielded: the server's own cancellation must not cut connections short;
         # it drains them and then says goodbye. abort() cancels it.
         self._scope = anyio.CancelScope(shield=True)
+        # The deadline, and the scope that keeps it while the task serves (see _serve).
+        self._deadline = math.inf
         self._timer: anyio.CancelScope | None = None
+        self._cut = False
         self._writing = False
         self._write_idle: anyio.Event | None = None
         self._flush_wanted = False
@@ -88,17 +94,7 @@ class StreamConnection:
                 # for cancellation on every call, so look once here.
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 driver.start()
-                tls = self._server.settings.ssl
-                if tls is not None:
-                    self._stream = await TLSStream.wrap(
-                        self._stream,
-                        server_side=True,
-                        ssl_context=tls,
-                        # WebSocket has its own closing handshake; a missing
-                        # TLS close_notify is not a truncation attack here.
-                        standard_compatible=False,
-                    )
-                await self._read_loop()
+                await self._serve()
         except _IO_ERRORS as exc:
             # Only the TLS handshake gets here; later I/O errors end the loop.
             logger.debug("connection from %s failed: %r", driver.peer, exc)
@@ -113,6 +109,34 @@ class StreamConnection:
                 except (*_IO_ERRORS, anyio.EndOfStream):
                     pass
 
+    async def _serve(self) -> None:
+        """TLS, then the read loop, under the driver's deadline (see :meth:`set_deadline`)."""
+        driver = self.driver
+        tls = self._server.settings.ssl
+        while not driver.finished:
+            with anyio.CancelScope(deadline=self._deadline) as timer:
+                self._timer = timer
+                if tls is not None:
+                    self._stream = await TLSStream.wrap(
+                        self._stream,
+                        server_side=True,
+                        ssl_context=tls,
+                        # WebSocket has its own closing handshake; a missing
+                        # TLS close_notify is not a truncation attack here.
+                        standard_compatible=False,
+                    )
+                    tls = None
+                await self._read_loop()
+            self._timer = None
+            if timer.cancelled_caught:
+                self._deadline = math.inf
+                driver.on_deadline()
+                if self._cut:
+                    # The deadline cut a write short: the stream holds half a
+                    # frame and can carry nothing more.
+                    self.abort()
+                await self._flush()
+
     async def _read_loop(self) -> None:
         driver = self.driver
         receive = self._stream.receive
@@ -121,9 +145,11 @@ class StreamConnection:
                 # At a limit: not reading is what makes TCP push back on the peer.
                 self._paused = True
                 self._resume = anyio.Event()
-                await self._resume.wait()
-                self._resume = None
-                self._paused = False
+                try:
+                    await self._resume.wait()
+                finally:
+                    self._resume = None
+                    self._paused = False
                 continue
             try:
                 data = await receive(READ_SIZE)
@@ -166,6 +192,9 @@ class StreamConnection:
                 try:
                     for chunk in chunks:
                         await self._stream.send(chunk)
+                except anyio.get_cancelled_exc_class():
+                    self._cut = True
+                    raise
                 except _IO_ERRORS as exc:
                     logger.debug("connection from %s lost while writing: %r", driver.peer, exc)
                     driver.eof_received()
@@ -228,19 +257,13 @@ class StreamConnection:
             await guarded(work, self.driver)
 
     def set_deadline(self, when: float) -> None:
+        # The connection's own task keeps the deadline: a scope around its
+        # reading (see _serve), moved in place. A task per deadline cost a
+        # task, two scopes and a cancellation per connection (a sixth of
+        # trio's CPU for a connection per call, S3c).
+        self._deadline = when
         if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if when != math.inf:
-            self._timer = anyio.CancelScope(shield=True)
-            self._server.task_group.start_soon(self._sleep_until, when, self._timer)
-
-    async def _sleep_until(self, when: float, scope: anyio.CancelScope) -> None:
-        with scope:
-            await anyio.sleep_until(when)
-            self._timer = None
-            self.driver.on_deadline()
-            await self._flush()
+            self._timer.deadline = when
 
     def abort(self) -> None:
         self._scope.cancel()
