@@ -205,8 +205,8 @@ class ConnectionDriver(DriverCalls):
         """Set the deadline; ``lazy``: leave an earlier timer be, it sets itself again when due.
 
         Lazy is for keep-alive HTTP, whose deadline moves with every request:
-        moving the adapter's timer each time cost a timer (a task on trio) per
-        request, where letting it fire and re-arm costs one per timeout.
+        moving the adapter's timer each time cost a loop timer per request on
+        asyncio, where letting it fire and re-arm costs one per timeout.
         """
         if when == self._deadline:
             return
