@@ -38,10 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 # Run as a script, this file finds its sibling modules on sys.path[0]; mypy knows them by package.
 if TYPE_CHECKING:
-    from benchmarks import broadcast, harness
+    from benchmarks import broadcast, harness, options
 else:
     import broadcast
     import harness
+    import options
 
 SERVERS_DIR = harness.SERVERS_DIR
 SECTION = "## S6 broadcast: one sender, a room of receivers"
@@ -138,7 +139,7 @@ def markdown(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the whole benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    harness.add_options(parser, "every server, briefly")
+    options.add_options(parser, "every server, briefly")
     broadcast.add_options(parser)
     args = parser.parse_args(argv)
     if args.smoke:

@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 # Run as a script, this file finds its sibling modules on sys.path[0]; mypy knows them by package.
 if TYPE_CHECKING:
-    from benchmarks import harness
+    from benchmarks import harness, options
     from benchmarks.report import fmt, markdown
     from benchmarks.run import SERVERS, Entry, Workload, measure
 else:
     import harness
+    import options
     from report import fmt, markdown
     from run import SERVERS, Entry, Workload, measure
 
@@ -93,11 +94,11 @@ def intro(meta: dict[str, Any]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run S3c; print the section; write it into RESULTS.md unless smoke."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    harness.add_window_options(parser, "every server for about a second")
+    options.add_window_options(parser, "every server for about a second")
     args = parser.parse_args(argv)
     args.idle, args.client_work_us = 0, 0.0  # what run.measure passes on
     servers = harness.chosen(SEED_SERVERS, args.only)
-    load_before = harness.settle(args)
+    load_before = options.settle(args)
     started = time.monotonic()
     runs = harness.Collector()
     for round_number in range(1, args.runs + 1):

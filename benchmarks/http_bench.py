@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 # Run as a script, this file finds its sibling modules on sys.path[0]; mypy knows them by package.
 if TYPE_CHECKING:
-    from benchmarks import harness
+    from benchmarks import harness, options
     from benchmarks.report import Target, markdown
     from benchmarks.run import SERVERS, Entry, Workload
 else:
     import harness
+    import options
     from report import Target, markdown
     from run import SERVERS, Entry, Workload
 
@@ -150,10 +151,10 @@ def _versions() -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run M3; print the section; write it into RESULTS.md unless smoke."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    harness.add_window_options(parser, "every server for about a second")
+    options.add_window_options(parser, "every server for about a second")
     args = parser.parse_args(argv)
     servers = available(args.only)
-    load_before = harness.settle(args)
+    load_before = options.settle(args)
     started = time.monotonic()
     runs = harness.Collector()
     for round_number in range(1, args.runs + 1):

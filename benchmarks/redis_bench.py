@@ -43,10 +43,11 @@ from typing import TYPE_CHECKING, Any
 
 # Run as a script, this file finds its sibling modules on sys.path[0]; mypy knows them by package.
 if TYPE_CHECKING:
-    from benchmarks import broadcast, harness, redis_history
+    from benchmarks import broadcast, harness, options, redis_history
 else:
     import broadcast
     import harness
+    import options
     import redis_history
 
 SECTION = "## S7 Redis: broadcast and history across processes"
@@ -221,7 +222,7 @@ def markdown(results: harness.Results, setups: Sequence[Setup], meta: dict[str, 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the whole benchmark, or rewrite its section from a ``--json`` dump."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    harness.add_options(parser, "asyncio only, 20 receivers, short history windows")
+    options.add_options(parser, "asyncio only, 20 receivers, short history windows")
     parser.set_defaults(runs=2)
     parser.add_argument("--redis-url", help="use this Redis instead of starting one")
     parser.add_argument("--backends", default="asyncio,uvloop,trio",

@@ -49,10 +49,11 @@ from typing import TYPE_CHECKING, Any
 
 # Run as a script, this file finds its sibling modules on sys.path[0]; mypy knows them by package.
 if TYPE_CHECKING:
-    from benchmarks import harness
+    from benchmarks import harness, options
     from benchmarks.report import Target, fmt, intro, markdown
 else:
     import harness
+    import options
     from report import Target, fmt, intro, markdown
 
 HERE = harness.HERE
@@ -310,7 +311,7 @@ def _versions() -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the section; write it into RESULTS.md unless smoke."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    harness.add_options(parser, "every server x workload, ~1 s")
+    options.add_options(parser, "every server x workload, ~1 s")
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--idle", type=int, default=10_000, help="S4's idle connections")
@@ -345,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workloads = [w for w in WORKLOADS if w.key in keys]
 
     if not args.smoke:
-        harness.wait_for_quiet(args.wait_load, 15 * 60)
+        options.wait_for_quiet(args.wait_load, 15 * 60)
     load_before = harness.load_average()
     started = time.monotonic()
     runs = harness.Collector()
