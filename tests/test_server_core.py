@@ -181,6 +181,7 @@ def test_non_upgrade_http_request_gets_400(app: SecureMCP) -> None:
         [b"abc"],  # not 16 bytes
         [b"AAAAAAAAAAAAAAAAAAAA"],  # 15 bytes
         [b"dGhlIHNhbXBsZSBub25jZ!=="],  # not base64
+        [b"dGhlIHNhbXBsZSBub25jZ\x80=="],  # not even ASCII
         [b"dGhlIHNhbXBsZSBub25jZQ==", b"AAAAAAAAAAAAAAAAAAAAAA=="],  # two keys
     ],
 )

@@ -12,7 +12,6 @@ an :class:`~securemcp.protocol.HTTPRequest` answered with
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Iterable
 from http import HTTPStatus
 
@@ -338,5 +337,5 @@ def _one_nonce(headers: tuple[tuple[str, str], ...]) -> bool:
         return False
     try:
         return len(base64.b64decode(keys[0], validate=True)) == 16
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a value that is not ASCII
         return False
