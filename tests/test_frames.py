@@ -148,21 +148,33 @@ def test_fragments_over_the_limit_are_not_buffered(app: SecureMCP) -> None:
     assert server.events_received() == []
 
 
-def test_huge_frame_header_closes_as_soon_as_the_limit_is_passed(app: SecureMCP) -> None:
+@pytest.mark.parametrize("sent", [0, 1, LIMIT // 2], ids=["head-alone", "one-byte", "half"])
+def test_a_frame_head_announcing_more_than_the_limit_closes_1009_at_once(
+    app: SecureMCP, sent: int
+) -> None:
     server = open_server(app, limits=Limits(max_message_size=LIMIT))
-    # The header promises a terabyte; the masked body arrives in pieces.
+    # The header promises a terabyte: nothing of it is kept, whatever came with it.
     frame = client_frame(b"x" * (LIMIT + 10_001), announced_length=2**40)
     body_start = len(frame) - (LIMIT + 10_001)
-    server.receive_data(frame[: body_start + LIMIT])
-    assert server.data_to_send() == b""
-    assert sum(map(len, server._messages.parts)) == LIMIT
-    server.receive_data(frame[body_start + LIMIT : body_start + LIMIT + 1])
+    server.receive_data(frame[: body_start + sent])
     assert server.data_to_send() == server_close(1009, f"message exceeds {LIMIT} bytes")
     assert server._messages.parts == []
-    server.receive_data(frame[body_start + LIMIT + 1 :])
+    server.receive_data(frame[body_start + sent :])
     assert server._messages.parts == []
     assert server.data_to_send() == b""
     assert server.events_received() == []
+
+
+def test_a_message_whose_frames_pass_the_limit_closes_as_they_do(app: SecureMCP) -> None:
+    server = open_server(app, limits=Limits(max_message_size=LIMIT))
+    # Each frame's head announces no more than the limit; together they pass it.
+    first = client_frame(b"x" * LIMIT, fin=False)
+    server.receive_data(first)
+    assert server.data_to_send() == b""
+    assert sum(map(len, server._messages.parts)) == LIMIT
+    server.receive_data(client_frame(b"x", OP_CONT))
+    assert server.data_to_send() == server_close(1009, f"message exceeds {LIMIT} bytes")
+    assert server._messages.parts == []
 
 
 def test_limit_counts_utf8_bytes_not_characters(app: SecureMCP) -> None:

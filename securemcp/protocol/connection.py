@@ -280,12 +280,20 @@ class _Endpoint(Closing):
                 self._broken(int(exc.code), str(exc))
                 return
             if frame is None:
+                # Mostly the read ended between frames: no head is pending then.
+                if frames.header is not None and self._state is ConnectionState.OPEN:
+                    try:
+                        self._check_announced(frames)  # a head that came without its payload
+                    except Refused as refusal:
+                        self._fail(refusal.code, refusal.reason)
                 return
             opcode = frame.opcode
             payload: Any = frame.payload
             if opcode is _TEXT or opcode is _CONTINUATION or opcode is _BINARY:
                 try:
                     if self._state is ConnectionState.OPEN:
+                        if not frame.frame_finished:
+                            self._check_announced(frames, len(payload), opcode)
                         message = self._messages.feed(
                             opcode, payload, frame.frame_finished, frame.message_finished
                         )
@@ -317,6 +325,24 @@ class _Endpoint(Closing):
                 # since the backend stops reading while we are paused.
                 self._held = True
                 return
+
+    def _check_announced(
+        self, frames: FrameDecoder, arriving: int = 0, opcode: Opcode | None = None
+    ) -> None:
+        """Raise :class:`Refused` for a data frame whose head announces more than
+        the message may hold, ``arriving`` bytes of it (``opcode``) in hand, not yet counted.
+
+        Checked before the bytes are kept, so a huge frame costs nothing; only
+        without compression: a compressed frame's length says little of what
+        it inflates to, which the deflate extension bounds itself.
+        """
+        header = frames.header
+        # A binary message is refused for what it is (1003) as its first bytes come.
+        if header is None or header.opcode.iscontrol() or header.opcode is _BINARY:
+            return
+        if frames.extensions:
+            return
+        self._messages.announced(arriving + header.payload_len - frames.payload_consumed, opcode)
 
     def _process_handshake(self) -> None:
         handshake = self._handshake

@@ -79,6 +79,20 @@ class Assembler:
         self._size = self._frames = 0
         return payload
 
+    def announced(self, remaining: int, opcode: Opcode | None = None) -> None:
+        """A data frame's head says ``remaining`` more payload bytes are coming.
+
+        Raises :class:`Refused` at once when they would take the message past
+        ``max_message_size``: a peer announcing a huge frame and then sending
+        nothing gets its 1009 now, not only once the bytes pass the limit.
+        ``opcode`` is that of the frame's first bytes, in hand: refused, they
+        still start the message whose later frames are then skipped.
+        """
+        if self._size + remaining > self.limits.max_message_size:
+            if opcode is not None:
+                self._sequence(opcode)
+            raise Refused(CloseCode.MESSAGE_TOO_BIG, too_big(self.limits))
+
     def skip(self, opcode: Opcode, frame_done: bool, fin: bool) -> None:
         """A data frame of a message the connection no longer reads (it is closing)."""
         self._sequence(opcode)

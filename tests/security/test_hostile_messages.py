@@ -77,6 +77,15 @@ async def test_message_over_the_limit_sent_whole_closes_1009() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_frame_head_announcing_2_62_bytes_closes_1009_without_its_payload() -> None:
+    # The head alone: a peer that then sends nothing is told at once, not left open.
+    head = client_frame(b"", announced_length=2**62)
+    async with hostile_server() as server, server.open_peer() as peer:
+        await peer.stream.send(head)
+        assert await peer.close_code() == 1009
+
+
+@pytest.mark.anyio
 async def test_message_over_the_limit_in_many_small_fragments_closes_1009() -> None:
     # 1000 fragments (under max_fragments) of 1100 bytes: past 1 MiB at the 954th.
     chunk = b"x" * 1100
