@@ -1,11 +1,9 @@
 """The load generator: one process driving one workload against one server, then one JSON line.
 
 The same client for every server: ``picows`` (a Cython WebSocket client for
-asyncio) on uvloop, from ``benchmarks/.venv-peers``. Where picows is not
-installed (a fresh CI machine without the peers environment) it falls back
-to the ``websockets`` client of the dev extra, which is slower: figures from
-the fallback only keep the harness working (``--smoke``), they are not for
-comparison.
+asyncio) on uvloop, from ``benchmarks/.venv-peers``; without it, the slower
+``websockets`` client of the dev extra, whose figures only keep the harness
+working (``--smoke``) and are not for comparison.
 
 Closed loop: each connection keeps ``--depth`` calls in flight and sends the
 next one as soon as an answer arrives. After ``--warmup`` seconds the window
@@ -28,11 +26,10 @@ what the report publishes: a fast client that sleeps between answers.
 ``echo`` (S7 calls the chat example's ``send_message`` and ``get_messages``):
 then any result is a right answer, and an error answer an error.
 
-``--churn`` (S3c) gives each call a connection of its own: each of the
-``--connections`` slots opens a connection, waits until it is ready (the seed
-dialect's welcome, MCP's ``initialize``), makes one call, closes it on the
-answer and opens the next: the worst case, many short-lived clients. A
-connection that cannot open, or closes before its answer, is an error.
+``--churn`` (S3c): each of the ``--connections`` slots opens a connection,
+waits until it is ready (welcome, or ``initialize``), makes one call, closes
+it on the answer and opens the next. Failing to open, or closing before the
+answer, is an error.
 
 ``--idle N`` (S4) instead warms the server up, reads its resident memory,
 opens ``N`` idle connections, reads it again, and reports the difference per
