@@ -19,7 +19,7 @@ import pydantic_core
 
 from securemcp.auth import Principal
 from securemcp.errors import ErrorCode, RPCError
-from securemcp.protocol import ToolCall
+from securemcp.protocol import ToolCall, http_write
 from securemcp.protocol.calls import authorize_call, prepare_call, visible_tools
 from securemcp.protocol.jsonrpc import RequestId, dumps_bytes
 from securemcp.pubsub import Broker, check_topic
@@ -56,7 +56,7 @@ _REFUSAL_CODES = {
     503: ErrorCode.UNAVAILABLE,  # full, or shutting down
 }
 
-TEXT = ("content-type", "text/plain; charset=utf-8")
+TEXT = ("content-type", http_write.TEXT_PLAIN)
 
 
 class RequestSession:

@@ -215,11 +215,10 @@ class HTTPServerConnection(Answers):
     def _fail(self, status: int, message: str, allow: str | None = None) -> None:
         """Answer a peer's fault with ``status`` and close (the request's rest goes unread)."""
         body = f"{http_write.reason(status)}: {message}\n".encode()
-        framing = b"content-length: %d\r\n%b" % (len(body), http_write.CLOSE)
         headers = () if allow is None else (("allow", allow),)
-        self._output.append(http_write.head(status, headers, "text/plain; charset=utf-8", framing))
-        if not self._is_head():
-            self._output.append(body)
+        self._output.append(
+            http_write.closing_answer(status, body, headers, to_head=self._is_head())
+        )
         self._close(lost=False)
 
     def _feed(self, conn: h11.Connection) -> bool:

@@ -22,10 +22,12 @@ from ..errors import LocalProtocolError
 
 __all__ = [
     "CLOSE",
+    "TEXT_PLAIN",
     "CONTINUE",
     "FRAMING",
     "LAST_CHUNK",
     "chunk",
+    "closing_answer",
     "field",
     "head",
     "reason",
@@ -37,6 +39,9 @@ FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNSAFE = re.compile(r"[\x00\r\n]")
+
+TEXT_PLAIN = "text/plain; charset=utf-8"
+"""The content type of the connection's own answers (refusals)."""
 
 CLOSE = b"connection: close\r\n"
 """The framing line of a connection's last answer."""
@@ -104,6 +109,15 @@ def head(
     parts.append(framing)
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def closing_answer(
+    status: int, body: bytes, headers: Iterable[tuple[str, str]] = (), *, to_head: bool = False
+) -> bytes:
+    """A connection's last answer: ``body`` (plain text unless ``headers`` say otherwise),
+    its length and ``Connection: close``; the body left out when ``to_head`` a HEAD request."""
+    framing = b"content-length: %d\r\n%b" % (len(body), CLOSE)
+    return head(status, headers, TEXT_PLAIN, framing) + (b"" if to_head else body)
 
 
 def chunk(data: bytes) -> bytes:

@@ -32,8 +32,6 @@ from .limits import Limits
 
 __all__ = ["ServerHandshake"]
 
-_TEXT = "text/plain; charset=utf-8"
-
 WEBSOCKET_VERSION = "13"
 """The only ``Sec-WebSocket-Version`` spoken (RFC 6455's)."""
 
@@ -126,14 +124,10 @@ class ServerHandshake(_Endpoint):
             except ValueError:
                 body = ""
         payload = body.encode() if isinstance(body, str) else body
-        # Written here, not by wsproto (whose h11 leaves the reason phrase
-        # out): the connection closes after it, so no parser state follows.
-        # An answer to HEAD has no body; the rest say how long theirs is.
-        has_body = self._head is None or self._head.start != b"HEAD "
-        framing = (b"content-length: %d\r\n" % len(payload) if has_body else b"") + http_write.CLOSE
-        self._write(http_write.head(status, extra_headers, _TEXT, framing))
-        if has_body and payload:
-            self._write(payload)
+        # Written as plain HTTP answers are, not by wsproto (whose h11 leaves
+        # the reason phrase out): the connection closes after it.
+        to_head = self._head is not None and self._head.start == b"HEAD "
+        self._write(http_write.closing_answer(status, payload, extra_headers, to_head=to_head))
         self._awaiting_decision = False
         self._state = ConnectionState.CLOSED
 
