@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hypothesis import strategies as st
+
 from securemcp.protocol import HTTPRequestReceived, HTTPServerConnection
 
 POST = (
@@ -31,3 +33,32 @@ def requests(conn: HTTPServerConnection) -> list[HTTPRequestReceived]:
     events = conn.events_received()
     assert all(isinstance(event, HTTPRequestReceived) for event in events), events
     return events  # type: ignore[return-value]
+
+
+HEADS = st.builds(
+    lambda method, target, version, headers, body: (
+        method + b" " + target + b" " + version + b"\r\n" + b"".join(headers) + b"\r\n" + body
+    ),
+    st.sampled_from([b"GET", b"POST", b"DELETE", b"PUT", b"HEAD", b"G\x00T", b""]),
+    st.sampled_from([b"/", b"/mcp", b"*", b"/a b", b"http://x/mcp", b""]),
+    st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"HTTP/1.1 x"]),
+    st.lists(
+        st.sampled_from(
+            [
+                b"Host: x\r\n",
+                b"Content-Length: 3\r\n",
+                b"Content-Length: 300\r\n",
+                b"Content-Length: -1\r\n",
+                b"Transfer-Encoding: chunked\r\n",
+                b"Connection: close\r\n",
+                b"Expect: 100-continue\r\n",
+                b"Upgrade: websocket\r\n",
+                b" folded\r\n",
+                b"bad header\r\n",
+            ]
+        ),
+        max_size=10,
+    ),
+    st.binary(max_size=64) | st.just(b"3\r\nabc\r\n0\r\n\r\n"),
+)
+"""Requests, well-formed or not, with a body or bytes after them: for the fuzz tests."""

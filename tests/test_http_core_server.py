@@ -25,6 +25,7 @@ from securemcp.protocol import (
 )
 
 from .helpers import UPGRADE_REQUEST
+from .http_core_helpers import HEADS as heads
 from .http_core_helpers import get, post, status_of
 
 # Through the server core
@@ -174,34 +175,6 @@ def test_without_http_methods_the_core_is_unchanged() -> None:
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LIMITS = Limits(
     max_http_body=256, max_handshake_size=1024, max_header_count=8, max_http_pipelined=512
-)
-
-
-heads = st.builds(
-    lambda method, target, version, headers, body: (
-        method + b" " + target + b" " + version + b"\r\n" + b"".join(headers) + b"\r\n" + body
-    ),
-    st.sampled_from([b"GET", b"POST", b"DELETE", b"PUT", b"HEAD", b"G\x00T", b""]),
-    st.sampled_from([b"/", b"/mcp", b"*", b"/a b", b"http://x/mcp", b""]),
-    st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"HTTP/1.1 x"]),
-    st.lists(
-        st.sampled_from(
-            [
-                b"Host: x\r\n",
-                b"Content-Length: 3\r\n",
-                b"Content-Length: 300\r\n",
-                b"Content-Length: -1\r\n",
-                b"Transfer-Encoding: chunked\r\n",
-                b"Connection: close\r\n",
-                b"Expect: 100-continue\r\n",
-                b"Upgrade: websocket\r\n",
-                b" folded\r\n",
-                b"bad header\r\n",
-            ]
-        ),
-        max_size=10,
-    ),
-    st.binary(max_size=64) | st.just(b"3\r\nabc\r\n0\r\n\r\n"),
 )
 
 

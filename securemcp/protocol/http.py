@@ -29,6 +29,7 @@ from . import http_write
 from .events import Event
 from .http_answer import Answers, Phase
 from .http_events import HTTPAborted, HTTPRequestReceived, framing
+from .http_head import HeadReader, parser
 from .limits import Limits
 from .output import Output
 
@@ -79,10 +80,10 @@ class HTTPServerConnection(Answers):
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         self.methods = tuple(method.upper() for method in methods)
-        # One h11 connection per request: it parses that request, and what
-        # follows it is taken back (``trailing_data``) for the next one's. The
-        # answer is written by http_write, so h11 never sees it.
-        self._h11: h11.Connection | None = self._parser()
+        # One parser per request (see http_head): it parses that request's
+        # head, and what follows it is taken back (``trailing_data``) for the
+        # next one's. The answer is written by http_write, so h11 never sees it.
+        self._h11: HeadReader | h11.Connection | None = self._parser()
         self._output = output if output is not None else Output()
         self._events: list[Event] = []
         self.emit: Callable[[Event], None] = emit if emit is not None else self._queue
@@ -190,8 +191,8 @@ class HTTPServerConnection(Answers):
 
     # Internals
 
-    def _parser(self) -> h11.Connection:
-        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_handshake_size)
+    def _parser(self) -> HeadReader | h11.Connection:
+        return parser(self.limits.max_handshake_size)
 
     def _answered(self) -> None:
         self._request = None
@@ -221,7 +222,7 @@ class HTTPServerConnection(Answers):
         )
         self._close(lost=False)
 
-    def _feed(self, conn: h11.Connection) -> bool:
+    def _feed(self, conn: HeadReader | h11.Connection) -> bool:
         """Give h11 the next held bytes (or the EOF); ``False`` when there is nothing to give."""
         if self._offset < len(self._pending):
             end = self._offset + _FEED
@@ -322,7 +323,10 @@ class HTTPServerConnection(Answers):
         if conn.they_are_waiting_for_100_continue:
             self._output.append(http_write.CONTINUE)
         if chunked:
-            return False  # h11 reads the chunks (Data events) up to EndOfMessage
+            # h11's connection reads the chunks (Data events) up to EndOfMessage.
+            if type(conn) is HeadReader:
+                self._h11 = conn.connection()
+            return False
         # h11 parsed and checked the head, Content-Length included; the body is
         # then just that many bytes, taken here: two h11 events less a request.
         self._take_back(conn)
@@ -363,7 +367,7 @@ class HTTPServerConnection(Answers):
         else:
             body[0] = bytearray(body[0]) + data
 
-    def _take_back(self, conn: h11.Connection) -> None:
+    def _take_back(self, conn: HeadReader | h11.Connection) -> None:
         """What h11 was given past the request goes back in front of what it was not."""
         trailing, _ = conn.trailing_data
         if trailing:
