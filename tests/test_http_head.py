@@ -106,7 +106,7 @@ def test_the_fast_reader_is_the_one_in_use() -> None:
 
     Then run this module against it and, if it passes, add it to VERIFIED.
     """
-    assert h11.__version__.startswith(http_head.VERIFIED)
+    assert getattr(h11, "__version__", "").startswith(http_head.VERIFIED)
     assert http_head.FAST
     assert type(http_head.parser(LIMIT)) is http_head.HeadReader
 

@@ -38,7 +38,7 @@ try:
 except ImportError:  # pragma: no cover - an h11 without them: the public parser does it all
     FAST = False
 else:
-    FAST = h11.__version__.startswith(VERIFIED)
+    FAST = getattr(h11, "__version__", "").startswith(VERIFIED)
 
 __all__ = ["FAST", "VERIFIED", "HeadReader", "parser"]
 
