@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, cast
 
 from securemcp.auth import Principal
 from securemcp.errors import InvalidRequest, RPCError
-from securemcp.protocol import HandshakeRequest, HTTPRequest, HTTPRequestReceived
+from securemcp.protocol import HTTPRequest, HTTPRequestReceived
 from securemcp.protocol.jsonrpc import loads
 from securemcp.protocol.mcp import PROTOCOL_VERSIONS, MCPSession
 from securemcp.protocol.mcp_stateless import MODERN_PROTOCOL_VERSIONS, has_envelope
@@ -172,15 +172,10 @@ class HTTPEndpoint(CallAnswers):
     def _admit(self, request: HTTPRequestReceived) -> tuple[bool, Principal | None]:
         """Whether the security policy admits ``request``, and its principal (refused: answered)."""
         driver = self.driver
-        handshake = HandshakeRequest(
-            path=request.path,
-            host=request.header("host") or "",
-            headers=request.headers,
-            subprotocols=(),
-            extensions=(),
-        )
         try:
-            accepted = driver.settings.guard.policy.check_handshake(handshake, now=time.time())
+            principal = driver.settings.guard.policy.check_request(
+                request.path, request.headers, now=time.time()
+            )
         except HandshakeRefused as refusal:
             security_logger.warning(
                 "HTTP request from %s refused: HTTP %d %s",
@@ -196,7 +191,7 @@ class HTTPEndpoint(CallAnswers):
             )
             self._respond(500, b"authentication failed\n", [_TEXT])
             return False, None
-        return True, accepted.principal
+        return True, principal
 
     def _page(self, request: HTTPRequestReceived) -> None:
         """A path other than the MCP endpoint: the answer it had before HTTP serving, then close."""

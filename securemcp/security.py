@@ -3,7 +3,8 @@
 Pure like the protocol core: the time is passed in, nothing is read from a
 socket or a clock. A backend calls :meth:`SecurityPolicy.check_handshake` on
 each :class:`~securemcp.protocol.HandshakeRequest` and then either
-``accept(principal=...)`` or ``reject(refusal.status, ...)``.
+``accept(principal=...)`` or ``reject(refusal.status, ...)``; on each plain
+HTTP request it calls :meth:`SecurityPolicy.check_request`.
 """
 
 from __future__ import annotations
@@ -97,13 +98,35 @@ class SecurityPolicy:
 
         ``now`` is the POSIX time, for token expiry.
         """
-        if not self.origins.check_headers(request.headers):
+        principal, subprotocols = self._admit(request.headers, request.subprotocols, now)
+        return HandshakeAccepted(principal, subprotocols)
+
+    def check_request(
+        self, path: str, headers: tuple[tuple[str, str], ...], *, now: float
+    ) -> Principal | None:
+        """:meth:`check_handshake` for a plain HTTP request (``path``, lower-case ``headers``):
+        its principal, or :class:`HandshakeRefused`.
+
+        A subclass that overrides :meth:`check_handshake` has it asked here too,
+        so that HTTP requests pass its rules as upgrades do; the stock policy
+        checks the headers directly, without a handshake object per request.
+        """
+        if type(self).check_handshake is not SecurityPolicy.check_handshake:
+            host = next((value for name, value in headers if name == "host"), "")
+            request = HandshakeRequest(path, host, headers, subprotocols=(), extensions=())
+            return self.check_handshake(request, now=now).principal
+        return self._admit(headers, (), now)[0]
+
+    def _admit(
+        self, headers: tuple[tuple[str, str], ...], subprotocols: tuple[str, ...], now: float
+    ) -> tuple[Principal | None, tuple[str, ...]]:
+        if not self.origins.check_headers(headers):
             raise HandshakeRefused(403, "origin not allowed")
         try:
-            principal, subprotocols = authenticate_handshake(
+            return authenticate_handshake(
                 self.authenticator,
-                request.headers,
-                request.subprotocols,
+                headers,
+                subprotocols,
                 now=now,
                 required=not self.allow_anonymous,
             )
@@ -111,4 +134,3 @@ class SecurityPolicy:
             raise HandshakeRefused(
                 401, exc.reason, (("www-authenticate", exc.www_authenticate(self.realm)),)
             ) from None
-        return HandshakeAccepted(principal, subprotocols)

@@ -26,7 +26,9 @@ from securemcp import (
 )
 from securemcp.backends.mcp_client import ProgressUpdate
 from securemcp.origin import OriginPolicy
+from securemcp.protocol import HandshakeRequest
 from securemcp.ratelimit import RateLimiter
+from securemcp.security import HandshakeAccepted, HandshakeRefused
 from securemcp.transport import HTTPClient, HTTPRejected
 
 from .helpers import serving
@@ -141,6 +143,29 @@ async def test_a_refused_origin_gets_403_and_rate_limits_apply() -> None:
         [{"type": "text", "text": "x"}]
     ] * 2
     assert answers[2]["error"]["code"] == -31029
+
+
+@pytest.mark.anyio
+async def test_a_policy_that_overrides_check_handshake_judges_http_requests_too() -> None:
+    """Admission skips the handshake object for the stock policy, never for a subclass's rules."""
+    seen: list[tuple[str, str]] = []
+
+    class TenantPolicy(SecurityPolicy):
+        def check_handshake(self, request: HandshakeRequest, *, now: float) -> HandshakeAccepted:
+            seen.append((request.path, request.host))
+            if request.header("x-tenant") != "acme":
+                raise HandshakeRefused(403, "tenant required")
+            return HandshakeAccepted(Principal("acme-user", frozenset()), ())
+
+    async with serving(transport(security=TenantPolicy())) as port:
+        with anyio.fail_after(LIMIT):
+            refused = await one(port, post(rpc("tools/list", _meta=MODERN)))
+            listed = await one(port, post(rpc("tools/list", _meta=MODERN), "X-Tenant: acme\r\n"))
+    assert refused.status == 403
+    assert refused.json()["error"]["message"] == "Tenant required (HTTP 403)"
+    assert listed.status == 200
+    assert [tool["name"] for tool in listed.json()["result"]["tools"]][:1] == ["echo"]
+    assert seen == [("/mcp", "127.0.0.1")] * 2
 
 
 @pytest.mark.anyio
