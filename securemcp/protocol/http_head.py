@@ -36,9 +36,12 @@ try:
     from h11._readers import maybe_read_from_IDLE_client
     from h11._receivebuffer import ReceiveBuffer
 except ImportError:  # pragma: no cover - an h11 without them: the public parser does it all
-    FAST = False
+    _HAS_READER = False
 else:
-    FAST = getattr(h11, "__version__", "").startswith(VERIFIED)
+    _HAS_READER = True
+
+FAST = _HAS_READER and getattr(h11, "__version__", "").startswith(VERIFIED)
+"""Whether :func:`parser` gives a :class:`HeadReader` (else a public ``h11.Connection``)."""
 
 __all__ = ["FAST", "VERIFIED", "HeadReader", "parser"]
 
