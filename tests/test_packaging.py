@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -27,6 +28,10 @@ import securemcp
 from .cli_helpers import Server
 
 ROOT = Path(__file__).resolve().parent.parent
+_NOT_BUILT = shutil.ignore_patterns(
+    ".git", ".venv*", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "site", "dist"
+)
+"""What the copy built from leaves out: environments, caches, earlier builds."""
 SLOW = 300  # seconds: a build, a virtual environment and an install from pip's cache
 README_RUN = 'transport.run(host="0.0.0.0", port=8765)  # blocking; Ctrl+C stops it cleanly'
 
@@ -67,10 +72,18 @@ def readme_snippet() -> str:
 
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The sdist and the wheel ``python -m build`` makes of this checkout."""
+    """The sdist and the wheel ``python -m build`` makes of this checkout.
+
+    Built from a copy: setuptools writes ``securemcp.egg-info`` into the tree it
+    builds, and in the checkout that directory would make pytest's next run
+    rewrite the whole installed package's asserts (it lists the package's files),
+    which ``python -m securemcp`` under runpy cannot load.
+    """
     out = tmp_path_factory.mktemp("dist")
+    tree = tmp_path_factory.mktemp("tree") / "securemcp"
+    shutil.copytree(ROOT, tree, symlinks=True, ignore=_NOT_BUILT)
     done = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
+        [sys.executable, "-m", "build", "--outdir", str(out), str(tree)],
         capture_output=True,
         text=True,
         timeout=SLOW,
