@@ -35,7 +35,7 @@ def test_smoke_run_reports_securemcp_and_the_sdk2_server(tmp_path: Path, mcp2_py
     assert meta["versions"]["mcp (SDK 2.x server)"] == "2.3.0"
 
 
-@pytest.mark.parametrize("loop", ["path", "h11"])
+@pytest.mark.parametrize("loop", ["path", "h11", "h11-connection"])
 def test_the_instruction_count_loops_serve_the_m3_request(loop: str) -> None:
     """``http_cost.py``'s loops (what valgrind counts) run and answer right, without valgrind."""
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "http_cost.py"
