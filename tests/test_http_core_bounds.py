@@ -3,7 +3,7 @@
 Pipelined requests are parsed only while fewer than ``Limits.max_pending_output``
 bytes of answers are unsent, alone (:class:`HTTPServerConnection`) and inside a
 :class:`ServerConnection`; a body in tiny chunks costs its bytes, not an object
-each; :meth:`~HTTPServerConnection.respond_last` ends the connection.
+each, and so does a head; :meth:`~HTTPServerConnection.respond_last` ends the connection.
 """
 
 from __future__ import annotations
@@ -92,6 +92,25 @@ def test_respond_last_says_close_and_ends_the_connection() -> None:
     assert b"retry-after: 1" in head
     assert conn.state is ConnectionState.CLOSED
     assert conn.events_received() == [ConnectionClosed(1000, "HTTP connection done", ())]
+
+
+def test_a_head_in_one_byte_reads_costs_its_bytes() -> None:
+    """A slowloris head is held once, not as an object per read (before its 431)."""
+    limit = 16 * 1024
+    conn = HTTPServerConnection(Limits(max_handshake_size=limit))
+    head = b"POST /mcp HTTP/1.1\r\nHost: x\r\nx-slow: " + b"s" * (limit - 100)
+    tracemalloc.start()
+    try:
+        for byte in head:
+            conn.receive_data(bytes([byte]))
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    # One bytes object per read would hold about 40 bytes per byte of head.
+    assert held < 4 * limit, held
+    assert conn.events_received() == []
+    conn.receive_data(b"s" * 200)
+    assert conn.data_to_send().startswith(b"HTTP/1.1 431 ")
 
 
 def test_a_body_in_one_byte_chunks_costs_its_bytes() -> None:

@@ -61,7 +61,9 @@ class HeadReader:
     def __init__(self, max_incomplete_event_size: int) -> None:
         self._limit = max_incomplete_event_size
         self._buffer = ReceiveBuffer()
-        self._fed: list[bytes] = []  # for connection(): the head's bytes, if the body is chunked
+        # Everything received, for connection(): the first piece as it came, more in one
+        # bytearray (a piece per read, as a slowloris sends them, would cost an object each).
+        self._fed: bytes | bytearray = b""
         self._closed = False
         self._request: h11.Request | None = None
 
@@ -69,7 +71,13 @@ class HeadReader:
         """Bytes from the peer; ``b""`` for the end of its input."""
         if data:
             self._buffer += data
-            self._fed.append(data)
+            fed = self._fed
+            if not fed:
+                self._fed = data
+            elif type(fed) is bytearray:
+                fed += data
+            else:
+                self._fed = bytearray(fed) + data
         else:
             self._closed = True
 
@@ -106,7 +114,7 @@ class HeadReader:
     def connection(self) -> h11.Connection:
         """An ``h11.Connection`` that has read this head, to read a chunked body on."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limit)
-        conn.receive_data(b"".join(self._fed))
+        conn.receive_data(bytes(self._fed))
         if self._closed:
             conn.receive_data(b"")
         event = conn.next_event()
