@@ -18,7 +18,7 @@ Both are private names of h11, so they are used only on the h11 releases
 ``tests/test_http_head.py`` has held them to: there the reader and a public
 ``h11.Connection`` give the same answers, byte for byte. On any other h11
 (``FAST`` false) every head goes through a public ``h11.Connection``, slower
-and as correct.
+and as correct; ``pyproject.toml`` keeps h11 below the next minor release.
 
 A chunked body is read by h11's connection as before: :meth:`HeadReader.connection`
 hands over an ``h11.Connection`` that has read the same head.
