@@ -13,13 +13,12 @@
 
 from __future__ import annotations
 
-import base64
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from securemcp.errors import InternalError, error_for_code
+from securemcp.param_headers import Path, encode, header_map, param_headers
 from securemcp.protocol.mcp import TOOLS_CALL
 
 from ._http_transport import Answer, Headers, HTTPRejected
@@ -32,6 +31,7 @@ __all__ = [
     "answer_result",
     "deliver_notification",
     "header_value",
+    "learn_param_headers",
     "routing_headers",
     "session_headers",
 ]
@@ -43,8 +43,6 @@ MODERN_PROTOCOL_VERSION = "2026-07-28"
 
 # The parameter that names what a request acts on, sent again as ``Mcp-Name``.
 _NAME_PARAMS = {TOOLS_CALL: "name", "prompts/get": "name", "resources/read": "uri"}
-_HEADER_SAFE = re.compile(r"[\x20-\x7e]*")
-_BASE64_SENTINEL = re.compile(r"=\?base64\?.*\?=")
 
 NotificationCallback = Callable[[str, Any], "Awaitable[None] | None"]
 """``on_notification(method, params)`` for notifications that are not a call's progress."""
@@ -55,23 +53,48 @@ CallProgress = tuple[str | None, ProgressCallback] | None
 
 def header_value(value: str) -> str:
     """``value`` as an HTTP header carries it: verbatim, or base64 in ``=?base64?...?=``."""
-    if (
-        _HEADER_SAFE.fullmatch(value)
-        and value == value.strip()
-        and not _BASE64_SENTINEL.fullmatch(value)
-    ):
-        return value
-    return f"=?base64?{base64.b64encode(value.encode()).decode('ascii')}?="
+    return encode(value)
 
 
-def routing_headers(method: str, params: Any) -> Headers:
-    """The 2026-07-28 headers of a request of ``method`` with ``params``."""
+def routing_headers(
+    method: str, params: Any, param_maps: Mapping[str, Mapping[Path, str]] | None = None
+) -> Headers:
+    """The 2026-07-28 headers of a request of ``method`` with ``params``.
+
+    For a ``tools/call`` of a tool in ``param_maps`` (name: its ``x-mcp-header``
+    arguments, learnt from ``tools/list``), its ``Mcp-Param-*`` headers too.
+    """
     headers = [("MCP-Protocol-Version", MODERN_PROTOCOL_VERSION), ("Mcp-Method", method)]
     key = _NAME_PARAMS.get(method)
     name = params.get(key) if key is not None and isinstance(params, Mapping) else None
     if isinstance(name, str):
         headers.append(("Mcp-Name", header_value(name)))
+        mirrored = None if param_maps is None or method != TOOLS_CALL else param_maps.get(name)
+        if mirrored:
+            headers += param_headers(mirrored, params.get("arguments"))
     return tuple(headers)
+
+
+def learn_param_headers(
+    tools: list[dict[str, Any]], param_maps: dict[str, Mapping[Path, str]]
+) -> list[dict[str, Any]]:
+    """``tools`` (a 2026-07-28 ``tools/list``) without those whose ``x-mcp-header`` breaks
+    its rules, as the revision has a client do; the others' arguments to mirror go
+    to ``param_maps``."""
+    kept = []
+    for tool in tools:
+        name = tool.get("name")
+        try:
+            found = header_map(tool.get("inputSchema"))
+        except ValueError as exc:
+            logger.warning("leaving out tool %r: %s", name, exc)
+            if isinstance(name, str):
+                param_maps.pop(name, None)
+            continue
+        if isinstance(name, str):
+            param_maps[name] = found
+        kept.append(tool)
+    return kept
 
 
 def session_headers(protocol_version: str | None, session_id: str | None) -> Headers:

@@ -9,16 +9,14 @@ answer and the tool call started (``backends/_http_calls.py`` runs it).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import pydantic_core
 
 from securemcp.auth import Principal
 from securemcp.errors import ErrorCode, RPCError
+from securemcp.param_headers import PREFIX, decode, mismatch
 from securemcp.protocol import ToolCall, http_write
 from securemcp.protocol.calls import authorize_call, prepare_call, visible_tools
 from securemcp.protocol.jsonrpc import RequestId, dumps_bytes
@@ -45,8 +43,6 @@ HEADER_MISMATCH = -32020
 _NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 """Methods whose target is mirrored in ``Mcp-Name``, and the params key holding it."""
 _VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
-_BASE64 = re.compile(r"=\?base64\?(?P<payload>.*)\?=")
-
 _T = TypeVar("_T")
 
 _REFUSAL_CODES = {
@@ -173,14 +169,20 @@ class RequestView:
         return call
 
 
-def header_mismatch(request: Any, message: dict[str, Any]) -> str | None:
+def header_mismatch(
+    request: Any,
+    message: dict[str, Any],
+    tools: Mapping[str, Tool] | None = None,
+    principal: Principal | None = None,
+) -> str | None:
     """Why a 2026-07-28 request's routing headers fail its body, or ``None``.
 
     ``MCP-Protocol-Version`` must equal the envelope's version, ``Mcp-Method``
     the body's method, and ``Mcp-Name`` (verbatim, or base64 in
     ``=?base64?...?=``) the named target of ``tools/call``, ``prompts/get`` and
-    ``resources/read``: intermediaries route on the headers, the server runs
-    the body, and the two must never disagree.
+    ``resources/read``, and each ``Mcp-Param-*`` header the called tool's
+    ``x-mcp-header`` arguments (given ``tools``): intermediaries route on the
+    headers, the server runs the body, and the two must never disagree.
     """
     params = message.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
@@ -197,7 +199,27 @@ def header_mismatch(request: Any, message: dict[str, Any]) -> str | None:
         name = _decoded(request.header("mcp-name"))
         if name is None or name != params.get(key):
             return "Mcp-Name is missing or does not match the request's target"
+    if method == "tools/call" and tools is not None and isinstance(params, dict):
+        return _param_mismatch(request, params, tools, principal)
     return None
+
+
+def _param_mismatch(
+    request: Any, params: dict[str, Any], tools: Mapping[str, Tool], principal: Principal | None
+) -> str | None:
+    """Why the ``Mcp-Param-*`` headers fail the arguments of the tool called, or ``None``.
+
+    Only a tool the caller may see is checked: for any other the call's own
+    answer (unknown tool) must not differ by what its schema says.
+    """
+    tool = tools.get(params["name"])  # a string: Mcp-Name matched it
+    if tool is None or not tool.param_headers or not visible_tools((tool,), principal):
+        return None
+    sent: dict[str, list[str]] = {}
+    for name, value in request.headers:
+        if name.startswith(PREFIX):
+            sent.setdefault(name, []).append(value)
+    return mismatch(tool.param_headers, params.get("arguments"), sent)
 
 
 def origin_path(target: str) -> str:
@@ -212,15 +234,7 @@ def origin_path(target: str) -> str:
 
 def _decoded(value: str | None) -> str | None:
     """A header value as sent: verbatim, or the UTF-8 text of its base64 form."""
-    if value is None or not value.startswith("=?"):
-        return value
-    wrapped = _BASE64.fullmatch(value)
-    if wrapped is None:
-        return value
-    try:
-        return base64.b64decode(wrapped["payload"], validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
+    return None if value is None else decode(value)
 
 
 def error_body(request_id: RequestId | None, exc: RPCError) -> bytes:

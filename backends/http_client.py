@@ -50,6 +50,7 @@ from securemcp.errors import (
     RequestTimeout,
     RPCError,
 )
+from securemcp.param_headers import Path
 from securemcp.protocol.mcp import TOOLS_CALL, UnsupportedProtocolVersion
 from securemcp.protocol.mcp_stateless import SERVER_DISCOVER
 
@@ -59,11 +60,12 @@ from ._http_mcp import (
     NotificationCallback,
     answer_result,
     deliver_notification,
+    learn_param_headers,
     routing_headers,
     session_headers,
 )
 from ._http_transport import Answer, Headers, HTTPRejected, HTTPTransport, Listener
-from ._mcp_calls import MCPCalls
+from ._mcp_calls import CallTimeout, MCPCalls
 from .mcp_client import (
     CLIENT_NAME,
     ProgressCallback,
@@ -149,6 +151,8 @@ class HTTPClient(MCPCalls):
         self._tokens = itertools.count(1)
         self._renewing = anyio.Lock()
         self._state: Literal["new", "open", "closed"] = "new"
+        # Tool name: the arguments its calls repeat as Mcp-Param-* headers (2026-07-28).
+        self._param_maps: dict[str, Mapping[Path, str]] = {}
 
     def __repr__(self) -> str:
         return f"<HTTPClient {self.url} {self._state} {self.protocol_version or ''}>".rstrip()
@@ -263,7 +267,14 @@ class HTTPClient(MCPCalls):
         finally:
             await self._http.aclose()
 
-    # Calls: request, call_tool, invoke_tool, list_tools and ping are MCPCalls'.
+    # Calls: request, call_tool, invoke_tool and ping are MCPCalls'.
+
+    async def list_tools(self, *, timeout: CallTimeout = ...) -> list[dict[str, Any]]:
+        """:meth:`MCPCalls.list_tools`; at 2026-07-28 it also learns which arguments
+        later calls repeat as ``Mcp-Param-*`` headers, and leaves out (logging a
+        warning) a tool whose ``x-mcp-header`` breaks its rules."""
+        tools = await super().list_tools(timeout=timeout)
+        return learn_param_headers(tools, self._param_maps) if self.stateless else tools
 
     def _stateless(self) -> bool:
         return self.stateless
@@ -319,9 +330,8 @@ class HTTPClient(MCPCalls):
         ``initialize`` (the request was not run: it is sent again).
         """
         if self.stateless:
-            return await self._post(
-                message, routing_headers(message["method"], message.get("params")), progress
-            )
+            headers = routing_headers(message["method"], message.get("params"), self._param_maps)
+            return await self._post(message, headers, progress)
         used = self.session_id
         answer = await self._post(message, self._legacy_headers(), progress)
         if answer.status != 404 or used is None:

@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, TypeAdapter
 
 from .context import Context
 from .errors import InvalidParams
+from .param_headers import header_map
 from .progress import Progress
 
 __all__ = ["Tool"]
@@ -121,6 +122,10 @@ class Tool:
     runs_inline: bool = False
     """An async tool whose code never awaits: its coroutine finishes on its first
     step, so a backend may run it in place instead of paying for a task."""
+    param_headers: Mapping[tuple[str, ...], str] = field(default_factory=dict)
+    """The arguments a 2026-07-28 HTTP call repeats as ``Mcp-Param-*`` headers: each
+    one's path in the arguments and its header name (``x-mcp-header`` in the
+    input schema, see :mod:`securemcp.param_headers`)."""
 
     @classmethod
     def from_function(
@@ -136,7 +141,8 @@ class Tool:
         """Inspect ``fn`` and build its validator and schemas.
 
         Raises ``TypeError`` for a function that cannot be a tool (variadic
-        parameters, positional-only parameters, an invalid name).
+        parameters, positional-only parameters, an invalid name), ``ValueError``
+        for an ``x-mcp-header`` that breaks its rules (:mod:`securemcp.param_headers`).
         """
         if isinstance(scopes, str):
             raise TypeError("scopes must be a collection of scope names, not one string")
@@ -201,6 +207,10 @@ class Tool:
         input_schema = model.model_json_schema(by_alias=True)
         input_schema.pop("title", None)
         input_schema.setdefault("properties", {})
+        try:
+            param_headers = header_map(input_schema)
+        except ValueError as exc:
+            raise ValueError(f"tool {tool_name!r}: {exc}") from None
 
         return cls(
             name=tool_name,
@@ -217,6 +227,7 @@ class Tool:
             annotations=dict(annotations) if annotations is not None else None,
             _model=model,
             _param_names=tuple(param_names),
+            param_headers=param_headers,
         )
 
     def validate(self, arguments: Any) -> dict[str, Any]:

@@ -12,10 +12,11 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import anyio.abc
+from pydantic import Field
 
 from securemcp import Principal, Progress, SecureMCP, SecurityPolicy, StaticTokenAuthenticator
 from securemcp.transport import WebSocketTransport
@@ -68,6 +69,13 @@ def make_app(hang_events: tuple[anyio.Event, anyio.Event] | None = None) -> Secu
     @app.tool(scopes={"admin"})
     def purge() -> str:
         return "purged"
+
+    @app.tool()
+    async def forecast(
+        region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], days: int = 1
+    ) -> str:
+        """The forecast for ``region``, which a 2026-07-28 call sends as a header too."""
+        return f"{region}: {days} day(s) of sun"
 
     return app
 

@@ -3,7 +3,8 @@
 Run by the interpreter of the SDK 2.x environment (``tests/mcp2_env.py``), never
 imported by the test suite: ``python sdk2_http_client.py URL [--legacy]``. It
 lists the tools, then calls: ``echo`` (success), ``add`` with a bad argument,
-an unknown tool, and ``count`` with a progress callback; it prints one JSON
+an unknown tool, ``count`` with a progress callback and ``forecast`` (whose
+``region`` the SDK sends as ``Mcp-Param-Region`` too, at 2026-07-28); it prints one JSON
 object with the protocol version, the tool names, each call's result (text,
 ``isError``) and the progress reports seen.
 
@@ -64,6 +65,7 @@ async def main() -> None:
             out["count"] = _text(
                 await client.call_tool("count", {"steps": 3}, progress_callback=on_progress)
             )
+            out["forecast"] = _text(await client.call_tool("forecast", {"region": "Zürich"}))
     out["progress"] = progress
     print(json.dumps(out), flush=True)
 

@@ -4,7 +4,9 @@ Run by the interpreter of the SDK 2.x environment (``tests/mcp2_env.py``), never
 imported by the test suite: ``python sdk2_http_server.py [--token T] [--json]``.
 It serves ``/mcp`` on 127.0.0.1 on a port the OS picks and prints
 ``URL http://127.0.0.1:<port>/mcp`` once it listens. Its tools: ``echo``,
-``add`` (typed ints), ``count`` (reports progress) and ``fail`` (raises).
+``add`` (typed ints), ``count`` (reports progress), ``fail`` (raises) and
+``forecast``, whose ``region`` is also sent as the ``Mcp-Param-Region`` header
+(``x-mcp-header``, 2026-07-28).
 With ``--token`` it demands ``Authorization: Bearer <token>``.
 """
 
@@ -18,11 +20,13 @@ import asyncio
 import logging
 import socket
 import sys
+from typing import Annotated
 
 import uvicorn
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
+from pydantic import Field
 
 
 class StaticTokens:
@@ -71,6 +75,13 @@ def build(token: str | None, port: int) -> MCPServer:
     def fail(reason: str = "boom") -> str:
         """Raise."""
         raise RuntimeError(reason)
+
+    @server.tool()
+    def forecast(
+        region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], days: int = 1
+    ) -> str:
+        """The forecast for ``region``; ``region`` travels as a header too."""
+        return f"{region}: {days} day(s) of sun"
 
     return server
 

@@ -43,6 +43,7 @@ PUBLIC_MODULES = [
     "securemcp.progress",
     "securemcp.security",
     "securemcp.auth",
+    "securemcp.param_headers",
     "securemcp.errors",
     "securemcp.context",
     "securemcp.origin",

@@ -18,7 +18,13 @@ from securemcp.backends._http_mcp import header_value
 from securemcp.backends._http_transport import SSEParser
 from securemcp.backends.http_client import MODERN_PROTOCOL_VERSION
 from securemcp.backends.mcp_client import ProgressUpdate
-from securemcp.errors import InternalError, LocalProtocolError, RequestTimeout, ToolError
+from securemcp.errors import (
+    InternalError,
+    LocalProtocolError,
+    RequestTimeout,
+    RPCError,
+    ToolError,
+)
 from securemcp.transport import HTTPClient, HTTPRejected
 
 from .mcp2_env import TOKEN
@@ -89,6 +95,27 @@ async def test_calls_the_sdk_servers_tools(sdk2_http_server: str, protocol: Any)
     # An unexpected exception's message stays on the server.
     assert failed.is_error
     assert "kaputt" not in failed.text
+
+
+@pytest.mark.anyio
+async def test_x_mcp_header_arguments_are_mirrored_once_the_tools_are_listed(
+    sdk2_http_server: str,
+) -> None:
+    """2026-07-28 (SEP-2243): a listed tool's ``x-mcp-header`` argument goes as ``Mcp-Param-*``."""
+    with anyio.fail_after(LIMIT):
+        async with HTTPClient(sdk2_http_server, protocol="modern") as client:
+            # Not listed yet, so the client cannot know of the header; the SDK refuses.
+            with pytest.raises(RPCError) as unlisted:
+                await client.call_tool("forecast", {"region": UNICODE})
+            tools = await client.list_tools()
+            result = await client.call_tool("forecast", {"region": UNICODE, "days": 2})
+            plain = await client.call_tool("forecast", {"region": "eu-west"})
+    assert unlisted.value.code == -32020
+    assert "Mcp-Param-Region" in unlisted.value.message
+    forecast = next(tool for tool in tools if tool["name"] == "forecast")
+    assert forecast["inputSchema"]["properties"]["region"]["x-mcp-header"] == "Region"
+    assert (result.is_error, result.text) == (False, f"{UNICODE}: 2 day(s) of sun")
+    assert plain.text == "eu-west: 1 day(s) of sun"
 
 
 @pytest.mark.anyio

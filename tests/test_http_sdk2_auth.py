@@ -33,7 +33,7 @@ from .http_helpers import (
 
 pytestmark = pytest.mark.anyio
 
-ALL_TOOLS = ["add", "count", "echo", "hang", "purge"]
+ALL_TOOLS = ["add", "count", "echo", "forecast", "hang", "purge"]
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

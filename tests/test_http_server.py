@@ -57,8 +57,10 @@ async def test_the_sdk_client_lists_and_calls(mcp2_python: Path, mode: str) -> N
         with anyio.fail_after(LIMIT + 10):
             out = await sdk_client(mcp2_python, f"http://127.0.0.1:{port}/mcp", *args)
     assert out["protocol_version"] == ("2025-11-25" if mode == "legacy" else "2026-07-28")
-    assert out["tools"] == ["add", "count", "echo", "hang"]
+    assert out["tools"] == ["add", "count", "echo", "forecast", "hang"]
     assert out["echo"] == {"text": "héllo ✓", "isError": False}
+    # At 2026-07-28 with Mcp-Param-Region (checked against the body), at 2025-11-25 without.
+    assert out["forecast"] == {"text": "Zürich: 1 day(s) of sun", "isError": False}
     assert out["added"] == {"text": "5", "isError": False}
     assert out["bad"]["isError"]
     assert "valid integer" in out["bad"]["text"]
@@ -84,8 +86,11 @@ async def test_our_client_lists_calls_and_sees_progress(protocol: Any) -> None:
                 bad = await client.call_tool("add", {"a": "x", "b": 1})
                 counted = await client.call_tool("count", {"steps": 3}, on_progress=seen.append)
                 quiet = await client.call_tool("count", {"steps": 2})
+                # Listed: at 2026-07-28 the client mirrors region as Mcp-Param-Region.
+                forecast = await client.call_tool("forecast", {"region": "Zürich", "days": 3})
                 stateless, version = client.stateless, client.protocol_version
-    assert {tool["name"] for tool in tools} == {"echo", "add", "count", "hang"}
+    assert {tool["name"] for tool in tools} == {"echo", "add", "count", "forecast", "hang"}
+    assert forecast.text == "Zürich: 3 day(s) of sun"
     assert echoed.text == "hi"
     assert bad.is_error
     assert "valid integer" in bad.text

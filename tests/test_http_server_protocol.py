@@ -181,6 +181,46 @@ async def test_routing_headers_must_match_the_body() -> None:
             assert legacy.status == 200
 
 
+@pytest.mark.anyio
+async def test_mcp_param_headers_must_match_the_arguments_they_mirror() -> None:
+    """A tool's ``x-mcp-header`` argument (``forecast``'s ``region``) and its header agree."""
+    zurich = "=?base64?" + base64.b64encode("Zürich".encode()).decode() + "?="
+
+    def call(region: str | None, headers: str) -> bytes:
+        arguments = {} if region is None else {"region": region}
+        body = rpc("tools/call", name="forecast", arguments=arguments, _meta=MODERN)
+        return post(body, headers)
+
+    async with serving(transport()) as port:
+        with anyio.fail_after(LIMIT):
+            for request, reason in (
+                (call("eu", ""), "Mcp-Param-Region is missing"),
+                (call("eu", "Mcp-Param-Region: us\r\n"), "does not match"),
+                (call("eu", "Mcp-Param-Region: eu\r\nmcp-param-region: eu\r\n"), "more than"),
+                (call(None, "Mcp-Param-Region: eu\r\n"), "sent without the argument"),
+                (call("Zürich", "Mcp-Param-Region: Zürich\r\n"), "does not match"),
+            ):
+                refused = await one(port, request)
+                assert refused.status == 400, reason
+                assert refused.json()["error"]["code"] == -32020
+                assert reason in refused.json()["error"]["message"]
+            for request in (
+                call("eu", "Mcp-Param-Region: eu\r\n"),
+                call("eu", "MCP-PARAM-REGION: eu\r\n"),  # header names ignore case
+                call("Zürich", f"Mcp-Param-Region: {zurich}\r\n"),
+            ):
+                answer = await one(port, request)
+                assert answer.status == 200
+                assert answer.json()["result"]["content"][0]["text"].endswith("1 day(s) of sun")
+            # The argument missing and no header: the tool's own validation answers.
+            missing = await one(port, call(None, ""))
+            assert missing.json()["result"]["isError"]
+            # Legacy requests carry no routing headers, Mcp-Param-* included.
+            legacy = rpc("tools/call", name="forecast", arguments={"region": "eu"})
+            answer = await one(port, post(legacy, "MCP-Protocol-Version: 2025-11-25\r\n"))
+            assert answer.json()["result"]["content"][0]["text"] == "eu: 1 day(s) of sun"
+
+
 # Shutdown
 
 
