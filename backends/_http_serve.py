@@ -147,7 +147,7 @@ class HTTPEndpoint(CallAnswers):
         version = None if enveloped else request.header("mcp-protocol-version")
         # A stateless revision named by the header needs the body's envelope too.
         if enveloped or version in MODERN_PROTOCOL_VERSIONS:
-            mismatch = header_mismatch(request, message, settings.app.tools, principal)
+            mismatch = header_mismatch(request, message, settings.app.get_tool, principal)
             if mismatch is not None:
                 refusal = RPCError(f"Header mismatch: {mismatch}", code=HEADER_MISMATCH)
                 self._respond(400, error_body(message.get("id"), refusal), JSON)

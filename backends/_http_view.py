@@ -9,7 +9,7 @@ answer and the tool call started (``backends/_http_calls.py`` runs it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pydantic_core
@@ -172,7 +172,7 @@ class RequestView:
 def header_mismatch(
     request: Any,
     message: dict[str, Any],
-    tools: Mapping[str, Tool] | None = None,
+    get_tool: Callable[[str], Tool | None] | None = None,
     principal: Principal | None = None,
 ) -> str | None:
     """Why a 2026-07-28 request's routing headers fail its body, or ``None``.
@@ -181,7 +181,7 @@ def header_mismatch(
     the body's method, and ``Mcp-Name`` (verbatim, or base64 in
     ``=?base64?...?=``) the named target of ``tools/call``, ``prompts/get`` and
     ``resources/read``, and each ``Mcp-Param-*`` header the called tool's
-    ``x-mcp-header`` arguments (given ``tools``): intermediaries route on the
+    ``x-mcp-header`` arguments (given ``get_tool``): intermediaries route on the
     headers, the server runs the body, and the two must never disagree.
     """
     params = message.get("params")
@@ -199,21 +199,22 @@ def header_mismatch(
         name = _decoded(request.header("mcp-name"))
         if name is None or name != params.get(key):
             return "Mcp-Name is missing or does not match the request's target"
-    if method == "tools/call" and tools is not None and isinstance(params, dict):
-        return _param_mismatch(request, params, tools, principal)
+    if method == "tools/call" and get_tool is not None and isinstance(params, dict):
+        tool = get_tool(params["name"])  # a string: Mcp-Name matched it
+        if tool is not None and tool.param_headers:
+            return _param_mismatch(request, params, tool, principal)
     return None
 
 
 def _param_mismatch(
-    request: Any, params: dict[str, Any], tools: Mapping[str, Tool], principal: Principal | None
+    request: Any, params: dict[str, Any], tool: Tool, principal: Principal | None
 ) -> str | None:
-    """Why the ``Mcp-Param-*`` headers fail the arguments of the tool called, or ``None``.
+    """Why the ``Mcp-Param-*`` headers fail the arguments of ``tool``, or ``None``.
 
     Only a tool the caller may see is checked: for any other the call's own
     answer (unknown tool) must not differ by what its schema says.
     """
-    tool = tools.get(params["name"])  # a string: Mcp-Name matched it
-    if tool is None or not tool.param_headers or not visible_tools((tool,), principal):
+    if not visible_tools((tool,), principal):
         return None
     sent: dict[str, list[str]] = {}
     for name, value in request.headers:
@@ -234,7 +235,7 @@ def origin_path(target: str) -> str:
 
 def _decoded(value: str | None) -> str | None:
     """A header value as sent: verbatim, or the UTF-8 text of its base64 form."""
-    return None if value is None else decode(value)
+    return value if value is None or value[:2] != "=?" else decode(value)
 
 
 def error_body(request_id: RequestId | None, exc: RPCError) -> bytes:

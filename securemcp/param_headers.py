@@ -134,7 +134,7 @@ def encode(text: str) -> str:
 
 def decode(value: str) -> str | None:
     """A header value as sent: as it is, or the text in ``=?base64?...?=``; ``None`` if broken."""
-    wrapped = _WRAPPED.fullmatch(value)
+    wrapped = _WRAPPED.fullmatch(value) if value[:2] == "=?" else None
     if wrapped is None:
         return value
     try:

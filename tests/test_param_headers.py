@@ -169,6 +169,8 @@ def test_a_tool_the_caller_cannot_see_is_not_checked() -> None:
         ("mcp-name", "secret"),
     )
     request = HTTPRequestReceived("POST", "/mcp", headers, b"")
-    assert header_mismatch(request, message, app.tools, None) is None
+    assert header_mismatch(request, message, app.get_tool, None) is None
     admin = Principal("ann", frozenset({"admin"}))
-    assert "Mcp-Param-Region is missing" in str(header_mismatch(request, message, app.tools, admin))
+    refusal = header_mismatch(request, message, app.get_tool, admin)
+    assert refusal is not None
+    assert "Mcp-Param-Region is missing" in refusal
