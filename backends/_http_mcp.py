@@ -1,8 +1,9 @@
 """What MCP over Streamable HTTP asks of :class:`~securemcp.transport.HTTPClient`, without I/O.
 
 - The headers a request carries: at 2026-07-28 ``MCP-Protocol-Version``,
-  ``Mcp-Method`` and ``Mcp-Name``, mirrored from the body (a value that is not
-  printable ASCII goes as ``=?base64?...?=``); in a 2025-revision session the
+  ``Mcp-Method``, ``Mcp-Name`` and a listed tool's ``Mcp-Param-*``, mirrored
+  from the body (:mod:`securemcp.param_headers`: a value that is not printable
+  ASCII goes as ``=?base64?...?=``); in a 2025-revision session the
   negotiated ``MCP-Protocol-Version`` and the ``Mcp-Session-Id``.
 - What an answer means: an HTTP status without a JSON-RPC answer raises
   :class:`~securemcp.backends.http_client.HTTPRejected`, an error answer its
@@ -30,7 +31,6 @@ __all__ = [
     "NotificationCallback",
     "answer_result",
     "deliver_notification",
-    "header_value",
     "learn_param_headers",
     "routing_headers",
     "session_headers",
@@ -51,11 +51,6 @@ CallProgress = tuple[str | None, ProgressCallback] | None
 """A call's progress token and the callback its reports go to (``None``: it follows none)."""
 
 
-def header_value(value: str) -> str:
-    """``value`` as an HTTP header carries it: verbatim, or base64 in ``=?base64?...?=``."""
-    return encode(value)
-
-
 def routing_headers(
     method: str, params: Any, param_maps: Mapping[str, Mapping[Path, str]] | None = None
 ) -> Headers:
@@ -68,7 +63,7 @@ def routing_headers(
     key = _NAME_PARAMS.get(method)
     name = params.get(key) if key is not None and isinstance(params, Mapping) else None
     if isinstance(name, str):
-        headers.append(("Mcp-Name", header_value(name)))
+        headers.append(("Mcp-Name", encode(name)))
         mirrored = None if param_maps is None or method != TOOLS_CALL else param_maps.get(name)
         if mirrored:
             headers += param_headers(mirrored, params.get("arguments"))

@@ -14,7 +14,6 @@ import anyio
 import pytest
 
 from securemcp.backends._client_target import parse_http_url
-from securemcp.backends._http_mcp import header_value
 from securemcp.backends._http_transport import SSEParser
 from securemcp.backends.http_client import MODERN_PROTOCOL_VERSION
 from securemcp.backends.mcp_client import ProgressUpdate
@@ -289,13 +288,6 @@ def test_url_checks() -> None:
     with pytest.raises(ValueError, match="bearer token"):
         HTTPClient("http://example.com/mcp", token="not a token")
     assert "unconnected" not in repr(HTTPClient("http://example.com/mcp"))
-
-
-def test_header_values() -> None:
-    assert header_value("add") == "add"
-    assert header_value("ünï") == "=?base64?w7xuw68=?="
-    assert header_value(" padded") == "=?base64?IHBhZGRlZA==?="
-    assert header_value("=?base64?abc?=").startswith("=?base64?PT9i")
 
 
 def test_sse_parser() -> None:

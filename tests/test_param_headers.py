@@ -83,6 +83,13 @@ def test_encoded_values_decode_to_the_text(text: str) -> None:
     assert decode(value) == text
 
 
+def test_values_that_are_not_plain_printable_ascii_go_in_base64() -> None:
+    assert encode("add") == "add"
+    assert encode("ünï") == "=?base64?w7xuw68=?="
+    assert encode(" padded") == "=?base64?IHBhZGRlZA==?="
+    assert encode("=?base64?abc?=").startswith("=?base64?PT9i")  # not taken for a wrapped one
+
+
 def test_a_broken_base64_value_decodes_to_none() -> None:
     assert decode("=?base64?not base64!?=") is None
     assert decode("=?base64?/w==?=") is None  # not UTF-8

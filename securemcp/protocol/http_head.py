@@ -113,7 +113,7 @@ class HeadReader:
 
     def connection(self) -> h11.Connection:
         """An ``h11.Connection`` that has read this head, to read a chunked body on."""
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limit)
+        conn = _connection(self._limit)
         conn.receive_data(bytes(self._fed))
         if self._closed:
             conn.receive_data(b"")
@@ -127,4 +127,8 @@ def parser(max_incomplete_event_size: int) -> HeadReader | h11.Connection:
     """The parser of the next request's head: a :class:`HeadReader` where h11 allows it."""
     if FAST:
         return HeadReader(max_incomplete_event_size)
+    return _connection(max_incomplete_event_size)
+
+
+def _connection(max_incomplete_event_size: int) -> h11.Connection:
     return h11.Connection(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
